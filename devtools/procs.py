@@ -1,0 +1,140 @@
+"""Child processes with prefixed logs, readiness waits and clean stops (used by ``make dev`` and tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+# The project is not installed as a package: services/ and operator/ are import roots.
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "services", ROOT / "operator", ROOT))
+COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URLs only
+            return bool(200 <= resp.status < 300)
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    """One child process; its output is copied line by line with a coloured ``name |`` prefix."""
+
+    name: str
+    argv: list[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_url: str | None = None
+    out: IO[str] | None = None
+    colour: str = "0"
+    popen: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    keep_lines: int = 2000
+
+    def start(self) -> Proc:
+        env = {**os.environ, "PYTHONPATH": PYTHONPATH, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            self.argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # its own process group: a stop reaches its children too
+        )
+        threading.Thread(target=self._pump, daemon=True, name=f"log-{self.name}").start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.popen and self.popen.stdout
+        use_colour = self.out is not None and getattr(self.out, "isatty", lambda: False)()
+        prefix = f"\x1b[{self.colour}m{self.name:>10} |\x1b[0m " if use_colour else f"{self.name:>10} | "
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if len(self.lines) > self.keep_lines:
+                del self.lines[: self.keep_lines // 2]
+            if self.out is not None:
+                self.out.write(prefix + line)
+                self.out.flush()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        url = self.ready_url
+        ok = wait_until(lambda: not self.running or (url is None or http_ok(url)), timeout, 0.1)
+        if not self.running:
+            raise RuntimeError(f"{self.name} exited with {self.popen and self.popen.returncode}:\n"
+                               + "\n".join(self.lines[-40:]))
+        if not ok:
+            raise RuntimeError(f"{self.name} not ready at {url} after {timeout}s:\n" + "\n".join(self.lines[-40:]))
+
+    def signal(self, sig: int) -> None:
+        if self.popen and self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.popen:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: for crash tests."""
+        if self.popen:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class ProcGroup:
+    out: IO[str] | None = sys.stdout
+    procs: list[Proc] = field(default_factory=list)
+
+    def add(self, proc: Proc) -> Proc:
+        proc.out = self.out
+        proc.colour = COLOURS[len(self.procs) % len(COLOURS)]
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in reversed(self.procs):
+            if proc.popen:
+                try:
+                    proc.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.signal(signal.SIGKILL)
+                    proc.popen.wait(5)

@@ -1,0 +1,40 @@
+"""SecantusDB (a MongoDB wire-protocol server) as a separate process, for ``make dev`` and tests.
+
+SecantusDB is GPL-2.0-only: it stays a development dependency, started as its own process
+and reached over the wire; no shop code imports it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from devtools.procs import Proc, free_port, wait_until
+from devtools.infra import reachable
+
+
+def mongo_url(port: int) -> str:
+    # retryWrites=false only here: SecantusDB slows down with retryable writes on; real MongoDB keeps them.
+    return f"mongodb://127.0.0.1:{port}/?retryWrites=false&directConnection=true"
+
+
+def secantus_proc(port: int | None = None, storage: str | Path = ":memory:") -> Proc:
+    exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
+    port = port or free_port()
+    return Proc(
+        name="mongo",
+        argv=[exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
+              "--log-level", "WARNING"],
+        env={},
+    )
+
+
+def port_of(proc: Proc) -> int:
+    return int(proc.argv[proc.argv.index("--port") + 1])
+
+
+def wait_secantus(proc: Proc, timeout: float = 60.0) -> None:
+    port = port_of(proc)
+    if not wait_until(lambda: not proc.running or reachable(port), timeout, 0.1) or not proc.running:
+        raise RuntimeError("SecantusDB did not start:\n" + "\n".join(proc.lines[-30:]))

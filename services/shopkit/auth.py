@@ -1,0 +1,228 @@
+"""JWT verification against the customers service's JWKS, and role guards.
+
+Only EdDSA is accepted: ``alg: none`` and HS256-signed-with-the-public-key tokens fail
+before any key is used. Keys are cached and refetched when a token names an unknown ``kid``
+(at most once per ``MIN_REFRESH_SECONDS``, so garbage kids cannot hammer the JWKS endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import jwt
+from jwt import PyJWK
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.auth")
+
+ALGORITHM = "EdDSA"
+Role = Literal["customer", "admin"]
+ROLES: tuple[str, ...] = ("customer", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller."""
+
+    id: str
+    role: str
+    email: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable; the message is safe to show to the caller."""
+
+
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def http_jwks_source(url: str, timeout: float = 3.0) -> JwksSource:
+    async def fetch() -> dict[str, Any]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
+                session.get(url) as resp:
+            resp.raise_for_status()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    return fetch
+
+
+class JwksCache:
+    MIN_REFRESH_SECONDS = 5.0
+
+    def __init__(self, source: JwksSource, ttl_seconds: float) -> None:
+        self._source = source
+        self._ttl = ttl_seconds
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self.MIN_REFRESH_SECONDS and self._keys:
+                return
+            data = await self._source()
+            keys: dict[str, PyJWK] = {}
+            for raw in data.get("keys", []):
+                try:
+                    key = PyJWK(raw)
+                except jwt.PyJWKError:
+                    log.warning("ignoring unusable JWKS entry %s", raw.get("kid"))
+                    continue
+                if key.key_id:
+                    keys[key.key_id] = key
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+
+    async def get(self, kid: str) -> PyJWK:
+        stale = time.monotonic() - self._fetched_at > self._ttl
+        if stale or kid not in self._keys:
+            try:
+                await self._refresh()
+            except Exception as exc:
+                if kid not in self._keys:
+                    log.warning("JWKS fetch failed: %s", exc)
+                    raise InvalidToken("signing keys are unavailable") from exc
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise InvalidToken("token signed with an unknown key") from None
+
+
+class TokenVerifier:
+    def __init__(self, settings: ServiceSettings, source: JwksSource | None = None) -> None:
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_seconds
+        self.jwks = JwksCache(source or http_jwks_source(settings.jwks_url), settings.jwks_cache_seconds)
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken(f"token algorithm must be {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("token has no key id")
+        key = await self.jwks.get(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from exc
+        if claims.get("typ") != "access":
+            raise InvalidToken("not an access token")
+        role = claims.get("role")
+        if role not in ROLES:
+            raise InvalidToken("token has no valid role")
+        return Principal(id=str(claims["sub"]), role=str(role), email=claims.get("email"))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+class AuthMiddleware:
+    """Verifies a bearer token when one is sent and puts the :class:`Principal` on ``scope['user']``.
+
+    A request without a token passes through anonymous: the route's guard decides whether
+    that is allowed. A bad token is refused here with 401, whatever the route.
+    """
+
+    def __init__(self, app: Any, verifier: TokenVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        auth = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                auth = value.decode("latin-1")
+                break
+        scope["user"] = None
+        try:
+            token = bearer_token(auth)
+            if token is None and scope["type"] == "websocket":
+                token = _query_token(scope)
+            if token is not None:
+                scope["user"] = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            if scope["type"] == "websocket":
+                await _reject_websocket(receive, send)
+                return
+            from shopkit.errors import problem_response
+
+            response = problem_response(
+                401, str(exc), type_="invalid-token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+            await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+            return
+        await self.app(scope, receive, send)
+
+
+def _query_token(scope: Any) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("access_token")
+    return values[0] if values else None
+
+
+async def _reject_websocket(receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 4401, "reason": "invalid token"})
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("authentication required: send 'Authorization: Bearer <access token>'")
+    return user
+
+
+def requires_customer(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: any signed-in caller (customers and admins)."""
+    principal_of(connection)
+
+
+def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: admins only."""
+    if not principal_of(connection).is_admin:
+        raise PermissionDeniedException("admin role required")
+
+
+async def provide_principal(request: Any) -> Principal:
+    """Dependency: the verified caller (use with a guard)."""
+    return principal_of(request)

@@ -1,0 +1,85 @@
+"""MongoDB wiring: one client per process, one database per service, odmantic on top."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
+from odmantic import AIOEngine
+from pymongo.errors import DuplicateKeyError
+
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.mongo")
+T = TypeVar("T")
+
+HANDLED_EVENTS = "handled_events"
+
+
+def create_client(settings: ServiceSettings) -> AsyncIOMotorClient[Any]:
+    return AsyncIOMotorClient(
+        settings.mongo_url.get_secret_value(),
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        tz_aware=True,
+        appname=settings.service_name,
+    )
+
+
+def create_engine(client: AsyncIOMotorClient[Any], settings: ServiceSettings) -> AIOEngine:
+    return AIOEngine(client=client, database=settings.database_name)
+
+
+async def ping(client: AsyncIOMotorClient[Any]) -> None:
+    await client.admin.command("ping")
+
+
+async def in_transaction(
+    client: AsyncIOMotorClient[Any], work: Callable[[AsyncIOMotorClientSession], Awaitable[T]]
+) -> T:
+    """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver."""
+    async with await client.start_session() as session:
+        return await session.with_transaction(work)  # type: ignore[no-any-return]
+
+
+class AlreadyHandled(Exception):
+    """The event was handled before: its id is already recorded."""
+
+
+async def mark_handled(
+    db: AsyncIOMotorDatabase[Any], consumer: str, event_id: str, session: AsyncIOMotorClientSession
+) -> None:
+    """Record ``event_id`` as handled by ``consumer`` inside the caller's transaction.
+
+    The unique ``_id`` makes a second delivery fail here, so the effect written in the
+    same transaction is never applied twice.
+    """
+    try:
+        await db[HANDLED_EVENTS].insert_one({"_id": f"{consumer}:{event_id}"}, session=session)
+    except DuplicateKeyError as exc:
+        raise AlreadyHandled(event_id) from exc
+
+
+async def handle_once(
+    client: AsyncIOMotorClient[Any],
+    db: AsyncIOMotorDatabase[Any],
+    consumer: str,
+    event_id: str,
+    effect: Callable[[AsyncIOMotorClientSession], Awaitable[T]],
+) -> tuple[bool, T | None]:
+    """Apply ``effect`` and record the event id in one transaction.
+
+    Returns ``(True, result)`` when applied now, ``(False, None)`` for a duplicate delivery.
+    """
+
+    async def work(session: AsyncIOMotorClientSession) -> T:
+        await mark_handled(db, consumer, event_id, session)
+        return await effect(session)
+
+    try:
+        return True, await in_transaction(client, work)
+    except AlreadyHandled:
+        log.info("event %s already handled by %s; skipped", event_id, consumer)
+        return False, None

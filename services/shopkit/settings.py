@@ -1,0 +1,52 @@
+"""Settings read from ``MICROSHOP_*`` environment variables.
+
+Every service subclasses :class:`ServiceSettings`; the variable names are the same
+in the chart, the dev runner and the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads. Defaults suit a developer machine."""
+
+    model_config = SettingsConfigDict(env_prefix="MICROSHOP_", extra="ignore", frozen=True)
+
+    service_name: str = "microshop"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "console"
+
+    # Infrastructure (one database per service: the name defaults to the service's own).
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    mongo_database: str | None = None
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Prefix for exchange, queue and Redis key names, so a test run or a second shop can share a broker and a Redis.
+    namespace: str = ""
+
+    # JWT verification (every service verifies tokens itself).
+    jwt_issuer: str = "microshop"
+    jwt_audience: str = "microshop-api"
+    jwks_url: str = "http://127.0.0.1:8001/auth/jwks"
+    jwks_cache_seconds: int = Field(default=300, ge=1)
+    jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
+
+    @property
+    def database_name(self) -> str:
+        return self.mongo_database or self.service_name
+
+
+@lru_cache
+def get_settings(cls: type[S]) -> S:
+    """Settings are read once per process (per settings class)."""
+    return cls()
