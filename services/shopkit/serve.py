@@ -10,7 +10,10 @@ from litestar import Litestar
 from shopkit.settings import ServiceSettings
 
 
-def serve(create_app: Callable[[ServiceSettings], Litestar], settings: ServiceSettings) -> None:
+def serve(
+    create_app: Callable[[ServiceSettings], Litestar], settings: ServiceSettings, *, proxy_headers: bool = True
+) -> None:
+    """``proxy_headers=False`` keeps the peer address as the client (the gateway decides itself what to trust)."""
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -20,6 +23,6 @@ def serve(create_app: Callable[[ServiceSettings], Litestar], settings: ServiceSe
         http="httptools",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=proxy_headers,
         timeout_graceful_shutdown=10,
     )
