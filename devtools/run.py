@@ -12,11 +12,17 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from devtools import infra
 from devtools.procs import ROOT
-from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES, LocalShop, ensure_private_key, shop_from_env
+from devtools.shop import (
+    DEV_ADMIN_EMAIL,
+    DEV_ADMIN_PASSWORD,
+    SERVICES,
+    LocalShop,
+    ensure_private_key,
+    shop_from_env,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from devtools.procs import Proc, free_port, wait_until
 from devtools.infra import reachable
+from devtools.procs import Proc, free_port, wait_until
 
 
 def mongo_url(port: int) -> str:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from devtools.procs import Proc, ProcGroup, free_port
 from devtools.secantus import mongo_url, port_of, secantus_proc, wait_secantus
 
-DEV_ADMIN_EMAIL = "admin@microshop.local"
+DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_ADMIN_PASSWORD = "microshop-dev-admin"  # noqa: S105 - documented dev-only default
 
 
@@ -31,7 +31,9 @@ class ServiceSpec:
 
     @property
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        # A package without __main__ is still being written: it is not a runnable service yet.
+        find = importlib.util.find_spec
+        return find(self.module) is not None and find(f"{self.module}.__main__") is not None
 
 
 # Start order: customers first (it serves the JWKS), the gateway last.

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from shopkit import mongo
 from shopkit.auth import AuthMiddleware, TokenVerifier, provide_principal
-from shopkit.broker import EventBus, create_broker
+from shopkit.broker import EventBus
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
@@ -150,5 +150,5 @@ def openapi_config(title: str, description: str | None = None) -> OpenAPIConfig:
     )
 
 
-BEARER = [{"BearerToken": []}]
+BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 """Use as ``security=BEARER`` on routes that need a token, so the OpenAPI says who may call them."""

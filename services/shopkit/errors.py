@@ -87,7 +87,7 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
 
 def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     errors = _validation_errors(exc)
-    if not errors or all(e["field"] == "body" for e in errors) and "malformed" in str(exc.detail).lower():
+    if not errors or (all(e["field"] == "body" for e in errors) and "malformed" in str(exc.detail).lower()):
         return problem_response(400, str(exc.detail), type_="malformed-request", instance=request.url.path)
     detail = "; ".join(f"{e['field']}: {e['rule']}" for e in errors)
     return problem_response(

@@ -13,12 +13,13 @@ from shopkit.context import correlation_id_var, request_id_var
 
 # Values that must never reach a log line, whatever a careless call passes in.
 _SECRET_PATTERNS = [
+    (re.compile(r"\$argon2\w*\$[^\s'\"]+"), "[REDACTED-HASH]"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(\"?(?:password|passwd|secret|token|refresh_token|access_token|private_key|authorization)"
-                r"\"?\s*[:=]\s*\"?)[^\"\s,}&]+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(access_token=)[^&\s]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)([\"']?\w*(?:password|passwd|secret|token|private_key|authorization)\w*[\"']?\s*[:=]\s*[\"']?)"
+                r"[^\"'\s,}&)]+"), r"\1[REDACTED]"),
     (re.compile(r"(\w+://[^:/\s]+:)[^@\s]+(@)"), r"\1[REDACTED]\2"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), "[REDACTED-JWT]"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), "[REDACTED-KEY]"),
 ]
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}

@@ -41,7 +41,7 @@ async def in_transaction(
 ) -> T:
     """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver."""
     async with await client.start_session() as session:
-        return await session.with_transaction(work)  # type: ignore[no-any-return]
+        return await session.with_transaction(work)  # type: ignore[arg-type,no-any-return]
 
 
 class AlreadyHandled(Exception):

@@ -1,0 +1,1 @@
+"""customers: registration, login, rotating refresh tokens, the JWKS, and the caller's own profile."""

@@ -1,0 +1,41 @@
+"""The customers service: accounts, login, rotating refresh tokens and the JWKS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+
+from customers.controllers import AuthController, MeController
+from customers.keys import load_signing_key
+from customers.models import Customer, RefreshToken
+from customers.services import Accounts
+from customers.settings import Settings
+from shopkit.app import Resources, create_service_app
+from shopkit.auth import TokenVerifier
+from shopkit.settings import ServiceSettings
+
+
+def create_app(settings: ServiceSettings | None = None) -> Litestar:
+    settings = settings if isinstance(settings, Settings) else Settings()
+    key = load_signing_key(settings)
+
+    async def local_jwks() -> dict[str, Any]:
+        return key.jwks()
+
+    async def startup(resources: Resources) -> None:
+        assert resources.engine is not None
+        await resources.engine.configure_database([Customer, RefreshToken])  # type: ignore[arg-type]
+        accounts = Accounts(resources.engine, settings, key)
+        resources.extras["accounts"] = accounts
+        if settings.admin_email and settings.admin_password:
+            await accounts.ensure_admin(settings.admin_email, settings.admin_password.get_secret_value())
+
+    return create_service_app(
+        settings,
+        title="microshop customers",
+        description="Registration, login, token refresh, JWKS and the caller's profile.",
+        route_handlers=[AuthController, MeController],
+        verifier=TokenVerifier(settings, source=local_jwks),
+        on_startup=[startup],
+    )

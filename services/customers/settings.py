@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from shopkit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "customers"
+    port: int = Field(default=8001, ge=1, le=65535)
+
+    # Ed25519 signing key (PKCS#8 PEM): a file (mounted from a Secret in the cluster) or the PEM itself.
+    # Neither set: an ephemeral key is generated (tokens die with the process; fine for a quick try only).
+    jwt_private_key_file: Path | None = None
+    jwt_private_key: SecretStr | None = None
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
+
+    # The first admin (a Secret in the cluster; `make dev` passes documented dev-only values).
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
