@@ -1,0 +1,45 @@
+# microshop — the two set-up commands are `make dev` (run the shop) and `make test` (run every test).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(shell $(PYTHON) scripts/install_uv.py)
+export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/operator:$(CURDIR)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
+
+.PHONY: help setup infra dev test lint typecheck check bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+setup: .venv/.synced ## create the virtualenv from uv.lock
+
+.venv/.synced: pyproject.toml uv.lock
+	@test -n "$(UV)" || { echo "uv is missing and could not be installed"; exit 1; }
+	$(UV) sync --frozen
+	@touch $@
+
+infra: setup ## make sure RabbitMQ and Redis answer (start or install them)
+	$(UV) run --frozen python -m devtools.infra
+
+dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database)
+	$(UV) run --frozen python -m devtools.run $(ARGS)
+
+test: infra ## run every test (PYTEST_ARGS to narrow)
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(UV) run --frozen ruff check .
+
+typecheck: setup ## mypy
+	$(UV) run --frozen mypy services operator devtools
+
+check: lint typecheck test ## what CI runs
+
+bench: infra ## benchmarks (printed ratios)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
+
+clean: ## remove the virtualenv, dev data and caches
+	rm -rf .venv .dev .pytest_cache .mypy_cache .ruff_cache
+
+-include mk/*.mk
