@@ -1,0 +1,183 @@
+{{/*
+Names and labels. Objects are named <release>-<component>; every object carries the standard
+app.kubernetes.io labels so the operator can find and prune what it rendered.
+*/}}
+{{- define "microshop.fullname" -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "microshop.componentName" -}}
+{{- printf "%s-%s" (include "microshop.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "microshop.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end -}}
+
+{{- define "microshop.labels" -}}
+{{ include "microshop.selectorLabels" . }}
+app.kubernetes.io/part-of: microshop
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Every pod of this release (for NetworkPolicy peers). */}}
+{{- define "microshop.instanceSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+What each service talks to. This is architecture, not configuration, so it lives here and not in values:
+  ports    the HTTP port of each service (ARCHITECTURE.md)
+  callers  services that call it over HTTP besides the gateway (every service fetches customers' JWKS;
+           orders reads the catalog from products)
+  infra    which managed infrastructure it may reach (NetworkPolicies)
+*/}}
+{{- define "microshop.topology" -}}
+gateway:   {port: 8000, callers: [],                                                 infra: [redis, rabbitmq]}
+customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb, rabbitmq]}
+products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, rabbitmq]}
+orders:    {port: 8003, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
+alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
+analytics: {port: 8005, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
+{{- end -}}
+
+{{- define "microshop.port" -}}
+{{- $topology := include "microshop.topology" .root | fromYaml -}}
+{{- $entry := required (printf "services.%s: unknown service (known: %s)" .name (keys $topology | sortAlpha | join ", ")) (get $topology .name) -}}
+{{- $entry.port -}}
+{{- end -}}
+
+{{- define "microshop.url" -}}
+{{- printf "http://%s:%s" (include "microshop.componentName" .) (include "microshop.port" .) -}}
+{{- end -}}
+
+{{- define "microshop.image" -}}
+{{- $svc := index .root.Values.services .name -}}
+{{- $override := $svc.image | default dict -}}
+{{- $repository := $override.repository | default .root.Values.image.repository -}}
+{{- $tag := $override.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{- define "microshop.jwtSecretName" -}}
+{{- .Values.auth.jwtKeySecret.name | default (printf "%s-jwt" (include "microshop.fullname" .)) -}}
+{{- end -}}
+
+{{- define "microshop.adminSecretName" -}}
+{{- .Values.auth.adminSecret.name | default (printf "%s-admin" (include "microshop.fullname" .)) -}}
+{{- end -}}
+
+{{/* Connection URL env var for one infrastructure kind: a value when managed, a Secret key when external. */}}
+{{- define "microshop.infraEnv" -}}
+{{- $cfg := index .root.Values .kind -}}
+- name: {{ .env }}
+{{- if $cfg.managed }}
+  value: {{ include (printf "microshop.%s.url" .kind) .root | quote }}
+{{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "%s.external.secretName is required when %s.managed is false" .kind .kind) $cfg.external.secretName }}
+      key: {{ $cfg.external.secretKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "microshop.mongodb.host" -}}
+{{- printf "%s-mongodb-0.%s-mongodb.%s.svc.cluster.local" (include "microshop.fullname" .) (include "microshop.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- define "microshop.mongodb.url" -}}
+{{- printf "mongodb://%s:27017/?replicaSet=rs0" (include "microshop.mongodb.host" .) -}}
+{{- end -}}
+{{- define "microshop.redis.url" -}}
+{{- printf "redis://%s-redis:6379/0" (include "microshop.fullname" .) -}}
+{{- end -}}
+{{- define "microshop.rabbitmq.url" -}}
+{{- printf "amqp://guest:guest@%s-rabbitmq:5672/" (include "microshop.fullname" .) -}}
+{{- end -}}
+
+{{/*
+Environment of one service: the MICROSHOP_* names its Settings class reads (services/<svc>/settings.py).
+Rule (tests/charts/test_env_contract.py): every name set here is read by that service, and every setting
+whose default only suits a developer machine (loopback URLs, console logs) or that replicas must share
+(signing key, first admin) is set here.
+*/}}
+{{- define "microshop.env" -}}
+{{- $root := .root -}}
+{{- $name := .name -}}
+{{- $v := $root.Values -}}
+- name: MICROSHOP_HOST
+  value: "0.0.0.0"
+- name: MICROSHOP_PORT
+  value: {{ include "microshop.port" . | quote }}
+- name: MICROSHOP_LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+- name: MICROSHOP_LOG_FORMAT
+  value: json
+{{ include "microshop.infraEnv" (dict "root" $root "kind" "mongodb" "env" "MICROSHOP_MONGO_URL") }}
+{{ include "microshop.infraEnv" (dict "root" $root "kind" "redis" "env" "MICROSHOP_REDIS_URL") }}
+{{ include "microshop.infraEnv" (dict "root" $root "kind" "rabbitmq" "env" "MICROSHOP_RABBITMQ_URL") }}
+- name: MICROSHOP_JWKS_URL
+  value: {{ printf "%s/auth/jwks" (include "microshop.url" (dict "root" $root "name" "customers")) | quote }}
+{{- if eq $name "customers" }}
+- name: MICROSHOP_JWT_PRIVATE_KEY_FILE
+  value: /var/run/secrets/microshop/jwt/private.pem
+- name: MICROSHOP_ACCESS_TOKEN_TTL_SECONDS
+  value: {{ $v.auth.accessTokenTtlSeconds | int64 | quote }}
+- name: MICROSHOP_REFRESH_TOKEN_TTL_SECONDS
+  value: {{ $v.auth.refreshTokenTtlSeconds | int64 | quote }}
+- name: MICROSHOP_ADMIN_EMAIL
+  value: {{ $v.auth.adminSecret.email | quote }}
+- name: MICROSHOP_ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "microshop.adminSecretName" $root }}
+      key: password
+{{- end }}
+{{- if eq $name "gateway" }}
+{{- range $upstream := list "customers" "products" "orders" "alerts" "analytics" }}
+- name: {{ printf "MICROSHOP_%s_URL" (upper $upstream) }}
+  value: {{ include "microshop.url" (dict "root" $root "name" $upstream) | quote }}
+{{- end }}
+- name: MICROSHOP_ANALYTICS_ENABLED
+  value: {{ $v.services.analytics.enabled | quote }}
+- name: MICROSHOP_RATE_LIMIT_REQUESTS
+  value: {{ $v.rateLimit.requests | int64 | quote }}
+- name: MICROSHOP_RATE_LIMIT_WINDOW_SECONDS
+  value: {{ $v.rateLimit.windowSeconds | int64 | quote }}
+{{- /* Behind an Ingress or a Gateway the client address is in X-Forwarded-For; rate limits need it. */}}
+- name: MICROSHOP_TRUST_FORWARDED_FOR
+  value: {{ or $v.ingress.enabled $v.httpRoute.enabled | quote }}
+{{- end }}
+{{- if eq $name "orders" }}
+- name: MICROSHOP_PRODUCTS_URL
+  value: {{ include "microshop.url" (dict "root" $root "name" "products") | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The env list of one service: the chart's entries, then services.<name>.env (which wins on a clash). */}}
+{{- define "microshop.envList" -}}
+{{- $overrides := (index .root.Values.services .name).env | default dict -}}
+{{- $env := list -}}
+{{- range (include "microshop.env" . | fromYamlArray) -}}
+{{- if not (hasKey $overrides .name) -}}{{- $env = append $env . -}}{{- end -}}
+{{- end -}}
+{{- range $key := keys $overrides | sortAlpha -}}
+{{- $env = append $env (dict "name" $key "value" (toString (get $overrides $key))) -}}
+{{- end -}}
+{{- toYaml $env -}}
+{{- end -}}
+
+{{/* Container securityContext shared by every container this chart runs. */}}
+{{- define "microshop.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
