@@ -1,0 +1,74 @@
+"""Names and prices for an order come from the products service over HTTP, never from the client.
+
+Why HTTP and not a local copy fed by ``product_updated``: the products service is the one
+source of truth and its reads are Redis-cached; a copy would need a bootstrap for products
+created before this service first ran and could serve a price that changed seconds ago.
+The cost is a dependency at order time: if the catalog is unreachable, placing an order
+answers 503 and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shopkit.context import current_correlation_id
+
+log = logging.getLogger("orders.catalog")
+
+
+class CatalogProduct(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    price: int
+    currency: str
+
+
+class CatalogUnavailable(Exception):
+    """The products service did not answer usefully."""
+
+
+class CatalogClient:
+    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self.timeout, raise_for_status=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _one(self, product_id: str) -> CatalogProduct | None:
+        assert self._session is not None, "CatalogClient.start() was not called"
+        headers = {"Accept": "application/json"}
+        if cid := current_correlation_id():
+            headers["X-Request-ID"] = cid
+        try:
+            async with self._session.get(f"{self.base_url}/products/{product_id}", headers=headers) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    raise CatalogUnavailable(f"products answered {resp.status} for {product_id}")
+                body: Any = await resp.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CatalogUnavailable(str(exc) or type(exc).__name__) from exc
+        try:
+            return CatalogProduct.model_validate(body)
+        except ValidationError as exc:
+            raise CatalogUnavailable(f"unexpected product shape for {product_id}") from exc
+
+    async def products(self, product_ids: Iterable[str]) -> dict[str, CatalogProduct]:
+        """The products that exist among ``product_ids`` (missing ones are absent from the result)."""
+        ids = list(dict.fromkeys(product_ids))
+        found = await asyncio.gather(*(self._one(pid) for pid in ids))
+        return {pid: p for pid, p in zip(ids, found, strict=True) if p is not None}

@@ -1,0 +1,67 @@
+"""HTTP routes of the orders service. Everything needs a token; admins may see and move any order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from orders.schemas import OrderOut, OrderPage
+from orders.service import OrderBook
+from orders.statuses import Actor, OrderStatus
+from shopkit.app import BEARER
+from shopkit.auth import Principal, requires_admin, requires_customer
+from shopkit.contracts.orders import CreateOrderRequest, StatusChangeRequest
+
+MAX_PAGE_SIZE = 100
+MAX_OFFSET = 100_000
+
+
+def location_of(request: Request[Any, Any, Any], order_id: str) -> str:
+    # Behind the gateway the public path is /api/orders/...; it says so with X-Forwarded-Prefix.
+    prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
+    if not prefix.startswith("/") or any(c in prefix for c in "\r\n?#"):
+        prefix = ""
+    return f"{prefix}/orders/{order_id}"
+
+
+class OrderController(Controller):
+    path = "/orders"
+    tags = ["orders"]
+    guards = [requires_customer]
+    security = BEARER
+
+    @post("/", summary="Place an order", status_code=HTTP_201_CREATED,
+          description="Names and prices come from the catalog. The order starts `pending`; the saga confirms "
+                      "or rejects it. 201 with a Location header.")
+    async def place_order(self, request: Request[Any, Any, Any], book: OrderBook,
+                          principal: Principal, data: CreateOrderRequest) -> Response[OrderOut]:
+        order = await book.place(principal, data)
+        return Response(order, status_code=HTTP_201_CREATED, headers={"Location": location_of(request, order.id)})
+
+    @get("/", summary="My orders, newest first")
+    async def my_orders(
+        self, book: OrderBook, principal: Principal,
+        limit: int = Parameter(default=20, ge=1, le=MAX_PAGE_SIZE),
+        offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
+    ) -> OrderPage:
+        return await book.mine(principal, limit, offset)
+
+    @get("/{order_id:str}", summary="One order", description="Own orders only (404 otherwise); admins: any.")
+    async def get_order(self, book: OrderBook, principal: Principal, order_id: str) -> OrderOut:
+        return await book.get(principal, order_id)
+
+    @post("/{order_id:str}/cancel", summary="Cancel an order", status_code=HTTP_200_OK,
+          description="Own orders while pending or confirmed; 409 otherwise. A confirmed order's stock is "
+                      "released by the products service.")
+    async def cancel_order(self, book: OrderBook, principal: Principal, order_id: str) -> OrderOut:
+        return await book.change_status(principal, order_id, OrderStatus.CANCELLED, Actor.OWNER)
+
+    @post("/{order_id:str}/status", summary="Fulfilment: shipped or delivered", status_code=HTTP_200_OK,
+          description="Admin only. confirmed → shipped → delivered; any other transition is 409.",
+          guards=[requires_admin])
+    async def change_status(self, book: OrderBook, principal: Principal, order_id: str,
+                            data: StatusChangeRequest) -> OrderOut:
+        return await book.change_status(principal, order_id, OrderStatus(data.status), Actor.ADMIN)

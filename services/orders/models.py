@@ -1,0 +1,36 @@
+"""Stored documents of the orders database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from odmantic import EmbeddedModel, Field, Model
+from pymongo import ASCENDING, DESCENDING
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OrderLine(EmbeddedModel):
+    product_id: str
+    name: str  # copied from the catalog at order time
+    unit_price: int  # integer minor units, from the catalog at order time
+    quantity: int
+
+
+class Order(Model):
+    customer_id: str
+    status: str
+    items: list[OrderLine]
+    total: int
+    currency: str
+    correlation_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    model_config = {"collection": "orders"}
+
+
+# "My orders, newest first" (created by the startup hook).
+BY_CUSTOMER_NEWEST = [("customer_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]

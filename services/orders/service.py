@@ -1,0 +1,194 @@
+"""Placing orders and moving them through the state machine; every change commits its event (outbox)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
+from pymongo import DESCENDING
+
+from orders.catalog import CatalogClient, CatalogUnavailable
+from orders.models import Order, OrderLine
+from orders.schemas import OrderOut, OrderPage
+from orders.statuses import Actor, OrderStatus, can_transition
+from shopkit.auth import Principal
+from shopkit.context import current_correlation_id
+from shopkit.contracts.orders import CreateOrderRequest
+from shopkit.errors import ProblemError
+from shopkit.events import ORDER_CREATED, ORDER_UPDATED, CloudEvent, new_event
+from shopkit.mongo import in_transaction
+from shopkit.outbox import OutboxRelay, add_to_outbox
+
+log = logging.getLogger("orders.service")
+
+SOURCE = "/microshop/orders"
+ORDERS = "orders"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_id(order_id: str) -> ObjectId | None:
+    try:
+        return ObjectId(order_id)
+    except (InvalidId, TypeError):
+        return None
+
+
+def order_not_found(order_id: str) -> ProblemError:
+    return ProblemError(404, f"order {order_id} does not exist", type_="order-not-found")
+
+
+def _items(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: line[k] for k in ("product_id", "name", "unit_price", "quantity")} for line in doc["items"]]
+
+
+def order_created_event(doc: dict[str, Any]) -> CloudEvent:
+    return new_event(ORDER_CREATED, SOURCE, {
+        "order_id": str(doc["_id"]), "customer_id": doc["customer_id"], "status": doc["status"],
+        "items": _items(doc), "total": doc["total"], "currency": doc["currency"],
+        "created_at": doc["created_at"].isoformat(),
+    })
+
+
+def order_updated_event(doc: dict[str, Any], old_status: str, new_status: str, reason: str | None) -> CloudEvent:
+    data: dict[str, Any] = {
+        "order_id": str(doc["_id"]), "customer_id": doc["customer_id"],
+        "old_status": old_status, "new_status": new_status, "status": new_status,
+        "items": _items(doc), "total": doc["total"], "currency": doc["currency"],
+    }
+    if reason:
+        data["reason"] = reason
+    return new_event(ORDER_UPDATED, SOURCE, data)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change that was committed (or ``None`` fields when nothing changed)."""
+
+    doc: dict[str, Any]
+    old_status: str
+    new_status: str
+
+
+class IllegalTransition(Exception):
+    def __init__(self, order_id: str, current: str, target: str) -> None:
+        super().__init__(f"order {order_id} is {current}; it cannot become {target}")
+        self.current = current
+        self.target = target
+
+
+class OrderBook:
+    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], catalog: CatalogClient,
+                 relay: OutboxRelay) -> None:
+        self.client = client
+        self.db = db
+        self.orders = db[ORDERS]
+        self.catalog = catalog
+        self.relay = relay
+
+    async def place(self, principal: Principal, req: CreateOrderRequest) -> OrderOut:
+        try:
+            catalog = await self.catalog.products(line.product_id for line in req.items)
+        except CatalogUnavailable as exc:
+            log.warning("catalog unavailable while placing an order: %s", exc)
+            raise ProblemError(503, "the catalog is unavailable; try again shortly", type_="catalog-unavailable",
+                               headers={"Retry-After": "2"}) from exc
+        lines: list[OrderLine] = []
+        errors = []
+        for i, line in enumerate(req.items):
+            product = catalog.get(line.product_id)
+            if product is None:
+                errors.append({"field": f"items[{i}].product_id", "rule": f"product {line.product_id} does not exist",
+                               "source": "body"})
+                continue
+            lines.append(OrderLine(product_id=line.product_id, name=product.name, unit_price=product.price,
+                                   quantity=line.quantity))
+        if errors:
+            raise ProblemError(422, "; ".join(f"{e['field']}: {e['rule']}" for e in errors),
+                               type_="validation-error", title="Request validation failed", errors=errors)
+        currencies = sorted({catalog[line.product_id].currency for line in lines})
+        if len(currencies) != 1:
+            raise ProblemError(422, f"items: one currency per order, these products are priced in "
+                                    f"{', '.join(currencies)}", type_="mixed-currencies")
+        order = Order(
+            id=ObjectId(), customer_id=principal.id, status=OrderStatus.PENDING.value, items=lines,
+            total=sum(line.unit_price * line.quantity for line in lines), currency=currencies[0],
+            correlation_id=current_correlation_id(),
+        )
+        doc = order.model_dump_doc()
+        event = order_created_event(doc)
+
+        async def work(session: AsyncIOMotorClientSession) -> None:
+            await self.orders.insert_one(doc, session=session)
+            await add_to_outbox(self.db, [event], session)
+
+        await in_transaction(self.client, work)
+        self.relay.notify()
+        log.info("order %s placed: %d line(s), %d %s", doc["_id"], len(lines), doc["total"], doc["currency"])
+        return OrderOut.from_doc(doc)
+
+    async def get(self, principal: Principal, order_id: str) -> OrderOut:
+        return OrderOut.from_doc(await self._visible(principal, order_id))
+
+    async def _visible(self, principal: Principal, order_id: str) -> dict[str, Any]:
+        """The order if the caller may see it; someone else's order is 404, like one that does not exist."""
+        oid = parse_id(order_id)
+        doc = None if oid is None else await self.orders.find_one({"_id": oid})
+        if doc is None or (doc["customer_id"] != principal.id and not principal.is_admin):
+            raise order_not_found(order_id)
+        return doc
+
+    async def mine(self, principal: Principal, limit: int, offset: int) -> OrderPage:
+        flt = {"customer_id": principal.id}
+        cursor = self.orders.find(flt).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+        docs = await cursor.skip(offset).limit(limit).to_list(limit)
+        total = await self.orders.count_documents(flt)
+        return OrderPage(items=[OrderOut.from_doc(d) for d in docs], total=total, limit=limit, offset=offset)
+
+    async def transition_in(self, session: AsyncIOMotorClientSession, oid: ObjectId, target: OrderStatus,
+                            actor: Actor, reason: str | None = None) -> Transition:
+        """Inside the caller's transaction: check the table, compare-and-set the status, queue the event.
+
+        The update is guarded by the status just read, so a concurrent change makes it a no-op
+        (or a write conflict the driver retries) instead of a lost update.
+        """
+        doc = await self.orders.find_one({"_id": oid}, session=session)
+        if doc is None:
+            raise order_not_found(str(oid))
+        current = doc["status"]
+        if not can_transition(current, target, actor):
+            raise IllegalTransition(str(oid), current, target)
+        stamp = now()
+        result = await self.orders.update_one(
+            {"_id": oid, "status": current}, {"$set": {"status": target.value, "updated_at": stamp}},
+            session=session)
+        if result.modified_count != 1:
+            raise IllegalTransition(str(oid), current, target)  # pragma: no cover - a conflict is retried first
+        doc.update(status=target.value, updated_at=stamp)
+        await add_to_outbox(self.db, [order_updated_event(doc, current, target.value, reason)], session)
+        return Transition(doc, current, target.value)
+
+    async def change_status(self, principal: Principal, order_id: str, target: OrderStatus,
+                            actor: Actor) -> OrderOut:
+        """Cancel (owner) or ship/deliver (admin); 409 for a transition the table does not allow."""
+        doc = await self._visible(principal, order_id)
+        oid = doc["_id"]
+
+        async def work(session: AsyncIOMotorClientSession) -> Transition:
+            return await self.transition_in(session, oid, target, actor)
+
+        try:
+            change = await in_transaction(self.client, work)
+        except IllegalTransition as exc:
+            raise ProblemError(409, str(exc), type_="illegal-transition",
+                               current_status=exc.current, requested_status=exc.target) from None
+        self.relay.notify()
+        log.info("order %s: %s -> %s by %s", order_id, change.old_status, change.new_status, actor.value)
+        return OrderOut.from_doc(change.doc)

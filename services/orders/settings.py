@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shopkit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "orders"
+    port: int = Field(default=8003, ge=1, le=65535)
+
+    # Where names and prices come from (the same variable the gateway routes /api/products with).
+    products_url: str = "http://127.0.0.1:8002"
+    catalog_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
