@@ -1,0 +1,110 @@
+"""The gateway app: the kit's service app (request ids, auth, problem+json, health) plus the edge duties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, get
+from litestar.di import Provide
+from litestar.handlers import ASGIRouteHandler, asgi
+from litestar.middleware import DefineMiddleware
+from litestar.types import Receive, Scope, Send
+
+from gateway.contracts import ContractRegistry, load_registry
+from gateway.health import aggregate_health
+from gateway.openapi import DocsCache, swagger_page
+from gateway.proxy import Proxy, Upstreams
+from gateway.ratelimit import RateLimiter, RateLimitMiddleware
+from gateway.routing import API_PREFIX
+from gateway.settings import Settings
+from shopkit.app import Resources, create_service_app
+from shopkit.settings import ServiceSettings
+
+
+@dataclass
+class Gateway:
+    """Everything the gateway's handlers share; one per app."""
+
+    settings: Settings
+    contracts: ContractRegistry
+    upstreams: Upstreams = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    docs: DocsCache = field(default_factory=DocsCache)
+
+    def __post_init__(self) -> None:
+        self.upstreams = Upstreams(self.settings)
+        self.limiter = RateLimiter(
+            self.settings.rate_limit_requests, self.settings.rate_limit_window_seconds, self.settings.namespace
+        )
+
+
+@get(f"{API_PREFIX}/health", summary="Health of every service", tags=["gateway"],
+     description="Public. Each service's readiness probed concurrently; `status` is `ok` only when all run. "
+                 "A service disabled by configuration is not listed.")
+async def shop_health(gateway: Gateway) -> dict[str, object]:
+    return await aggregate_health(
+        gateway.upstreams.session, gateway.upstreams.urls, gateway.settings.health_timeout_seconds
+    )
+
+
+@get(f"{API_PREFIX}/docs/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
+async def combined_openapi(request: Request[Any, Any, Any], gateway: Gateway) -> dict[str, Any]:
+    own = request.app.openapi_schema.to_schema()
+    return await gateway.docs.get(
+        gateway.upstreams.session, gateway.upstreams.urls, gateway.settings.health_timeout_seconds, own
+    )
+
+
+@get(f"{API_PREFIX}/docs", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
+def swagger_ui() -> str:
+    return swagger_page(f"{API_PREFIX}/docs/openapi.json")
+
+
+def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
+    # A mount: every /api/... path the gateway does not serve itself goes to the proxy. Litestar
+    # matches static paths (health, docs, and later the /api/ws WebSocket route) before a mount.
+    # The mount cuts /api off scope["path"]; the proxy puts the public path back (so problem
+    # documents name it), hence copy_scope=False on purpose.
+    @asgi(API_PREFIX, is_mount=True, copy_scope=False)
+    async def proxy_to_service(scope: Scope, receive: Receive, send: Send) -> None:
+        await proxy(scope, receive, send)
+
+    return proxy_to_service
+
+
+def create_app(settings: ServiceSettings | None = None) -> Litestar:
+    settings = settings if isinstance(settings, Settings) else Settings()
+    gateway = Gateway(settings, load_registry())
+    proxy = Proxy(settings, gateway.upstreams, gateway.contracts)
+
+    async def startup(resources: Resources) -> None:
+        assert resources.redis is not None
+        gateway.limiter.bind(resources.redis)
+        # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
+        # outage must not take the shop's only entry point out of the load balancer.
+        app.state["readiness_checks"].pop("redis", None)
+        await gateway.upstreams.start()
+
+    async def shutdown(_: Resources) -> None:
+        await gateway.upstreams.close()
+
+    def provide_gateway() -> Gateway:
+        return gateway
+
+    app = create_service_app(
+        settings,
+        title="microshop gateway",
+        description="The single entry point: /api/<path> is routed to the service owning <path>.",
+        route_handlers=[shop_health, combined_openapi, swagger_ui, proxy_route(proxy)],
+        use_mongo=False,
+        use_redis=True,
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        extra_middleware=[
+            DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
+                             trust_forwarded_for=settings.trust_forwarded_for),
+        ],
+    )
+    return app

@@ -1,0 +1,100 @@
+"""Which service owns a public path, and who may call it.
+
+Paths here are the public path without the ``/api`` prefix (``/orders/42``): that is also
+the path the owning service serves (``POST /api/orders`` reaches orders as ``POST /orders``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import unquote
+
+API_PREFIX = "/api"
+
+# First path segment → owning service. The gateway's own paths (health, docs, ws) are routes of
+# the gateway app itself and never reach this table.
+PREFIX_TO_SERVICE: dict[str, str] = {
+    "auth": "customers",
+    "customers": "customers",
+    "products": "products",
+    "orders": "orders",
+    "alerts": "alerts",
+    "analytics": "analytics",
+}
+SERVICE_NAMES: tuple[str, ...] = ("customers", "products", "orders", "alerts", "analytics")
+
+
+def public_path(scope: Mapping[str, Any]) -> str:
+    """The request path as the caller sent it (decoded), whatever a router mount did to ``scope["path"]``."""
+    raw = scope.get("raw_path")
+    return unquote(raw.decode("latin-1")) if raw else str(scope["path"])
+
+
+def service_for(path: str) -> str | None:
+    """The service owning ``path`` (``/products/1`` → ``products``), or None for an unknown prefix."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return PREFIX_TO_SERVICE.get(first)
+
+
+def has_dot_segment(path: str) -> bool:
+    """``/products/../orders``: refused, so no client can steer a path past the access rules."""
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
+class Access(StrEnum):
+    PUBLIC = "public"  # no token needed (a valid token is still verified and forwarded)
+    SIGNED_IN = "signed-in"  # any customer or admin
+    ADMIN = "admin"
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """``/products/{id}/stock`` → a pattern matching one path segment per ``{...}``; a trailing slash is optional."""
+    parts = re.split(r"(\{[^/{}]+\})", template.rstrip("/") or "/")
+    body = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(f"^{body}/?$")
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    methods: frozenset[str]
+    template: str
+    access: Access
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def of(cls, methods: Iterable[str], template: str, access: Access) -> AccessRule:
+        return cls(frozenset(m.upper() for m in methods), template, access, compile_template(template))
+
+    def matches(self, method: str, path: str) -> bool:
+        return method in self.methods and self.pattern.match(path) is not None
+
+
+READ = ("GET", "HEAD")
+
+# First match wins; anything not listed needs a signed-in caller. The services check roles
+# again: the ADMIN rules only spare them traffic that would be refused anyway.
+ACCESS_RULES: tuple[AccessRule, ...] = (
+    AccessRule.of(["POST"], "/auth/register", Access.PUBLIC),
+    AccessRule.of(["POST"], "/auth/login", Access.PUBLIC),
+    AccessRule.of(["POST"], "/auth/refresh", Access.PUBLIC),
+    AccessRule.of(READ, "/auth/jwks", Access.PUBLIC),
+    AccessRule.of(READ, "/products", Access.PUBLIC),
+    AccessRule.of(READ, "/products/{id}", Access.PUBLIC),
+    AccessRule.of(["POST"], "/products", Access.ADMIN),
+    AccessRule.of(["PATCH", "PUT", "DELETE"], "/products/{id}", Access.ADMIN),
+    AccessRule.of(["POST"], "/products/{id}/stock", Access.ADMIN),
+    AccessRule.of(["POST"], "/orders/{id}/status", Access.ADMIN),
+    AccessRule.of(READ, "/analytics/dashboard", Access.ADMIN),
+)
+
+
+def access_for(method: str, path: str, rules: Iterable[AccessRule] = ACCESS_RULES) -> Access:
+    method = method.upper()
+    for rule in rules:
+        if rule.matches(method, path):
+            return rule.access
+    return Access.SIGNED_IN
