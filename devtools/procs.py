@@ -45,6 +45,17 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _detach_and_die_with_parent() -> None:
+    """In the child: its own process group (a stop reaches its children too), and SIGTERM when the
+    runner dies however it dies (Linux PR_SET_PDEATHSIG), so no process outlives ``make dev``."""
+    os.setsid()
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class Proc:
     """One child process; its output is copied line by line with a coloured ``name |`` prefix."""
@@ -63,7 +74,7 @@ class Proc:
         env = {**os.environ, "PYTHONPATH": PYTHONPATH, **self.env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
             self.argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,  # its own process group: a stop reaches its children too
+            preexec_fn=_detach_and_die_with_parent,
         )
         threading.Thread(target=self._pump, daemon=True, name=f"log-{self.name}").start()
         return self

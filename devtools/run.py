@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from devtools import infra
 from devtools.procs import ROOT
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="start with an empty database")
     parser.add_argument("--without", action="append", default=[], metavar="SERVICE",
                         help="leave a service out (e.g. --without analytics)")
+    parser.add_argument("--port-offset", type=int, default=0, metavar="N",
+                        help="add N to every port (run a second shop beside the first)")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".dev", metavar="DIR",
+                        help="where the dev database and signing key live (default .dev)")
+    parser.add_argument("--namespace", default=None, metavar="PREFIX",
+                        help="prefix for exchange, queue and Redis key names (MICROSHOP_NAMESPACE)")
     args = parser.parse_args(argv)
 
     if not infra.ensure_all():
@@ -37,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
-    state = ROOT / ".dev"
+    state: Path = args.state_dir
     storage = state / "mongo"
     if args.fresh and storage.exists():
         import shutil
@@ -53,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         key_file=ensure_private_key(state / "jwt-private.pem"),
         mongo=user_env.pop("MICROSHOP_MONGO_URL", None),
         mongo_storage=str(storage),
-        ports={s.name: s.port for s in SERVICES},
+        ports={s.name: s.port + args.port_offset for s in SERVICES},
+        namespace=args.namespace if args.namespace is not None else user_env.pop("MICROSHOP_NAMESPACE", ""),
         env={"MICROSHOP_SEED_DEMO": "true", **user_env},
         services=services,
     )

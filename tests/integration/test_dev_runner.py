@@ -1,0 +1,104 @@
+"""`make dev`'s runner: starts the whole shop, prints URL and dev credentials, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devtools.infra import reachable
+from devtools.procs import PYTHONPATH, ROOT, free_port, wait_until
+from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
+
+
+def _free_offset() -> int:
+    """An offset that puts all of 8000..8005 (+offset) on free ports."""
+    for _ in range(50):
+        offset = free_port() - 8000
+        if offset > 0 and all(not reachable(s.port + offset) for s in SERVICES):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
+    parents: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = (int(x) for x in line.split())
+        parents.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def _get_json(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.parametrize("analytics", ["enabled", "disabled"])
+def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics: str) -> None:
+    offset = _free_offset()
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "MICROSHOP_RATE_LIMIT_REQUESTS": "100000"}
+    if analytics == "disabled":
+        env["MICROSHOP_ANALYTICS_ENABLED"] = "false"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "devtools.run", "--port-offset", str(offset), "--state-dir", str(tmp_path),
+         "--namespace", f"t{uuid.uuid4().hex[:8]}."],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(runner.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        assert wait_until(lambda: any("microshop is running" in ln for ln in lines) or runner.poll() is not None,
+                          120), "\n".join(lines[-50:])
+        assert runner.poll() is None, "\n".join(lines[-50:])
+        banner = "".join(lines)
+        gateway = f"http://127.0.0.1:{8000 + offset}"
+        assert f"{gateway}/api" in banner
+        assert DEV_ADMIN_EMAIL in banner and DEV_ADMIN_PASSWORD in banner
+
+        status, health = _get_json(f"{gateway}/api/health")
+        assert status == 200, health
+        assert health["status"] == "ok", health
+        services = health["services"]
+        assert isinstance(services, dict)
+        assert ("analytics-service" in services) == (analytics == "enabled")
+        assert all(v == "running" for v in services.values())
+
+        children = _children(runner.pid)
+        assert len(children) >= 3  # SecantusDB, customers, gateway at the very least
+    finally:
+        runner.send_signal(signal.SIGINT)
+        try:
+            runner.wait(30)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            raise
+    assert runner.returncode == 0, "\n".join(lines[-30:])
+    assert wait_until(lambda: not any(_alive(p) for p in children), 10), "processes left behind after Ctrl-C"
+    assert (tmp_path / "jwt-private.pem").stat().st_mode & 0o077 == 0, "the dev signing key must be private"

@@ -1,0 +1,190 @@
+"""The shared kit on its own: redaction, problem+json, request ids, JWKS caching, token checks, events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar import Litestar, get, post
+from litestar.testing import AsyncTestClient
+from pydantic import BaseModel, Field
+
+from customers.keys import SigningKey
+from shopkit.auth import InvalidToken, JwksCache, TokenVerifier
+from shopkit.errors import EXCEPTION_HANDLERS, ProblemError
+from shopkit.events import CloudEvent, new_event
+from shopkit.logging import ContextFilter, JsonFormatter, redact
+from shopkit.requestid import RequestIdMiddleware
+from shopkit.settings import ServiceSettings
+from tests.support.tokens import attack_tokens, claims, mint
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"password": "hunter2-secret"}', "hunter2-secret"),
+        ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+        ("amqp://guest:s3cr3tpw@rabbit:5672/", "s3cr3tpw"),
+        ("refresh_token=tok_abcdef123&x=1", "tok_abcdef123"),
+        ("password_hash='$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA'", "aGFzaA"),
+        ("key -----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n-----END PRIVATE KEY-----", "MC4CAQAwBQYDK2VwBCIEI"),
+        ("got eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIxMjM0NTY3OCJ9.c2lnbmF0dXJl", "eyJzdWIiOiIxMjM0NTY3OCJ9"),
+    ],
+)
+def test_redact_removes_secrets(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+def test_redact_keeps_ordinary_text() -> None:
+    assert redact("customer 42 registered with a@b.io") == "customer 42 registered with a@b.io"
+
+
+def test_json_log_line_is_redacted_and_carries_ids() -> None:
+    from shopkit.context import request_id_var
+
+    token = request_id_var.set("rid-1")
+    try:
+        record = logging.makeLogRecord({"msg": "login with password=%s", "args": ("topsecret",), "levelno": 20,
+                                        "levelname": "INFO", "name": "t"})
+        ContextFilter().filter(record)
+        line = JsonFormatter("svc").format(record)
+    finally:
+        request_id_var.reset(token)
+    assert "topsecret" not in line
+    assert '"request_id": "rid-1"' in line and '"service": "svc"' in line
+
+
+class Body(BaseModel):
+    name: str = Field(min_length=2)
+    qty: int = Field(ge=1)
+
+
+@post("/things", sync_to_thread=False)
+def create_thing(data: Body) -> dict[str, Any]:
+    return data.model_dump()
+
+
+@get("/boom", sync_to_thread=False)
+def boom() -> None:
+    raise RuntimeError("internal detail that must not leak")
+
+
+@get("/conflict", sync_to_thread=False)
+def conflict() -> None:
+    raise ProblemError(409, "already there", type_="duplicate", thing="x")
+
+
+def _app() -> Litestar:
+    return Litestar([create_thing, boom, conflict], exception_handlers=EXCEPTION_HANDLERS,
+                    middleware=[RequestIdMiddleware], logging_config=None)
+
+
+async def test_validation_error_is_422_problem_naming_field_and_rule() -> None:
+    async with AsyncTestClient(_app()) as client:
+        r = await client.post("/things", json={"name": "x", "qty": 0})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    errors = {e["field"]: e["rule"] for e in r.json()["errors"]}
+    assert set(errors) == {"name", "qty"}
+    assert "at least 2" in errors["name"] and "greater than or equal to 1" in errors["qty"]
+
+
+async def test_malformed_json_is_400_problem() -> None:
+    async with AsyncTestClient(_app()) as client:
+        r = await client.post("/things", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["status"] == 400
+
+
+async def test_unexpected_error_is_500_without_details() -> None:
+    async with AsyncTestClient(_app()) as client:
+        r = await client.get("/boom", headers={"x-request-id": "abc-123"})
+    assert r.status_code == 500
+    assert "internal detail" not in r.text
+    assert r.json()["request_id"] == "abc-123"
+    assert r.headers["x-request-id"] == "abc-123"
+
+
+async def test_problem_error_carries_type_and_extensions() -> None:
+    async with AsyncTestClient(_app()) as client:
+        r = await client.get("/conflict")
+    body = r.json()
+    assert r.status_code == 409
+    assert body["type"] == "https://microshop.dev/problems/duplicate" and body["thing"] == "x"
+
+
+async def test_request_id_generated_or_sanitised() -> None:
+    async with AsyncTestClient(_app()) as client:
+        generated = (await client.get("/conflict")).headers["x-request-id"]
+        hostile = (await client.get("/conflict", headers={"x-request-id": "bad id\nwith newline"})).headers
+    assert len(generated) == 32
+    assert hostile["x-request-id"] != "bad id\nwith newline" and len(hostile["x-request-id"]) == 32
+
+
+def _key() -> SigningKey:
+    return SigningKey.from_private_key(Ed25519PrivateKey.generate())
+
+
+async def test_jwks_cache_refetches_on_unknown_kid_but_not_in_a_loop() -> None:
+    keys = [_key()]
+    calls = 0
+
+    async def source() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"keys": [k.public_jwk for k in keys]}
+
+    cache = JwksCache(source, ttl_seconds=300)
+    assert (await cache.get(keys[0].kid)).key_id == keys[0].kid
+    assert calls == 1
+    await cache.get(keys[0].kid)
+    assert calls == 1  # cached
+    keys.append(_key())
+    cache._fetched_at = time.monotonic() - JwksCache.MIN_REFRESH_SECONDS - 1
+    assert (await cache.get(keys[1].kid)).key_id == keys[1].kid  # unknown kid → refetch
+    assert calls == 2
+    with pytest.raises(InvalidToken):
+        await cache.get("no-such-kid")  # refetch throttled: no third call right away
+    assert calls == 2
+
+
+async def test_token_verifier_accepts_good_and_refuses_every_attack() -> None:
+    key = _key()
+
+    async def source() -> dict[str, Any]:
+        return key.jwks()
+
+    verifier = TokenVerifier(ServiceSettings(), source=source)
+    principal = await verifier.verify(mint(key, claims("u1", role="admin")))
+    assert principal.id == "u1" and principal.is_admin
+    for name, token in attack_tokens(key, "u1").items():
+        with pytest.raises(InvalidToken):
+            await verifier.verify(token)
+            pytest.fail(f"{name} was accepted")
+    with pytest.raises(InvalidToken):
+        await verifier.verify(mint(key, claims("u1", role="root")))
+
+
+def test_event_envelope_is_cloudevents_with_correlation() -> None:
+    from shopkit.context import correlation_id_var
+
+    token = correlation_id_var.set("corr-9")
+    try:
+        event = new_event("order_created", "orders", {"order_id": "o1"})
+    finally:
+        correlation_id_var.reset(token)
+    wire = event.model_dump(mode="json")
+    assert set(wire) == {"id", "source", "type", "time", "specversion", "datacontenttype", "correlationid", "data"}
+    assert wire["specversion"] == "1.0" and wire["correlationid"] == "corr-9"
+    assert CloudEvent.model_validate(wire) == event
+
+
+def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICROSHOP_NAMESPACE", "abc.")
+    monkeypatch.setenv("MICROSHOP_MONGO_URL", "mongodb://user:pw@db:27017")
+    settings = ServiceSettings(service_name="orders")
+    assert settings.namespace == "abc." and settings.database_name == "orders"
+    assert "pw" not in repr(settings)
