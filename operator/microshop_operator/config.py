@@ -1,0 +1,104 @@
+"""Operator settings from the environment, read once.
+
+* ``MICROSHOP_OPERATOR_CHART``: the shop chart to render. Default: ``charts/microshop`` of this
+  checkout when there is one, else ``/opt/microshop/charts/microshop`` (the operator image).
+* ``MICROSHOP_OPERATOR_HELM``: the helm binary. Default: ``helm`` on PATH, else the pinned helm of
+  ``devtools.helm`` (only when running from a checkout).
+* ``MICROSHOP_OPERATOR_RESYNC_SECONDS`` (30): how often each Shop is re-applied (drift repair) and
+  its status refreshed.
+* ``MICROSHOP_OPERATOR_BACKOFF_SECONDS`` (5) / ``MICROSHOP_OPERATOR_BACKOFF_MAX_SECONDS`` (300):
+  first retry delay after a failure, doubling up to the maximum.
+* ``MICROSHOP_OPERATOR_HELM_TIMEOUT_SECONDS`` (60): a ``helm template`` run taking longer fails.
+* ``MICROSHOP_OPERATOR_LIVENESS`` (``http://0.0.0.0:8080/healthz``): liveness endpoint when no
+  ``--liveness`` flag is given; empty disables it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+GROUP = "microshop.dev"
+VERSION = "v1alpha1"
+PLURAL = "shops"
+KIND = "Shop"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Labels on everything the operator applies; pruning and PVC clean-up select by them.
+SHOP_LABEL = "microshop.dev/shop"
+MANAGED_BY = "microshop-operator"
+
+_CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
+_IMAGE_CHART = Path("/opt/microshop/charts/microshop")
+
+
+class ConfigError(RuntimeError):
+    """The operator cannot run as configured (e.g. no helm binary)."""
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def default_chart() -> Path:
+    in_checkout = _CHECKOUT_ROOT / "charts" / "microshop"
+    return in_checkout if (in_checkout / "Chart.yaml").is_file() else _IMAGE_CHART
+
+
+def find_helm() -> str:
+    """``$MICROSHOP_OPERATOR_HELM``, else ``helm`` on PATH, else devtools' pinned helm in a checkout."""
+    configured = os.environ.get("MICROSHOP_OPERATOR_HELM", "").strip()
+    if configured:
+        return configured
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    try:
+        from devtools.helm import ensure_helm  # only importable when running from a checkout
+    except ImportError as exc:
+        raise ConfigError("no helm binary: put helm on PATH or set MICROSHOP_OPERATOR_HELM") from exc
+    return str(ensure_helm())
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    chart: Path
+    helm: str
+    resync_seconds: float
+    backoff_seconds: float
+    backoff_max_seconds: float
+    helm_timeout_seconds: float
+
+    def backoff(self, retry: int) -> float:
+        """Delay before retry number ``retry`` (0-based): exponential, capped."""
+        return float(min(self.backoff_seconds * (2 ** min(retry, 16)), self.backoff_max_seconds))
+
+
+@lru_cache(maxsize=1)
+def get_config() -> OperatorConfig:
+    chart = Path(os.environ.get("MICROSHOP_OPERATOR_CHART", "").strip() or default_chart())
+    return OperatorConfig(
+        chart=chart,
+        helm=find_helm(),
+        resync_seconds=_float_env("MICROSHOP_OPERATOR_RESYNC_SECONDS", 30.0),
+        backoff_seconds=_float_env("MICROSHOP_OPERATOR_BACKOFF_SECONDS", 5.0),
+        backoff_max_seconds=_float_env("MICROSHOP_OPERATOR_BACKOFF_MAX_SECONDS", 300.0),
+        helm_timeout_seconds=_float_env("MICROSHOP_OPERATOR_HELM_TIMEOUT_SECONDS", 60.0),
+    )
+
+
+def resync_seconds() -> float:
+    """Read at import time by the timer decorator, before the rest of the config is needed."""
+    return _float_env("MICROSHOP_OPERATOR_RESYNC_SECONDS", 30.0)

@@ -1,0 +1,203 @@
+"""A Shop's status from what the cluster reports: pure functions, no I/O.
+
+Conditions follow the Kubernetes convention (and rabbitmq/cluster-operator's): ``type``, ``status``,
+``reason``, ``message``, ``lastTransitionTime`` (moves only when ``status`` flips) and
+``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from microshop_operator.values import INFRASTRUCTURE
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+INFRASTRUCTURE_READY = "InfrastructureReady"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, INFRASTRUCTURE_READY)
+
+PHASE_PENDING = "Pending"
+PHASE_PROGRESSING = "Progressing"
+PHASE_READY = "Ready"
+PHASE_DEGRADED = "Degraded"
+PHASE_PAUSED = "Paused"
+
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One workload (Deployment or StatefulSet) as its controller reports it."""
+
+    name: str
+    kind: str
+    ready: int
+    desired: int
+    rolled_out: bool
+
+    @property
+    def is_ready(self) -> bool:
+        return self.rolled_out and self.ready >= self.desired
+
+    def describe(self) -> str:
+        text = f"{self.name} {self.ready}/{self.desired} ready"
+        return text if self.rolled_out else f"{text} (rollout pending)"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the last reconcile did not complete. ``permanent``: retrying the same spec cannot help."""
+
+    reason: str
+    message: str
+    permanent: bool = False
+
+
+def component_of(obj: Mapping[str, Any]) -> Component:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    desired = spec.get("replicas")
+    desired = 1 if desired is None else int(desired)
+    generation = int(meta.get("generation") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    return Component(
+        name=str(labels.get(COMPONENT_LABEL) or meta.get("name")),
+        kind=str(obj.get("kind")),
+        ready=int(status.get("readyReplicas") or 0),
+        desired=desired,
+        rolled_out=observed >= generation,
+    )
+
+
+def components_of(workloads: Iterable[Mapping[str, Any]]) -> list[Component]:
+    return sorted((component_of(obj) for obj in workloads), key=lambda c: (c.name, c.kind))
+
+
+def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def desired_conditions(components: Sequence[Component], failure: Failure | None,
+                       paused: bool) -> list[dict[str, Any]]:
+    infra = [c for c in components if c.name in INFRASTRUCTURE]
+    apps = [c for c in components if c.name not in INFRASTRUCTURE]
+    infra_waiting = [c for c in infra if not c.is_ready]
+    waiting = [c for c in components if not c.is_ready]
+
+    if infra_waiting:
+        infra_cond = condition(INFRASTRUCTURE_READY, False, "InfrastructureNotReady",
+                               "; ".join(c.describe() for c in infra_waiting))
+    else:
+        infra_cond = condition(INFRASTRUCTURE_READY, True, "InfrastructureReady",
+                               f"{len(infra)} managed, all ready" if infra else "no managed infrastructure")
+
+    if not apps:
+        ready = condition(READY, False, "NoComponents", "no workloads of this shop exist yet")
+    elif waiting:
+        ready = condition(READY, False, "ComponentsNotReady",
+                          "not ready: " + "; ".join(c.describe() for c in waiting))
+    else:
+        ready = condition(READY, True, "AllComponentsReady", f"{len(components)} workloads ready")
+
+    if failure is not None:
+        degraded = condition(DEGRADED, True, failure.reason, failure.message)
+        progressing = condition(PROGRESSING, False, failure.reason, "reconciliation is failing; see Degraded")
+    else:
+        degraded = condition(DEGRADED, False, "AsExpected", "the last reconcile applied every object")
+        if paused:
+            progressing = condition(PROGRESSING, False, "Paused", "spec.paused is true: nothing is applied")
+        elif waiting or not apps:
+            progressing = condition(PROGRESSING, True, "RollingOut",
+                                    "waiting for: " + ", ".join(c.name for c in waiting) if waiting
+                                    else "waiting for workloads")
+        else:
+            progressing = condition(PROGRESSING, False, "ReconcileComplete", "every workload is rolled out")
+    return [ready, progressing, degraded, infra_cond]
+
+
+def merge_conditions(old: Sequence[Mapping[str, Any]] | None, new: Sequence[Mapping[str, Any]],
+                     generation: int, now: datetime | None = None) -> list[dict[str, Any]]:
+    """New conditions, keeping each old ``lastTransitionTime`` unless that condition's status flipped."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    previous = {c.get("type"): c for c in old or ()}
+    merged: list[dict[str, Any]] = []
+    for cond in new:
+        before = previous.get(cond["type"])
+        transitioned = before is None or before.get("status") != cond["status"]
+        merged.append({
+            **cond,
+            "observedGeneration": generation,
+            "lastTransitionTime": stamp if transitioned or before is None
+            else before.get("lastTransitionTime", stamp),
+        })
+    return merged
+
+
+def phase_of(conditions: Sequence[Mapping[str, Any]], paused: bool) -> str:
+    by_type = {c["type"]: c for c in conditions}
+    if paused:
+        return PHASE_PAUSED
+    if by_type.get(DEGRADED, {}).get("status") == "True":
+        return PHASE_DEGRADED
+    if by_type.get(READY, {}).get("status") == "True":
+        return PHASE_READY
+    if by_type.get(READY, {}).get("reason") == "NoComponents":
+        return PHASE_PENDING
+    return PHASE_PROGRESSING
+
+
+def build_status(old: Mapping[str, Any] | None, *, generation: int, observed_generation: int | None,
+                 components: Sequence[Component], failure: Failure | None, paused: bool,
+                 url: str | None, now: datetime | None = None) -> dict[str, Any]:
+    old = old or {}
+    conditions = merge_conditions(old.get("conditions"), desired_conditions(components, failure, paused),
+                                  generation, now)
+    status: dict[str, Any] = {
+        "phase": phase_of(conditions, paused),
+        "conditions": conditions,
+        "components": {c.name: {"kind": c.kind, "ready": c.ready, "desired": c.desired} for c in components},
+        "url": url,
+    }
+    if observed_generation is not None:
+        status["observedGeneration"] = observed_generation
+    elif "observedGeneration" in old:
+        status["observedGeneration"] = old["observedGeneration"]
+    return status
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch from old to new for the keys we own; None when nothing changed."""
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch[key] = copy.deepcopy(value)
+    # Components that disappeared (e.g. analytics disabled) must be removed explicitly in a merge patch.
+    old_components = old.get("components") or {}
+    if "components" in patch:
+        for gone in set(old_components) - set(new.get("components") or {}):
+            patch["components"][gone] = None
+    return patch or None
+
+
+def transitions(old: Sequence[Mapping[str, Any]] | None,
+                new: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """Events worth posting: (type, reason, message, condition) for each condition that flipped."""
+    before = {c.get("type"): c for c in old or ()}
+    events: list[tuple[str, str, str, str]] = []
+    for cond in new:
+        prev = before.get(cond["type"])
+        if prev is not None and prev.get("status") == cond["status"]:
+            continue
+        if prev is None and cond["type"] in (DEGRADED, PROGRESSING) and cond["status"] == "False":
+            continue  # "not degraded" on the first status is no news
+        good = (cond["status"] == "True") != (cond["type"] == DEGRADED)
+        events.append(("Normal" if good else "Warning", cond["reason"], cond["message"], cond["type"]))
+    return events

@@ -1,0 +1,80 @@
+"""From a Shop's spec to the shop chart's values: nearly the identity, by contract.
+
+The chart's values mirror the spec field for field. What differs:
+
+* operator-only fields (``deletion``) are not chart values;
+* the operator creates the JWT and admin Secrets itself, so the chart must not (``create: false``),
+  and both sides must agree on their names, so the operator always passes them explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Spec fields that steer the operator and mean nothing to the chart.
+OPERATOR_ONLY_FIELDS = ("deletion",)
+
+SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+INFRASTRUCTURE = ("mongodb", "redis", "rabbitmq")
+DEFAULT_ADMIN_EMAIL = "admin@microshop.local"
+
+
+class InvalidSpec(ValueError):
+    """A spec the schema lets through but that cannot work; the user must change it."""
+
+
+@dataclass(frozen=True)
+class SecretNames:
+    jwt: str
+    admin: str
+    admin_email: str
+
+
+def secret_names(shop_name: str, spec: Mapping[str, Any]) -> SecretNames:
+    """The chart's defaults (``<release>-jwt``, ``<release>-admin``) unless the spec names them."""
+    auth = spec.get("auth") or {}
+    jwt = (auth.get("jwtKeySecret") or {}).get("name") or f"{shop_name}-jwt"
+    admin_spec = auth.get("adminSecret") or {}
+    admin = admin_spec.get("name") or f"{shop_name}-admin"
+    return SecretNames(jwt=jwt, admin=admin, admin_email=admin_spec.get("email") or DEFAULT_ADMIN_EMAIL)
+
+
+def validate(spec: Mapping[str, Any]) -> None:
+    """Cross-field rules that an OpenAPI schema cannot express."""
+    services = spec.get("services") or {}
+    for name, service in services.items():
+        scaling = (service or {}).get("autoscaling") or {}
+        low, high = scaling.get("minReplicas"), scaling.get("maxReplicas")
+        if scaling.get("enabled") and low is not None and high is not None and low > high:
+            raise InvalidSpec(f"spec.services.{name}.autoscaling: minReplicas ({low}) > maxReplicas ({high})")
+    if (services.get("gateway") or {}).get("enabled") is False:
+        raise InvalidSpec("spec.services.gateway.enabled: the gateway is the shop's only entry and cannot be off")
+    for name in INFRASTRUCTURE:
+        infra = spec.get(name) or {}
+        if infra.get("managed") is False and not (infra.get("external") or {}).get("secretName"):
+            raise InvalidSpec(f"spec.{name}.external.secretName is required when spec.{name}.managed is false")
+    ingress = spec.get("ingress") or {}
+    tls = ingress.get("tls") or {}
+    if ingress.get("enabled") and tls.get("enabled") and not tls.get("secretName"):
+        raise InvalidSpec("spec.ingress.tls.secretName is required when spec.ingress.tls.enabled is true")
+
+
+def spec_to_values(shop_name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    values = {key: copy.deepcopy(value) for key, value in spec.items() if key not in OPERATOR_ONLY_FIELDS}
+    names = secret_names(shop_name, spec)
+    auth = values.setdefault("auth", {})
+    auth["jwtKeySecret"] = {**(auth.get("jwtKeySecret") or {}), "name": names.jwt, "create": False}
+    auth["adminSecret"] = {**(auth.get("adminSecret") or {}), "name": names.admin, "create": False}
+    return values
+
+
+def enabled_services(spec: Mapping[str, Any]) -> list[str]:
+    services = spec.get("services") or {}
+    return [name for name in SERVICES if (services.get(name) or {}).get("enabled", True)]
+
+
+def managed_infrastructure(spec: Mapping[str, Any]) -> list[str]:
+    return [name for name in INFRASTRUCTURE if (spec.get(name) or {}).get("managed", True)]
