@@ -19,6 +19,7 @@ from devtools.procs import Proc
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
+from tests.support.broker_cleanup import delete_namespace
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -28,8 +29,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def namespace() -> str:
-    return f"t{uuid.uuid4().hex[:8]}."
+def namespace() -> Iterator[str]:
+    """This session's prefix for exchange, queue and Redis key names; its queues are deleted at the end."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    yield prefix
+    delete_namespace("amqp://guest:guest@127.0.0.1:5672/", prefix)
 
 
 @pytest.fixture(scope="session")

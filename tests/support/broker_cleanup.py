@@ -1,0 +1,46 @@
+"""Delete the exchanges and queues a test session declared under its namespace.
+
+Tests share the machine's RabbitMQ with `make dev` and with each other; each session uses a
+unique ``MICROSHOP_NAMESPACE`` prefix, and removes what it made at the end so the broker does
+not fill up with quorum queues run after run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import warnings
+
+import aio_pika
+
+
+def _names(kind: str, prefix: str) -> list[str]:
+    if not shutil.which("rabbitmqctl"):
+        return []
+    try:
+        out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        warnings.warn(f"could not list RabbitMQ {kind} to clean up: {exc}", stacklevel=1)
+        return []
+    return [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
+
+
+async def _delete(url: str, queues: list[str], exchanges: list[str]) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+
+
+def delete_namespace(url: str, prefix: str) -> int:
+    """Remove every queue and exchange whose name starts with ``prefix``; returns how many."""
+    assert prefix, "refusing to delete everything"
+    queues, exchanges = _names("queues", prefix), _names("exchanges", prefix)
+    if queues or exchanges:
+        asyncio.run(_delete(url, queues, exchanges))
+    return len(queues) + len(exchanges)
