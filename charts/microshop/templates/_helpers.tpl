@@ -61,7 +61,13 @@ analytics: {port: 8005, callers: [gateway],                                     
 {{- $override := $svc.image | default dict -}}
 {{- $repository := $override.repository | default .root.Values.image.repository -}}
 {{- $tag := $override.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- /* A repository that already names a digest or a tag (skaffold rewrites Shops that way) is used as is. */ -}}
+{{- $lastSegment := regexReplaceAll "^.*/" $repository "" -}}
+{{- if or (contains "@" $repository) (contains ":" $lastSegment) -}}
+{{- $repository -}}
+{{- else -}}
 {{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "microshop.jwtSecretName" -}}

@@ -1,0 +1,17 @@
+# kind + skaffold targets (included by the root Makefile). See docs/kubernetes.md.
+KIND_CLUSTER ?= microshop
+IMAGE_TAG ?= 0.1.0
+
+.PHONY: kind-up kind-down images e2e
+
+images: ## build the shop and operator images (docker)
+	IMAGE_TAG=$(IMAGE_TAG) bash scripts/kind-images.sh
+
+kind-up: ## kind cluster + images + operator + example Shop; prints the URL
+	KIND_CLUSTER=$(KIND_CLUSTER) IMAGE_TAG=$(IMAGE_TAG) bash scripts/kind-up.sh
+
+kind-down: ## delete the kind cluster
+	KIND_CLUSTER=$(KIND_CLUSTER) bash scripts/kind-down.sh
+
+e2e: ## the real-cluster test suite against the current kubeconfig (run kind-up first)
+	uv run pytest -m e2e tests/e2e -q
