@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shopkit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "alerts"
+    port: int = Field(default=8004, ge=1, le=65535)
+
+    # WebSocket push (/alerts/ws).
+    # A heartbeat message goes to every idle socket this often (keeps proxies' idle timeouts from closing it).
+    ws_heartbeat_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # Messages waiting for one slow client; when full the client is closed with 1013 (it reconnects and re-reads
+    # GET /alerts), so it never delays anyone else.
+    ws_queue_size: int = Field(default=256, ge=1, le=100_000)
+    # A single send that takes longer than this closes the socket with 1013 too (a stuck client).
+    ws_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

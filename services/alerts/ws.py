@@ -1,0 +1,105 @@
+"""``/alerts/ws``: the live feed of order status changes and alerts for the connected user.
+
+Authentication is the kit's middleware: an ``Authorization: Bearer`` header or an
+``access_token`` query parameter (so a dumb proxy such as the gateway's ``/api/ws`` can pass
+either). An invalid token is refused there; a missing one here, the same way: the socket is
+closed with 4401 before it is accepted, which servers answer with HTTP 403 at the handshake.
+
+Once accepted the server sends ``connected`` (after the subscriptions are in place: anything
+published from then on reaches the socket), then frames as they come, and ``ping`` when the
+socket was idle for ``ws_heartbeat_seconds``. Client messages are read and ignored (a client
+may answer pings); closing is clean either way. Close codes: 1000 normal, 1013 the client is
+too slow (queue full or a send stuck longer than ``ws_send_timeout_seconds``), 1011 server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from litestar import WebSocket, websocket
+from litestar.status_codes import WS_1011_INTERNAL_ERROR
+
+from alerts.messages import CONNECTED, frame, ping_frame
+from alerts.push import PushHub, Subscriber
+from alerts.settings import Settings
+from shopkit.auth import Principal
+
+log = logging.getLogger("alerts.ws")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT_SECONDS = 2.0
+
+
+async def _send_frames(socket: WebSocket[Any, Any, Any], sub: Subscriber, settings: Settings) -> None:
+    while True:
+        try:
+            text = await asyncio.wait_for(sub.queue.get(), settings.ws_heartbeat_seconds)
+        except TimeoutError:
+            text = ping_frame()
+        await asyncio.wait_for(socket.send_text(text), settings.ws_send_timeout_seconds)
+
+
+async def _read_until_closed(socket: WebSocket[Any, Any, Any]) -> None:
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+@websocket("/alerts/ws", name="alerts-ws")
+async def alerts_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    principal = socket.scope.get("user")
+    if not isinstance(principal, Principal):
+        await socket.close(code=CLOSE_UNAUTHENTICATED, reason="authentication required")
+        return
+    resources = socket.app.state["resources"]
+    settings: Settings = resources.settings
+    hub: PushHub = resources.extras["push_hub"]
+
+    await socket.accept()
+    sub = Subscriber(settings.ws_queue_size)
+    await hub.register(sub, hub.channels.for_principal(principal.id, principal.role))
+    tasks: list[asyncio.Task[None]] = []
+    close_code: int | None = None
+    reason = ""
+    try:
+        await socket.send_text(frame(CONNECTED, {
+            "user_id": principal.id, "role": principal.role,
+            "heartbeat_seconds": settings.ws_heartbeat_seconds,
+        }))
+        sender = asyncio.create_task(_send_frames(socket, sub, settings))
+        reader = asyncio.create_task(_read_until_closed(socket))
+        overflow = asyncio.create_task(sub.overflowed.wait())
+        tasks = [sender, reader, overflow]  # type: ignore[list-item]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done():
+            close_code = None  # the client left: nothing more to send
+        elif overflow.done() or (sender.done() and isinstance(sender.exception(), TimeoutError)):
+            close_code, reason = CLOSE_TRY_AGAIN_LATER, "client too slow; reconnect and read GET /alerts"
+            log.info("closing a slow alerts socket of %s (%d frames dropped)", principal.id, sub.dropped)
+        else:
+            exc = sender.exception()
+            # A send on a socket the client already closed is a normal end, not a server error.
+            close_code = None if exc is not None and _is_disconnect(exc) else WS_1011_INTERNAL_ERROR
+            if close_code is not None:
+                log.warning("alerts socket of %s failed: %r", principal.id, exc)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await hub.unregister(sub)
+        if close_code is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(code=close_code, reason=reason), CLOSE_TIMEOUT_SECONDS)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    from litestar.exceptions import WebSocketDisconnect
+
+    return isinstance(exc, WebSocketDisconnect | OSError) or "disconnect" in type(exc).__name__.lower()
