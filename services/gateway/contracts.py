@@ -3,7 +3,8 @@
 A contract is (HTTP method, path template) → model, the path as the service sees it
 (``/products/{id}``). Two sources, later ones winning:
 
-1. ``BUILTIN`` below: the customers contracts, which existed before this registry.
+1. ``BUILTIN`` below: the contracts that existed before this registry (customers, products,
+   orders), looked up by name; a missing one is logged and skipped.
 2. Any module in ``shopkit.contracts`` that defines ``BODY_CONTRACTS``, e.g. in
    ``shopkit/contracts/products.py``::
 
@@ -47,6 +48,11 @@ BUILTIN: tuple[tuple[str, str, str, str], ...] = (
     ("POST", "/auth/login", "shopkit.contracts.customers", "LoginRequest"),
     ("POST", "/auth/refresh", "shopkit.contracts.customers", "RefreshRequest"),
     ("PATCH", "/customers/me", "shopkit.contracts.customers", "UpdateMeRequest"),
+    ("POST", "/products", "shopkit.contracts.products", "CreateProductRequest"),
+    ("PATCH", "/products/{id}", "shopkit.contracts.products", "UpdateProductRequest"),
+    ("POST", "/products/{id}/stock", "shopkit.contracts.products", "StockAdjustmentRequest"),
+    ("POST", "/orders", "shopkit.contracts.orders", "CreateOrderRequest"),
+    ("POST", "/orders/{id}/status", "shopkit.contracts.orders", "StatusChangeRequest"),
 )
 
 
