@@ -1,0 +1,120 @@
+"""What analytics knows about one order, and what that order adds to the aggregates (pure functions).
+
+An order's facts are merged from its events in any order, and merging the same event twice
+changes nothing: the status only moves forward (``orderstatus.rank``), amounts and lines are
+taken from whichever event carries them first, the confirmation time is the earliest seen.
+So the facts converge to the same value whatever the delivery order or the number of
+redeliveries.
+
+The aggregates are the sum over orders of :func:`contribution`; a handler applies
+``contribution(new) - contribution(old)`` in the same transaction that stores ``new``. They
+therefore always equal what the stored orders say, to the minor unit.
+
+Definitions (docs/alerts-analytics.md):
+
+* ``orders_by_status``: orders by their current status.
+* revenue: an order counts while it is confirmed, shipped or delivered, for its total in its
+  currency, on the UTC day it was confirmed. Cancelling a confirmed order takes it out of
+  that day again (revenue is net of cancellations; a past day can go down).
+* top products: quantities of the counted orders' lines (same rule as revenue).
+* ``confirmed_ratio``: orders the saga confirmed / orders the saga decided (confirmed +
+  rejected); a confirmed order cancelled later stays confirmed by the saga.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from analytics.orderstatus import rank
+
+COUNTED = frozenset({"confirmed", "shipped", "delivered"})
+SAGA_CONFIRMED = "confirmed"
+SAGA_REJECTED = "rejected"
+STATUSES = ("pending", "confirmed", "rejected", "cancelled", "shipped", "delivered")
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class LineData(_EventData):
+    product_id: str = Field(min_length=1)
+    name: str = ""
+    quantity: int = Field(ge=0)
+
+
+class OrderEventData(_EventData):
+    """The fields analytics reads from ``order_created`` / ``order_updated``."""
+
+    order_id: str = Field(min_length=1)
+    status: str | None = None
+    new_status: str | None = None
+    old_status: str | None = None
+    total: int | None = None
+    currency: str | None = None
+    items: list[LineData] | None = None
+
+    @property
+    def current(self) -> str:
+        return self.new_status or self.status or "pending"
+
+
+def merge(facts: dict[str, Any] | None, data: OrderEventData, at: datetime) -> dict[str, Any]:
+    """The order's facts after one more event (``at``: the event's time). Never mutates ``facts``."""
+    new: dict[str, Any] = dict(facts or {})
+    status = data.current
+    if rank(status) > rank(new.get("status")):
+        new["status"] = status
+    if new.get("total") is None and data.total is not None:
+        new["total"] = data.total
+    if not new.get("currency") and data.currency:
+        new["currency"] = data.currency
+    if not new.get("items") and data.items:
+        new["items"] = [line.model_dump() for line in data.items]
+    if status in COUNTED:
+        first = new.get("confirmed_at")
+        if first is None or at < first:
+            new["confirmed_at"] = at
+    if new.get("saga") is None:
+        if status in COUNTED or data.old_status == SAGA_CONFIRMED:
+            new["saga"] = SAGA_CONFIRMED
+        elif status == SAGA_REJECTED:
+            new["saga"] = SAGA_REJECTED
+    return new
+
+
+def revenue_key(day: str, currency: str) -> str:
+    return f"revenue:{day}:{currency}"
+
+
+def contribution(facts: dict[str, Any] | None) -> Counter[str]:
+    """What one order adds to each counter (``status:<s>``, ``revenue:<day>:<cur>``, ``product:<id>``, ``saga:<x>``)."""
+    out: Counter[str] = Counter()
+    if not facts or not facts.get("status"):
+        return out
+    status = facts["status"]
+    out[f"status:{status}"] += 1
+    if facts.get("saga"):
+        out[f"saga:{facts['saga']}"] += 1
+    if status in COUNTED:
+        confirmed_at: datetime | None = facts.get("confirmed_at")
+        if confirmed_at is not None and facts.get("total") is not None and facts.get("currency"):
+            out[revenue_key(confirmed_at.date().isoformat(), facts["currency"])] += int(facts["total"])
+        for line in facts.get("items") or []:
+            out[f"product:{line['product_id']}"] += int(line["quantity"])
+    return out
+
+
+def delta(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, int]:
+    """``contribution(new) - contribution(old)``, without the zero entries."""
+    before, after = contribution(old), contribution(new)
+    keys = set(before) | set(after)
+    return {k: after[k] - before[k] for k in sorted(keys) if after[k] != before[k]}
+
+
+def product_names(facts: dict[str, Any]) -> dict[str, str]:
+    return {line["product_id"]: line.get("name", "") for line in facts.get("items") or []}
