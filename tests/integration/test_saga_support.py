@@ -1,0 +1,267 @@
+"""Helpers and fixtures for the products / orders / saga tests (this module holds no tests).
+
+``shop_api`` talks to the public API through the gateway when the shop runs one, and routes
+by path prefix straight to the owning service otherwise, so the same tests run before and
+after the gateway exists. ``WireTap`` binds its own temporary queue to the session's
+exchanges to watch events on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+TERMINAL = {"confirmed", "rejected", "cancelled"}
+ROUTES = {"/auth": "customers", "/customers": "customers", "/products": "products", "/orders": "orders"}
+
+
+def via_gateway(shop: LocalShop) -> bool:
+    proc = shop.procs.get("gateway")
+    return proc is not None and proc.running
+
+
+class _PrefixRouter(httpx.AsyncBaseTransport):
+    """Until the gateway exists: ``/products/...`` goes to the products service, and so on."""
+
+    def __init__(self, shop: LocalShop) -> None:
+        self.shop = shop
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        service = next((svc for prefix, svc in ROUTES.items() if path.startswith(prefix)), None)
+        assert service is not None, f"no service serves {path}"
+        request.url = request.url.copy_with(host="127.0.0.1", port=self.shop.port(service))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def public_client(shop: LocalShop) -> httpx.AsyncClient:
+    if via_gateway(shop):
+        return httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30.0)
+    return httpx.AsyncClient(base_url="http://shop.invalid", transport=_PrefixRouter(shop), timeout=30.0)
+
+
+@pytest.fixture
+async def shop_api(shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
+    async with public_client(shop) as client:
+        yield client
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> str:
+    r = await client.post("/auth/login", json={"email": email, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+async def new_customer(client: httpx.AsyncClient) -> str:
+    email = f"saga-{uuid.uuid4().hex[:10]}@example.com"
+    r = await client.post("/auth/register", json={"email": email, "password": "correct horse battery",
+                                                  "name": "Saga Tester"})
+    assert r.status_code == 201, r.text
+    return await login(client, email, "correct horse battery")
+
+
+@pytest.fixture
+async def admin(shop_api: httpx.AsyncClient) -> str:
+    return await login(shop_api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+
+
+@pytest.fixture
+async def buyer(shop_api: httpx.AsyncClient) -> str:
+    return await new_customer(shop_api)
+
+
+@pytest.fixture
+async def products_db(mongo_url: str) -> AsyncIterator[AsyncIOMotorDatabase[Any]]:
+    """The session shop's products database, to observe what the saga recorded."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    try:
+        yield client["products"]
+    finally:
+        client.close()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def unique_sku(prefix: str = "T") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def create_product(client: httpx.AsyncClient, admin_token: str, **fields: Any) -> dict[str, Any]:
+    body = {"sku": unique_sku(), "name": "Test product", "description": "", "category": "tests",
+            "price": 1000, "currency": "EUR", "stock": 10, "low_stock_threshold": 2, **fields}
+    r = await client.post("/products", json=body, headers=auth(admin_token))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def stock_of(client: httpx.AsyncClient, product_id: str) -> int:
+    r = await client.get(f"/products/{product_id}")
+    assert r.status_code == 200, r.text
+    return int(r.json()["stock"])
+
+
+async def place_order(client: httpx.AsyncClient, token: str, lines: list[tuple[str, int]],
+                      request_id: str | None = None) -> dict[str, Any]:
+    headers = auth(token)
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    r = await client.post("/orders", json={"items": [{"product_id": p, "quantity": q} for p, q in lines]},
+                          headers=headers)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
+                     what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with the last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+async def wait_for_status(client: httpx.AsyncClient, token: str, order_id: str, statuses: set[str] = TERMINAL,
+                          timeout: float = 30.0) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        r = await client.get(f"/orders/{order_id}", headers=auth(token))
+        assert r.status_code == 200, r.text
+        body = dict(r.json())
+        return body if body["status"] in statuses else None
+
+    result: dict[str, Any] = await eventually(check, timeout, 0.05, f"order {order_id} in {statuses}")
+    return result
+
+
+@dataclass
+class WireTap:
+    """A temporary exclusive queue bound (``#``) to the session's order and product exchanges."""
+
+    namespace: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def start(self) -> WireTap:
+        self.connection = await aio_pika.connect_robust(AMQP_URL)
+        channel = await self.connection.channel()
+        queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
+                                            auto_delete=True)
+        for name in ("order_exchange", "product_exchange"):
+            exchange = await channel.declare_exchange(self.namespace + name, aio_pika.ExchangeType.TOPIC,
+                                                      durable=True)
+            await queue.bind(exchange, routing_key="#")
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            self.messages.append(json.loads(message.body))
+        except ValueError:
+            self.messages.append({"type": "<not json>", "raw": message.body})
+
+    def of_order(self, order_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("data", {}).get("order_id") == order_id]
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
+                       timeout: float = 20.0) -> list[dict[str, Any]]:
+        async def check() -> list[dict[str, Any]] | None:
+            found = [m for m in self.messages if predicate(m)]
+            return found if len(found) >= count else None
+
+        result: list[dict[str, Any]] = await eventually(check, timeout, 0.05, f"{count} matching event(s)")
+        return result
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+
+@pytest.fixture
+async def wire(namespace: str) -> AsyncIterator[WireTap]:
+    tap = await WireTap(namespace).start()
+    try:
+        yield tap
+    finally:
+        await tap.close()
+
+
+async def publish_raw(namespace: str, exchange: str, routing_key: str, body: bytes,
+                      message_id: str | None = None) -> None:
+    """Publish straight to the broker (as a misbehaving or duplicating publisher would)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = (channel.default_exchange if exchange == "" else
+                  await channel.declare_exchange(namespace + exchange, aio_pika.ExchangeType.TOPIC, durable=True))
+        await target.publish(aio_pika.Message(body, message_id=message_id, content_type="application/json",
+                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                             routing_key=routing_key)
+
+
+def cloud_event(type_: str, data: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    return {"id": event_id or uuid.uuid4().hex, "source": "/tests", "type": type_, "specversion": "1.0",
+            "time": datetime.now(UTC).isoformat(), "datacontenttype": "application/json",
+            "correlationid": f"test-{uuid.uuid4().hex[:8]}", "data": data}
+
+
+async def publish_event(namespace: str, event: dict[str, Any]) -> None:
+    exchange = "order_exchange" if event["type"].startswith("order_") else "product_exchange"
+    await publish_raw(namespace, exchange, event["type"], json.dumps(event).encode(), event["id"])
+
+
+def queue_depth(name: str) -> tuple[int, int]:
+    """(ready, unacked) of a queue, from rabbitmqctl."""
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "messages_ready",
+                          "messages_unacknowledged"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if parts[0] == name:
+            return int(parts[1]), int(parts[2])
+    raise AssertionError(f"queue {name} does not exist")
+
+
+def close_broker_connections(pids: set[int]) -> int:
+    """Force-close (CONNECTION_FORCED) the AMQP connections of these processes only; others are untouched."""
+    ss = subprocess.run(["ss", "-tnpH", "state", "established", "( dport = :5672 )"], capture_output=True,
+                        text=True, check=True).stdout
+    ports = set()
+    for line in ss.splitlines():
+        m = re.search(r":(\d+)\s+\S+:5672\s.*pid=(\d+)", line)
+        if m and int(m.group(2)) in pids:
+            ports.add(int(m.group(1)))
+    conns = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "peer_port"], capture_output=True,
+                           text=True, check=True).stdout
+    closed = 0
+    for line in conns.splitlines():
+        pid, _, port = line.rpartition("\t")
+        if port.strip().isdigit() and int(port) in ports:
+            subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "microshop test: broker dropped"],
+                           check=True, capture_output=True)
+            closed += 1
+    return closed
