@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,11 +97,18 @@ def _apply_defaults(schema: dict[str, Any], defaults: Any) -> None:
             for name, sub in schema["properties"].items():
                 if name in defaults:
                     _apply_defaults(sub, defaults[name])
+        # A field the user may omit must not be required unless a default fills it.
+        required = [name for name in schema.get("required", ()) if "default" in schema["properties"].get(name, {})]
+        if required:
+            schema["required"] = required
+        else:
+            schema.pop("required", None)
     elif defaults is not None and (schema.get("type") in ("string", "integer", "boolean", "number", "array")
                                    or schema.get("x-kubernetes-int-or-string")):
         if schema.get("type") == "array" and defaults == []:
             return
-        if schema.get("type") == "string" and defaults == "" and ("pattern" in schema or "minLength" in schema):
+        if schema.get("type") == "string" and defaults == "" and (
+                schema.get("minLength", 0) > 0 or ("pattern" in schema and not re.search(schema["pattern"], ""))):
             return  # "" means "chart decides"; leave the field absent rather than defaulting to an invalid value
         schema["default"] = copy.deepcopy(defaults)
     elif schema.get("type") == "object" and isinstance(defaults, Mapping) and defaults:

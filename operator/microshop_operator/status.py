@@ -67,12 +67,14 @@ def component_of(obj: Mapping[str, Any]) -> Component:
     desired = 1 if desired is None else int(desired)
     generation = int(meta.get("generation") or 0)
     observed = int(status.get("observedGeneration") or 0)
+    updated = status.get("updatedReplicas")
+    rolled_out = observed >= generation and (updated is None or int(updated) >= desired)
     return Component(
         name=str(labels.get(COMPONENT_LABEL) or meta.get("name")),
         kind=str(obj.get("kind")),
         ready=int(status.get("readyReplicas") or 0),
         desired=desired,
-        rolled_out=observed >= generation,
+        rolled_out=rolled_out,
     )
 
 

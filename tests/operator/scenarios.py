@@ -1,0 +1,272 @@
+"""The operator's behaviours as scenarios, run against the emulator (tests/operator) and a real cluster (tests/e2e)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.operator.api import APPS, CORE, SHOPS, Api, ApiFailure, eventually
+
+SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+INFRA = ("mongodb", "redis", "rabbitmq")
+SHOP_LABEL = "microshop.dev/shop"
+
+
+@dataclass
+class Env:
+    api: Api
+    namespace: str
+    timeout: float  # how long the operator may take to converge
+    make_ready: Callable[[Api, str, str], Awaitable[None]]  # (api, namespace, shop): workloads report ready
+    make_orders_unready: Callable[[Api, str, str], Awaitable[None]]  # orders stops being ready
+    ready_timeout: float
+
+    def shops(self) -> str:
+        return f"{SHOPS}/namespaces/{self.namespace}/shops"
+
+    def shop(self, name: str) -> str:
+        return f"{self.shops()}/{name}"
+
+    def deployment(self, name: str) -> str:
+        return f"{APPS}/namespaces/{self.namespace}/deployments/{name}"
+
+    def statefulset(self, name: str) -> str:
+        return f"{APPS}/namespaces/{self.namespace}/statefulsets/{name}"
+
+    def core(self, plural: str, name: str = "") -> str:
+        return f"{CORE}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def shop_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop", "metadata": {"name": name}, "spec": spec}
+
+
+def condition(shop: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (shop.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+async def emulated_ready(api: Api, namespace: str, shop: str, *, except_component: str | None = None) -> None:
+    """What the Deployment/StatefulSet controllers would report once every pod is ready."""
+    for plural in ("deployments", "statefulsets"):
+        for obj in await api.items(f"{APPS}/namespaces/{namespace}/{plural}", f"{SHOP_LABEL}={shop}"):
+            component = obj["metadata"]["labels"].get("app.kubernetes.io/component")
+            replicas = obj["spec"].get("replicas", 1)
+            ready = 0 if component == except_component else replicas
+            await api.merge(f"{APPS}/namespaces/{namespace}/{plural}/{obj['metadata']['name']}/status",
+                            {"status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas,
+                                        "availableReplicas": ready,
+                                        "observedGeneration": obj["metadata"]["generation"]}})
+
+
+async def emulated_orders_unready(api: Api, namespace: str, shop: str) -> None:
+    await emulated_ready(api, namespace, shop, except_component="orders")
+
+
+async def create_shop(env: Env, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    await env.api.create(env.shops(), shop_body(name, spec))
+
+    async def reconciled() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        if shop and (shop.get("status") or {}).get("observedGeneration") == shop["metadata"]["generation"]:
+            return shop
+        return None
+
+    return await eventually(reconciled, timeout=env.timeout, what=f"Shop {name} reconciled")
+
+
+async def applying_a_shop_creates_owned_children(env: Env, name: str) -> None:
+    shop = await create_shop(env, name, {"image": {"tag": "1.2.3"},
+                                         "services": {"gateway": {"replicas": 2}}})
+    uid = shop["metadata"]["uid"]
+    deployments = await env.api.items(f"{APPS}/namespaces/{env.namespace}/deployments", f"{SHOP_LABEL}={name}")
+    statefulsets = await env.api.items(f"{APPS}/namespaces/{env.namespace}/statefulsets", f"{SHOP_LABEL}={name}")
+    services = await env.api.items(env.core("services"), f"{SHOP_LABEL}={name}")
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments} == set(SERVICES)
+    assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in statefulsets} == set(INFRA)
+    assert len(services) == len(SERVICES) + len(INFRA)
+    for obj in [*deployments, *statefulsets, *services]:
+        refs = obj["metadata"]["ownerReferences"]
+        assert refs == [{"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop", "name": name, "uid": uid,
+                         "controller": True, "blockOwnerDeletion": True}], obj["metadata"]["name"]
+    gateway = next(d for d in deployments if d["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway")
+    assert gateway["spec"]["replicas"] == 2
+    images = {c["image"] for c in gateway["spec"]["template"]["spec"]["containers"]}
+    assert images == {"microshop:1.2.3"}, images
+
+    jwt = await env.api.get(env.core("secrets", f"{name}-jwt"))
+    admin = await env.api.get(env.core("secrets", f"{name}-admin"))
+    assert jwt is not None and admin is not None
+    assert base64.b64decode(jwt["data"]["private.pem"]).startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert len(base64.b64decode(admin["data"]["password"])) >= 24
+    assert jwt["metadata"]["ownerReferences"][0]["uid"] == uid
+
+
+async def secrets_are_never_overwritten(env: Env, name: str) -> None:
+    pem = b"-----BEGIN PRIVATE KEY-----\nmine\n-----END PRIVATE KEY-----\n"
+    await env.api.create(env.core("secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-jwt"},
+        "data": {"private.pem": base64.b64encode(pem).decode()}})
+    await create_shop(env, name, {})
+    jwt = await env.api.get(env.core("secrets", f"{name}-jwt"))
+    assert jwt is not None and base64.b64decode(jwt["data"]["private.pem"]) == pem
+    assert await env.api.get(env.core("secrets", f"{name}-admin")) is not None
+
+
+async def changing_replicas_and_tag_updates_children(env: Env, name: str) -> None:
+    await create_shop(env, name, {})
+    patched = await env.api.merge(env.shop(name), {"spec": {"image": {"tag": "2.0.0"},
+                                                            "services": {"orders": {"replicas": 3}}}})
+    generation = patched["metadata"]["generation"]
+
+    async def updated() -> bool:
+        orders = await env.api.get(env.deployment(f"{name}-orders"))
+        shop = await env.api.get(env.shop(name))
+        return bool(orders and shop and orders["spec"]["replicas"] == 3
+                    and orders["spec"]["template"]["spec"]["containers"][0]["image"] == "microshop:2.0.0"
+                    and shop["status"].get("observedGeneration") == generation)
+
+    await eventually(updated, timeout=env.timeout, what="orders scaled to 3 on tag 2.0.0, observedGeneration")
+
+
+async def drift_is_repaired(env: Env, name: str) -> None:
+    await create_shop(env, name, {})
+    gateway = await env.api.get(env.deployment(f"{name}-gateway"))
+    assert gateway is not None
+    await env.api.delete(env.deployment(f"{name}-gateway"))
+
+    async def restored() -> bool:
+        again = await env.api.get(env.deployment(f"{name}-gateway"))
+        return bool(again and again["metadata"]["uid"] != gateway["metadata"]["uid"])
+
+    await eventually(restored, timeout=env.timeout, what="the deleted gateway Deployment to be re-created")
+
+    await env.api.merge(env.deployment(f"{name}-products"), {"spec": {"replicas": 7}})
+
+    async def reverted() -> bool:
+        products = await env.api.get(env.deployment(f"{name}-products"))
+        return bool(products and products["spec"]["replicas"] == 1)
+
+    await eventually(reverted, timeout=env.timeout, what="hand-edited replicas reverted to the spec's 1")
+
+
+async def readiness_is_reported(env: Env, name: str) -> None:
+    await create_shop(env, name, {})
+    await env.make_ready(env.api, env.namespace, name)
+
+    async def ready() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        ok = shop and condition(shop, "Ready").get("status") == "True" and shop["status"]["phase"] == "Ready"
+        return shop if ok else None
+
+    shop = await eventually(ready, timeout=env.ready_timeout, what="Shop Ready=True, phase Ready")
+    assert condition(shop, "InfrastructureReady")["status"] == "True"
+    assert condition(shop, "Degraded")["status"] == "False"
+    assert condition(shop, "Progressing")["status"] == "False"
+    assert shop["status"]["components"]["gateway"] == {"kind": "Deployment", "ready": 1, "desired": 1}
+    assert shop["status"]["url"]
+    since = condition(shop, "Ready")["lastTransitionTime"]
+
+    await env.make_orders_unready(env.api, env.namespace, name)
+
+    async def not_ready() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        cond = condition(shop or {}, "Ready")
+        return cond if cond.get("status") == "False" else None
+
+    cond = await eventually(not_ready, timeout=env.ready_timeout, what="Ready=False once orders is not ready")
+    assert cond["reason"] == "ComponentsNotReady"
+    assert "orders" in cond["message"], cond
+    assert "gateway" not in cond["message"]
+    assert cond["lastTransitionTime"] >= since
+
+
+async def disabling_analytics_prunes_it(env: Env, name: str) -> None:
+    await create_shop(env, name, {})
+    assert await env.api.get(env.deployment(f"{name}-analytics")) is not None
+    await env.api.merge(env.shop(name), {"spec": {"services": {"analytics": {"enabled": False}}}})
+
+    async def pruned() -> bool:
+        shop = await env.api.get(env.shop(name))
+        return bool(await env.api.get(env.deployment(f"{name}-analytics")) is None
+                    and await env.api.get(env.core("services", f"{name}-analytics")) is None
+                    and shop and "analytics" not in shop["status"].get("components", {}))
+
+    await eventually(pruned, timeout=env.timeout, what="analytics Deployment and Service pruned")
+    assert await env.api.get(env.deployment(f"{name}-gateway")) is not None
+
+
+async def unrenderable_spec_degrades(env: Env, name: str, healthy: Callable[[], Awaitable[bool]]) -> None:
+    await create_shop(env, name, {})
+    await env.api.merge(env.shop(name), {"spec": {"services": {"gateway": {
+        "resources": {"requests": {"cpu": "lots"}}}}}})
+
+    async def degraded() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        cond = condition(shop or {}, "Degraded")
+        return shop if cond.get("status") == "True" else None
+
+    shop = await eventually(degraded, timeout=env.timeout, what="Degraded=True after an unrenderable spec")
+    cond = condition(shop, "Degraded")
+    assert cond["reason"] == "RenderFailed"
+    assert "cpu" in cond["message"] and "lots" in cond["message"], cond
+    assert shop["status"]["phase"] == "Degraded"
+    assert shop["status"]["observedGeneration"] < shop["metadata"]["generation"]
+    assert await healthy(), "the operator's liveness endpoint failed while a Shop is degraded"
+
+    await env.api.merge(env.shop(name), {"spec": {"services": {"gateway": {
+        "resources": {"requests": {"cpu": "100m"}}}}}})
+
+    async def recovered() -> bool:
+        shop = await env.api.get(env.shop(name))
+        return bool(shop and condition(shop, "Degraded").get("status") == "False"
+                    and shop["status"]["observedGeneration"] == shop["metadata"]["generation"])
+
+    await eventually(recovered, timeout=env.timeout, what="Degraded=False after fixing the spec")
+
+
+async def invalid_spec_is_rejected(env: Env, name: str) -> None:
+    for spec in ({"services": {"gateway": {"replicas": -1}}}, {"image": {"pullPolicy": "Sometimes"}},
+                 {"logLevel": "LOUD"}):
+        try:
+            await env.api.create(env.shops(), shop_body(name, spec))
+        except ApiFailure as exc:
+            assert exc.status == 422, exc
+        else:
+            raise AssertionError(f"the API accepted an invalid Shop spec {spec}")
+
+
+async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool) -> None:
+    await create_shop(env, name, {"deletion": {"deletePersistentVolumeClaims": delete_volumes}})
+    claim = f"data-{name}-mongodb-0"
+    await env.api.create(env.core("persistentvolumeclaims"), {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "labels": {"app.kubernetes.io/instance": name,
+                                               "app.kubernetes.io/component": "mongodb"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    if delete_volumes:
+        async def finalized() -> bool:
+            shop = await env.api.get(env.shop(name))
+            return bool(shop and shop["metadata"].get("finalizers"))
+
+        await eventually(finalized, timeout=env.timeout, what="the volume clean-up finalizer")
+    await env.api.delete(env.shop(name))
+
+    async def gone() -> bool:
+        return await env.api.get(env.shop(name)) is None
+
+    await eventually(gone, timeout=env.timeout, what=f"Shop {name} to be deleted")
+
+    async def children_gone() -> bool:
+        return not await env.api.items(f"{APPS}/namespaces/{env.namespace}/deployments", f"{SHOP_LABEL}={name}")
+
+    await eventually(children_gone, timeout=env.timeout, what="owned Deployments garbage-collected")
+    pvc = await env.api.get(env.core("persistentvolumeclaims", claim))
+    if delete_volumes:
+        assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "PVC kept despite deletePersistentVolumeClaims"
+    else:
+        assert pvc is not None, "the data volume was deleted though the spec did not ask for it"
