@@ -1,0 +1,95 @@
+"""Rate limiting shared in Redis by two gateway processes (5 requests per 60 s per caller).
+
+Each test calls from its own loopback source address (127.0.0.x), so its anonymous bucket
+starts full whatever ran before; signed-in callers are fresh customers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from devtools.shop import LocalShop
+from tests.integration.test_gateway_support import GatewayProc, start_gateways, stop_gateways
+
+LIMIT = 5
+WINDOW = 60
+
+
+@pytest.fixture(scope="module")
+def limited(shop: LocalShop, namespace: str) -> Iterator[list[GatewayProc]]:
+    env = {
+        "MICROSHOP_RATE_LIMIT_REQUESTS": str(LIMIT),
+        "MICROSHOP_RATE_LIMIT_WINDOW_SECONDS": str(WINDOW),
+        # Both gateways share this namespace (and the one Redis), nobody else does.
+        "MICROSHOP_NAMESPACE": f"{namespace}rl{uuid.uuid4().hex[:6]}.",
+    }
+    started = start_gateways(shop, {"gw-rl-a": env, "gw-rl-b": env})
+    try:
+        yield list(started.values())
+    finally:
+        stop_gateways(started)
+
+
+@asynccontextmanager
+async def clients_from(source_ip: str, gateways: list[GatewayProc]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    clients = [
+        httpx.AsyncClient(base_url=g.api, timeout=10, transport=httpx.AsyncHTTPTransport(local_address=source_ip))
+        for g in gateways
+    ]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_counters_are_shared_by_every_gateway(limited: list[GatewayProc]) -> None:
+    async with clients_from("127.0.0.2", limited) as (a, b):
+        remaining = []
+        for i in range(LIMIT):
+            r = await (a if i % 2 == 0 else b).get("/auth/jwks")
+            assert r.status_code == 200, r.text
+            assert r.headers["ratelimit-limit"] == str(LIMIT)
+            assert int(r.headers["ratelimit-reset"]) > 0
+            remaining.append(int(r.headers["ratelimit-remaining"]))
+        assert remaining == [4, 3, 2, 1, 0]
+
+        refused = await b.get("/auth/jwks")
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == "https://microshop.dev/problems/rate-limited"
+        retry_after = int(refused.headers["retry-after"])
+        assert 1 <= retry_after <= WINDOW // LIMIT
+        assert refused.headers["ratelimit-limit"] == str(LIMIT)
+        assert refused.headers["ratelimit-remaining"] == "0"
+        assert 0 < int(refused.headers["ratelimit-reset"]) <= WINDOW
+        assert refused.headers["x-request-id"]
+
+        # The other gateway agrees, and a made-up X-Forwarded-For (not trusted) changes nothing.
+        again = await a.get("/auth/jwks", headers={"X-Forwarded-For": "198.51.100.23"})
+        assert again.status_code == 429
+
+
+async def test_signed_in_callers_are_limited_per_user(
+    limited: list[GatewayProc], customer: dict[str, str]
+) -> None:
+    token = {"Authorization": f"Bearer {customer['access_token']}"}
+    async with clients_from("127.0.0.3", limited) as (a, b):
+        for _ in range(LIMIT):
+            assert (await a.get("/auth/jwks")).status_code == 200
+        assert (await b.get("/auth/jwks")).status_code == 429  # this address is used up...
+
+        first = await b.get("/customers/me", headers=token)  # ...but the user has their own bucket
+        assert first.status_code == 200, first.text
+        assert first.json()["id"] == customer["id"]
+        assert first.headers["ratelimit-remaining"] == str(LIMIT - 1)
+        for _ in range(LIMIT - 1):
+            assert (await a.get("/customers/me", headers=token)).status_code == 200
+        over = await b.get("/customers/me", headers=token)
+        assert over.status_code == 429
+        assert over.headers["retry-after"]
