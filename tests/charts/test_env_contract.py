@@ -1,0 +1,119 @@
+"""The chart sets exactly the environment the services read.
+
+Names come from the code, not a list: for each ``services/<svc>/settings.py`` its ``Settings`` class
+gives ``MICROSHOP_`` + field name. The rule, per service (also in docs/kubernetes.md):
+
+1. every ``MICROSHOP_*`` variable the chart sets on a service is a setting that service reads;
+2. the chart sets every setting that has no default, every setting whose default points at the
+   loopback interface (in a pod, 127.0.0.1 is the pod itself, never another service or the
+   infrastructure), and the settings listed in CLUSTER_REQUIRED; every other setting keeps its
+   documented default, which is safe in the cluster;
+3. the values the chart sets parse with that service's Settings class, and the port the chart uses
+   is the port the service defaults to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+from tests.charts.conftest import ROOT, SHOP_CHART, Render, by_kind
+from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED
+
+SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+# Settings whose default works on a laptop but not in a cluster, for reasons other than loopback:
+CLUSTER_REQUIRED = {
+    "log_format": "logs are JSON in the cluster",
+    "jwt_private_key_file": "every customers replica must sign with the same key (else a generated one)",
+    "admin_email": "the first admin comes from configuration",
+    "admin_password": "the first admin comes from a Secret",
+}
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+# Stand-ins for values the chart takes from Secrets, so rule 3 can parse them.
+SECRET_STANDINS = {"MICROSHOP_MONGO_URL": "mongodb://db:27017", "MICROSHOP_REDIS_URL": "redis://cache:6379/0",
+                   "MICROSHOP_RABBITMQ_URL": "amqp://u:p@mq:5672/", "MICROSHOP_ADMIN_PASSWORD": "s3cret-passw0rd"}
+
+
+def settings_class(service: str) -> type[BaseSettings]:
+    if not (ROOT / "services" / service / "settings.py").is_file():
+        pytest.skip(f"services/{service}/settings.py does not exist yet: nothing to compare the chart with")
+    module = importlib.import_module(f"{service}.settings")
+    cls: type[BaseSettings] = module.Settings
+    return cls
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def chart_env(objects: list[dict[str, Any]], service: str) -> dict[str, dict[str, Any]]:
+    container = by_kind(objects, "Deployment")[f"shop-{service}"]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container["env"]}
+
+
+def needs_setting_in_cluster(field: str, default: Any, required: bool) -> bool:
+    if required or field in CLUSTER_REQUIRED:
+        return True
+    raw = default.get_secret_value() if isinstance(default, SecretStr) else default
+    return isinstance(raw, str) and any(host in raw for host in LOOPBACK)
+
+
+@pytest.mark.parametrize("variant", ["defaults", "external-infra", "flipped"])
+@pytest.mark.parametrize("service", SERVICES)
+def test_chart_env_matches_settings(render: Render, service: str, variant: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = settings_class(service)
+    values = {"defaults": {}, "external-infra": EXTERNAL_INFRA, "flipped": FLIPPED}[variant]
+    objects = render(SHOP_CHART, values)
+    if f"shop-{service}" not in by_kind(objects, "Deployment"):
+        assert service == "analytics"
+        assert variant == "flipped"
+        return
+    env = chart_env(objects, service)
+    fields = {env_name(cls, name): (name, info) for name, info in cls.model_fields.items()}
+
+    # Rule 1: nothing the service would ignore.
+    unread = {name for name in env if name.startswith("MICROSHOP_")} - set(fields)
+    assert not unread, f"{service}: the chart sets {sorted(unread)}, which {cls.__module__}.Settings does not read"
+
+    # Rule 2: nothing the cluster needs is left at a laptop default.
+    missing = [var for var, (name, info) in fields.items()
+               if needs_setting_in_cluster(name, info.default, info.is_required()) and var not in env]
+    assert not missing, f"{service}: the chart must set {missing}"
+
+    # Rule 3: the chart's values parse, and the port is the service's own.
+    for var in list(os.environ):
+        if var.startswith("MICROSHOP_"):
+            monkeypatch.delenv(var)
+    for var, entry in env.items():
+        monkeypatch.setenv(var, entry.get("value", SECRET_STANDINS.get(var, "from-a-secret")))
+    settings = cls()
+    assert settings.model_dump()["port"] == cls.model_fields["port"].default
+    assert settings.model_dump()["log_format"] == "json"
+    assert settings.model_dump()["host"] == "0.0.0.0"
+
+
+def test_gateway_reaches_every_service_by_its_chart_url(render: Render) -> None:
+    cls = settings_class("gateway")
+    env = chart_env(render(SHOP_CHART), "gateway")
+    for service, port in zip(SERVICES[1:], range(8001, 8006), strict=True):
+        var = f"MICROSHOP_{service.upper()}_URL"
+        assert var in {env_name(cls, f) for f in cls.model_fields}
+        assert env[var]["value"] == f"http://shop-{service}:{port}"
+
+
+def test_customers_key_file_is_the_mounted_secret(render: Render) -> None:
+    settings_class("customers")
+    objects = render(SHOP_CHART)
+    pod = by_kind(objects, "Deployment")["shop-customers"]["spec"]["template"]["spec"]
+    key_file = Path(chart_env(objects, "customers")["MICROSHOP_JWT_PRIVATE_KEY_FILE"]["value"])
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert Path(mounts["jwt-key"]) / "private.pem" == key_file
+    volume = next(v for v in pod["volumes"] if v["name"] == "jwt-key")
+    assert volume["secret"]["items"] == [{"key": "private.pem", "path": "private.pem"}]

@@ -1,0 +1,298 @@
+"""Both charts lint strictly and render objects a Kubernetes API server would accept.
+
+Every object is validated with kubernetes-validate --strict for Kubernetes 1.33 and 1.35. Kinds that
+come from CRDs are validated against their CRD's schema: HTTPRoute against the Gateway API v1.6.1
+schema vendored in tests/charts/schemas, kopf's peering kinds against charts/microshop-operator/crds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from tests.charts.conftest import OPERATOR_CHART, SHOP_CHART, Render, by_kind, run_helm
+
+KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
+SCHEMAS = Path(__file__).parent / "schemas"
+SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+
+EXTERNAL_INFRA: dict[str, Any] = {
+    kind: {"managed": False, "external": {"secretName": "shop-infra", "secretKey": key}}
+    for kind, key in (("mongodb", "mongo-url"), ("redis", "redis-url"), ("rabbitmq", "amqp-url"))
+}
+# Every toggle flipped away from its default.
+FLIPPED: dict[str, Any] = {
+    **EXTERNAL_INFRA,
+    "ingress": {"enabled": False},
+    "httpRoute": {"enabled": True, "parentRefs": [{"name": "public", "namespace": "gateway-infra",
+                                                   "sectionName": "http"}],
+                  "hostnames": ["shop.example.com"]},
+    "services": {
+        **{name: {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}} for name in SERVICES[:5]},
+        "analytics": {"enabled": False},
+    },
+    "auth": {"jwtKeySecret": {"name": "shop-jwt", "create": False},
+             "adminSecret": {"name": "shop-admin", "create": False, "email": "ops@example.com"}},
+    "networkPolicies": {"enabled": False},
+    "pdb": {"enabled": False},
+}
+TLS_INGRESS: dict[str, Any] = {"ingress": {"enabled": True, "className": "cloud-provider-kind",
+                                           "host": "shop.example.com",
+                                           "tls": {"enabled": True, "secretName": "shop-tls"}}}
+SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS}
+OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]}}
+
+
+def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    schemas: dict[tuple[str, str], dict[str, Any]] = {
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"):
+            json.loads((SCHEMAS / "httproute-gateway.networking.k8s.io-v1.json").read_text()),
+    }
+    for path in (OPERATOR_CHART / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(path.read_text()):
+            for version in crd["spec"]["versions"]:
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                schemas[key] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+CRD_SCHEMAS = _crd_schemas()
+
+
+def validate(obj: dict[str, Any]) -> None:
+    key = (obj["apiVersion"], obj["kind"])
+    if key in CRD_SCHEMAS:
+        jsonschema.Draft7Validator(CRD_SCHEMAS[key]).validate(obj)
+        return
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("chart", [SHOP_CHART, OPERATOR_CHART], ids=lambda p: p.name)
+def test_lint_strict(helm: Path, chart: Path) -> None:
+    out = run_helm(helm, "lint", "--strict", str(chart))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("variant", sorted(SHOP_VARIANTS))
+def test_shop_chart_objects_validate(render: Render, variant: str) -> None:
+    objects = render(SHOP_CHART, SHOP_VARIANTS[variant])
+    assert objects
+    for obj in objects:
+        try:
+            validate(obj)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            pytest.fail(f"{variant}: {obj['kind']}/{obj['metadata']['name']}: {exc}")
+
+
+@pytest.mark.parametrize("variant", sorted(OPERATOR_VARIANTS))
+def test_operator_chart_objects_validate(render: Render, variant: str) -> None:
+    objects = render(OPERATOR_CHART, OPERATOR_VARIANTS[variant])
+    for obj in objects:
+        try:
+            validate(obj)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            pytest.fail(f"{variant}: {obj['kind']}/{obj['metadata']['name']}: {exc}")
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "ServiceAccount"} <= kinds
+
+
+def test_defaults_render_the_whole_shop(render: Render) -> None:
+    objects = render(SHOP_CHART)
+    deployments = by_kind(objects, "Deployment")
+    assert set(deployments) == {f"shop-{s}" for s in SERVICES}
+    assert set(by_kind(objects, "StatefulSet")) == {"shop-mongodb", "shop-redis", "shop-rabbitmq"}
+    assert set(by_kind(objects, "PodDisruptionBudget")) == {f"shop-{s}" for s in SERVICES}
+    assert set(by_kind(objects, "Secret")) == {"shop-jwt", "shop-admin"}
+    assert not by_kind(objects, "HorizontalPodAutoscaler")
+    assert not by_kind(objects, "HTTPRoute")
+    ingress = by_kind(objects, "Ingress")["shop-gateway"]
+    path = ingress["spec"]["rules"][0]["http"]["paths"][0]
+    assert path["path"] == "/api"
+    assert path["backend"]["service"]["name"] == "shop-gateway"
+
+
+def test_every_object_has_the_standard_labels(render: Render) -> None:
+    for values in SHOP_VARIANTS.values():
+        for obj in render(SHOP_CHART, values, release="blue"):
+            labels = obj["metadata"]["labels"]
+            assert labels["app.kubernetes.io/name"] == "microshop"
+            assert labels["app.kubernetes.io/instance"] == "blue"
+            assert labels["app.kubernetes.io/part-of"] == "microshop"
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert labels["app.kubernetes.io/component"]
+
+
+def test_service_pods_are_locked_down(render: Render) -> None:
+    objects = render(SHOP_CHART)
+    pods = [o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    assert len(pods) == 9
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]["memory"]
+            assert container["readinessProbe"]
+            assert container["livenessProbe"]
+
+
+def test_services_probe_their_health_endpoints_on_their_own_port(render: Render) -> None:
+    ports = dict(zip(SERVICES, range(8000, 8006), strict=True))
+    for name, deployment in by_kind(render(SHOP_CHART), "Deployment").items():
+        service = name.removeprefix("shop-")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == [service], "the one image runs `python -m <service>`"
+        assert container["ports"][0]["containerPort"] == ports[service]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
+
+
+def test_mongodb_runs_as_a_replica_set_the_services_name(render: Render) -> None:
+    objects = render(SHOP_CHART)
+    mongo = by_kind(objects, "StatefulSet")["shop-mongodb"]
+    container = mongo["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["--replSet", "rs0"]
+    assert "rs.initiate" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert mongo["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    env = {e["name"]: e for e in by_kind(objects, "Deployment")["shop-orders"]["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert "replicaSet=rs0" in env["MICROSHOP_MONGO_URL"]["value"]
+
+
+def test_external_infrastructure_comes_from_secrets(render: Render) -> None:
+    objects = render(SHOP_CHART, EXTERNAL_INFRA)
+    assert not by_kind(objects, "StatefulSet")
+    env = {e["name"]: e for e in by_kind(objects, "Deployment")["shop-products"]["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["MICROSHOP_MONGO_URL"]["valueFrom"]["secretKeyRef"] == {"name": "shop-infra", "key": "mongo-url"}
+    assert env["MICROSHOP_RABBITMQ_URL"]["valueFrom"]["secretKeyRef"]["key"] == "amqp-url"
+
+
+def test_flipped_toggles(render: Render) -> None:
+    objects = render(SHOP_CHART, FLIPPED)
+    assert "shop-analytics" not in by_kind(objects, "Deployment")
+    assert not by_kind(objects, "Ingress")
+    assert not by_kind(objects, "Secret"), "the operator creates the Secrets when create is false"
+    assert not by_kind(objects, "NetworkPolicy")
+    assert not by_kind(objects, "PodDisruptionBudget")
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    assert set(hpas) == {f"shop-{s}" for s in SERVICES[:5]}
+    assert hpas["shop-gateway"]["spec"]["minReplicas"] == 2
+    assert "replicas" not in by_kind(objects, "Deployment")["shop-gateway"]["spec"], "the HPA owns replicas"
+    route = by_kind(objects, "HTTPRoute")["shop-gateway"]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "shop-gateway", "port": 8000}]
+    gateway_env = {e["name"]: e.get("value") for e in by_kind(objects, "Deployment")["shop-gateway"]["spec"]
+                   ["template"]["spec"]["containers"][0]["env"]}
+    assert gateway_env["MICROSHOP_ANALYTICS_ENABLED"] == "false"
+    customers = by_kind(objects, "Deployment")["shop-customers"]["spec"]["template"]["spec"]
+    assert customers["volumes"][1]["secret"]["secretName"] == "shop-jwt"
+
+
+def test_service_env_override_replaces_the_chart_value(render: Render) -> None:
+    objects = render(SHOP_CHART, {"services": {"orders": {"env": {"MICROSHOP_LOG_LEVEL": "DEBUG"}}}})
+    env = by_kind(objects, "Deployment")["shop-orders"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert names.count("MICROSHOP_LOG_LEVEL") == 1, "duplicates break server-side apply"
+    assert {"name": "MICROSHOP_LOG_LEVEL", "value": "DEBUG"} in env
+
+
+def test_image_override_and_prebuilt_references(render: Render) -> None:
+    objects = render(SHOP_CHART, {"image": {"repository": "registry.example/shop", "tag": "1.2.3"},
+                                  "services": {"analytics": {"image": {"tag": "canary"}}}})
+    images = {n: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for n, d in by_kind(objects, "Deployment").items()}
+    assert images["shop-gateway"] == "registry.example/shop:1.2.3"
+    assert images["shop-analytics"] == "registry.example/shop:canary"
+    # skaffold rewrites a Shop's image.repository to a full reference; the chart keeps it whole.
+    objects = render(SHOP_CHART, {"image": {"repository": "localhost:5001/microshop:abc@sha256:" + "0" * 64}})
+    image = by_kind(objects, "Deployment")["shop-orders"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "localhost:5001/microshop:abc@sha256:" + "0" * 64
+
+
+def _allowed_from(policy: dict[str, Any]) -> set[str]:
+    return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for rule in policy["spec"].get("ingress", []) for peer in rule.get("from", [])}
+
+
+def test_network_policies(render: Render) -> None:
+    policies = by_kind(render(SHOP_CHART), "NetworkPolicy")
+    deny = policies["shop-default-deny"]
+    assert deny["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in deny["spec"]
+    gateway_rules = policies["shop-gateway"]["spec"]["ingress"]
+    assert all("from" not in rule for rule in gateway_rules), "the gateway is reachable from outside"
+    assert _allowed_from(policies["shop-customers"]) == {"gateway", "products", "orders", "alerts", "analytics"}
+    assert _allowed_from(policies["shop-products"]) == {"gateway", "orders"}
+    for name in ("orders", "alerts", "analytics"):
+        assert _allowed_from(policies[f"shop-{name}"]) == {"gateway"}
+    assert "gateway" not in _allowed_from(policies["shop-mongodb"])
+    assert _allowed_from(policies["shop-redis"]) == {"gateway", "analytics"}
+    assert _allowed_from(policies["shop-rabbitmq"]) == set(SERVICES)
+
+
+def test_chart_generated_secrets(render: Render) -> None:
+    secrets = by_kind(render(SHOP_CHART), "Secret")
+    pem = base64.b64decode(secrets["shop-jwt"]["data"]["private.pem"]).decode()
+
+    assert isinstance(load_pem_private_key(pem.encode(), password=None), Ed25519PrivateKey)
+    assert len(base64.b64decode(secrets["shop-admin"]["data"]["password"])) == 24
+
+
+def test_operator_rbac_scoping(render: Render) -> None:
+    cluster = render(OPERATOR_CHART)
+    assert "shop-microshop-operator-shops" in by_kind(cluster, "ClusterRole")
+    pod = by_kind(cluster, "Deployment")["shop-microshop-operator"]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--all-namespaces" in args
+    namespaced = render(OPERATOR_CHART, {"watchNamespaces": ["shop-a", "shop-b"]})
+    roles = [o for o in namespaced if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["shop-a", "shop-b"]
+    assert "shop-microshop-operator-shops" not in by_kind(namespaced, "ClusterRole")
+    deployment = by_kind(namespaced, "Deployment")["shop-microshop-operator"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--namespace=shop-a", "--namespace=shop-b"} <= set(args)
+    assert "--all-namespaces" not in args
+    for role in roles:
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], "least privilege: no wildcards"
+
+
+def test_operator_deployment(render: Render) -> None:
+    deployment = by_kind(render(OPERATOR_CHART), "Deployment")["shop-microshop-operator"]
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_operator_rbac_covers_every_kind_the_shop_chart_renders(render: Render) -> None:
+    rules = by_kind(render(OPERATOR_CHART), "ClusterRole")["shop-microshop-operator-shops"]["rules"]
+    granted = {(group, resource) for rule in rules if {"create", "patch"} <= set(rule["verbs"])
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    rendered = set()
+    for values in SHOP_VARIANTS.values():
+        for obj in render(SHOP_CHART, values):
+            group = obj["apiVersion"].rpartition("/")[0]
+            rendered.add((group, obj["kind"].lower() + ("es" if obj["kind"].endswith("s") else "s")))
+    rendered = {(g, r.replace("policys", "policies")) for g, r in rendered}
+    assert rendered <= granted, rendered - granted
