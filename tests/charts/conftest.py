@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,16 +38,24 @@ def run_helm(helm: Path, *args: str, values: Mapping[str, Any] | None = None,
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.fixture
-def render(helm: Path, tmp_path: Path) -> Render:
-    """``render(chart, values, release=..., namespace=...)`` → the rendered objects; fails on helm errors."""
+@pytest.fixture(scope="session")
+def render(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Render:
+    """``render(chart, values, release=..., namespace=...)`` → the rendered objects; fails on helm errors.
+
+    Renders are cached for the session (helm is the slow part); each call gets its own copy.
+    """
+    tmp = tmp_path_factory.mktemp("render")
+    cache: dict[str, list[dict[str, Any]]] = {}
 
     def _render(chart: Path, values: Mapping[str, Any] | None = None, release: str = "shop",
                 namespace: str = "shop-ns", extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        out = run_helm(helm, "template", release, str(chart), "--namespace", namespace, *extra,
-                       values=values or {}, tmp=tmp_path)
-        assert out.returncode == 0, out.stderr
-        return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+        key = json.dumps([str(chart), values or {}, release, namespace, extra], sort_keys=True)
+        if key not in cache:
+            out = run_helm(helm, "template", release, str(chart), "--namespace", namespace, *extra,
+                           values=values or {}, tmp=tmp)
+            assert out.returncode == 0, out.stderr
+            cache[key] = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+        return copy.deepcopy(cache[key])
 
     return _render
 
