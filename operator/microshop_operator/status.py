@@ -198,8 +198,8 @@ def transitions(old: Sequence[Mapping[str, Any]] | None,
         prev = before.get(cond["type"])
         if prev is not None and prev.get("status") == cond["status"]:
             continue
-        if prev is None and cond["type"] in (DEGRADED, PROGRESSING) and cond["status"] == "False":
-            continue  # "not degraded" on the first status is no news
+        if prev is None and not (cond["type"] == DEGRADED and cond["status"] == "True"):
+            continue  # a new Shop is not ready yet: no news, unless it cannot even be applied
         good = (cond["status"] == "True") != (cond["type"] == DEGRADED)
         events.append(("Normal" if good else "Warning", cond["reason"], cond["message"], cond["type"]))
     return events

@@ -360,7 +360,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return obj
             if request.action == enums.action.CREATE:
                 body = dict(request.data or {})
-                name = body.get("metadata", {}).get("name")
+                meta = body.setdefault("metadata", {})
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                name = meta.get("name")
                 if not name:
                     raise ApiError(422, "Invalid", "metadata.name is required")
                 if self.get_object(res, ns, name) is not None:

@@ -171,6 +171,13 @@ async def readiness_is_reported(env: Env, name: str) -> None:
     assert shop["status"]["url"]
     since = condition(shop, "Ready")["lastTransitionTime"]
 
+    async def ready_event() -> bool:
+        events = await env.api.items(env.core("events"))
+        return any(e.get("involvedObject", {}).get("name") == name and e.get("reason") == "AllComponentsReady"
+                   and e.get("type") == "Normal" for e in events)
+
+    await eventually(ready_event, timeout=env.timeout, what="a Normal AllComponentsReady Event on the Shop")
+
     await env.make_orders_unready(env.api, env.namespace, name)
 
     async def not_ready() -> dict[str, Any] | None:

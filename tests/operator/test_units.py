@@ -1,0 +1,89 @@
+"""Fast checks of the operator's pure parts: CRD generation, values mapping, status and conditions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from microshop_operator import crd, status, values
+from microshop_operator.__main__ import kopf_args
+from tests.operator.emulator import CRD_PATH
+
+
+def test_committed_crd_is_generated_from_the_chart() -> None:
+    assert CRD_PATH.read_text() == crd.render_crd(), (
+        "the Shop CRD is out of date with charts/microshop: run "
+        "`python -m microshop_operator.crd > charts/microshop-operator/crds/shops.microshop.dev.yaml`")
+
+
+def test_values_pass_the_spec_through_and_pin_the_secrets() -> None:
+    spec = {"services": {"gateway": {"replicas": 3}}, "deletion": {"deletePersistentVolumeClaims": True},
+            "auth": {"adminSecret": {"email": "boss@example.com"}}}
+    result = values.spec_to_values("demo", spec)
+    assert result["services"] == {"gateway": {"replicas": 3}}
+    assert "deletion" not in result
+    assert result["auth"]["jwtKeySecret"] == {"name": "demo-jwt", "create": False}
+    assert result["auth"]["adminSecret"] == {"email": "boss@example.com", "name": "demo-admin", "create": False}
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"services": {"orders": {"autoscaling": {"enabled": True, "minReplicas": 4, "maxReplicas": 2}}}}, "orders"),
+    ({"mongodb": {"managed": False}}, "mongodb"),
+    ({"ingress": {"enabled": True, "tls": {"enabled": True}}}, "tls"),
+    ({"services": {"gateway": {"enabled": False}}}, "gateway"),
+])
+def test_cross_field_rules(spec: dict[str, object], field: str) -> None:
+    with pytest.raises(values.InvalidSpec, match=field):
+        values.validate(spec)
+
+
+def workload(name: str, ready: int, desired: int, generation: int = 1, observed: int = 1) -> dict[str, object]:
+    return {"kind": "Deployment", "metadata": {"name": f"x-{name}", "generation": generation,
+                                               "labels": {"app.kubernetes.io/component": name}},
+            "spec": {"replicas": desired},
+            "status": {"readyReplicas": ready, "observedGeneration": observed, "updatedReplicas": desired}}
+
+
+def test_last_transition_time_moves_only_on_flips() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    comps = status.components_of([workload("gateway", 0, 1), workload("mongodb", 1, 1)])
+    first = status.build_status(None, generation=1, observed_generation=1, components=comps, failure=None,
+                                paused=False, url=None, now=t0)
+    ready = next(c for c in first["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "gateway 0/1" in ready["message"]
+    assert first["phase"] == "Progressing"
+    again = status.build_status(first, generation=1, observed_generation=1, components=comps, failure=None,
+                                paused=False, url=None, now=t0 + timedelta(minutes=5))
+    assert status.status_patch(first, again) is None  # nothing changed: no write
+    comps_ready = status.components_of([workload("gateway", 1, 1), workload("mongodb", 1, 1)])
+    later = status.build_status(first, generation=1, observed_generation=1, components=comps_ready, failure=None,
+                                paused=False, url=None, now=t0 + timedelta(minutes=9))
+    by_type = {c["type"]: c for c in later["conditions"]}
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-01-01T00:09:00Z"
+    assert by_type["Degraded"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert later["phase"] == "Ready"
+    assert ("Normal", "AllComponentsReady") in {(t, r) for t, r, _, _ in status.transitions(
+        first["conditions"], later["conditions"])}
+
+
+def test_a_failure_degrades_and_keeps_observed_generation() -> None:
+    old = {"observedGeneration": 4}
+    new = status.build_status(old, generation=5, observed_generation=None, components=[],
+                              failure=status.Failure("RenderFailed", "bad cpu"), paused=False, url=None)
+    assert new["phase"] == "Degraded" and new["observedGeneration"] == 4
+    degraded = next(c for c in new["conditions"] if c["type"] == "Degraded")
+    assert degraded == {**degraded, "status": "True", "reason": "RenderFailed", "message": "bad cpu"}
+
+
+def test_rollout_pending_is_not_ready() -> None:
+    comp = status.component_of(workload("orders", 1, 1, generation=3, observed=2))
+    assert not comp.is_ready and "rollout pending" in comp.describe()
+
+
+def test_cli_defaults_and_pass_through() -> None:
+    assert kopf_args([], {}) == ["run", "-m", "microshop_operator.handlers", "--log-format=json",
+                                 "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    args = kopf_args(["--namespace=shop", "--peering=p", "--log-format=plain"], {"MICROSHOP_OPERATOR_LIVENESS": ""})
+    assert args == ["run", "-m", "microshop_operator.handlers", "--namespace=shop", "--peering=p",
+                    "--log-format=plain"]
