@@ -1,0 +1,160 @@
+"""Destructive saga tests: a consumer SIGKILLed mid-flight, and the broker connections dropped.
+
+They run on their own shop (own SecantusDB, own namespace): the session shop is never killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from tests.integration.test_saga_support import (
+    WireTap,
+    close_broker_connections,
+    cloud_event,
+    create_product,
+    eventually,
+    login,
+    new_customer,
+    place_order,
+    public_client,
+    publish_event,
+    stock_of,
+    wait_for_status,
+)
+
+
+@pytest.fixture(scope="module")
+def own_shop(key_file: Path) -> Iterator[LocalShop]:
+    local = LocalShop(key_file=key_file, namespace=f"crash{uuid.uuid4().hex[:6]}.",
+                      services=["customers", "products", "orders"], out=None,
+                      env={"MICROSHOP_LOG_LEVEL": "INFO"})
+    try:
+        local.start(timeout=90)
+        yield local
+    except BaseException:
+        for name, proc in local.procs.items():
+            print(f"--- {name}", *proc.lines[-30:], sep="\n", file=sys.stderr)
+        raise
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+async def client(own_shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
+    async with public_client(own_shop) as c:
+        yield c
+
+
+@pytest.fixture
+async def mongo(own_shop: LocalShop) -> AsyncIterator[AsyncIOMotorClient[Any]]:
+    assert own_shop.mongo is not None
+    c: AsyncIOMotorClient[Any] = AsyncIOMotorClient(own_shop.mongo, tz_aware=True)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+async def test_products_killed_mid_flight_loses_nothing_and_counts_nothing_twice(
+        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncIOMotorClient[Any]) -> None:
+    admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+    product = await create_product(client, admin, stock=60, low_stock_threshold=0)
+    products = mongo["products"]["products"]
+    oid = ObjectId(product["id"])
+    tap = await WireTap(own_shop.namespace).start()
+    proc = own_shop.procs["products"]
+    # The orders are published straight to the broker (as the orders relay does): the products HTTP
+    # API is frozen too while the consumer is, so orders could not price new orders meanwhile.
+    order_ids = [uuid.uuid4().hex[:24] for _ in range(80)]
+    try:
+        proc.signal(signal.SIGSTOP)  # the backlog piles up in the queue and the consumer's prefetch window
+        for order_id in order_ids:
+            await publish_event(own_shop.namespace, cloud_event("order_created", {
+                "order_id": order_id, "customer_id": "crash", "items": [{"product_id": product["id"],
+                                                                         "quantity": 1}]}))
+        proc.signal(signal.SIGCONT)
+
+        async def reserving() -> bool:
+            doc = await products.find_one({"_id": oid}, {"stock": 1})
+            return doc is not None and doc["stock"] < 60
+
+        await eventually(reserving, timeout=30, interval=0.002, what="first reservation")
+        # Mid-flight: some reservations committed, others received and not yet acked.
+        own_shop.kill_service("products")
+        stock_at_kill = (await products.find_one({"_id": oid}, {"stock": 1}) or {})["stock"]
+        assert stock_at_kill > 0, "the consumer finished before it was killed; the test proved nothing"
+        own_shop.start_service("products")
+
+        def settled() -> set[str]:
+            return {m["data"]["order_id"] for m in tap.messages if m["type"] in ("stock_reserved", "stock_rejected")}
+
+        await eventually(lambda: _async(len(settled() & set(order_ids)) == 80), timeout=60,
+                         what="a stock reply for every order")
+        reserved = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_reserved"}
+        rejected = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_rejected"}
+        assert len(reserved & set(order_ids)) == 60
+        assert len(rejected & set(order_ids)) == 20
+        assert not reserved & rejected
+        assert await stock_of(client, product["id"]) == 0
+        assert await mongo["products"]["reservations"].count_documents(
+            {"_id": {"$in": order_ids}, "status": "reserved"}) == 60
+    finally:
+        proc.signal(signal.SIGCONT)
+        if not own_shop.procs["products"].running:
+            own_shop.start_service("products")
+        await tap.close()
+
+    # And the shop still works end to end afterwards.
+    buyer = await new_customer(client)
+    refill = await client.post(f"/products/{product['id']}/stock", json={"delta": 1},
+                               headers={"Authorization": f"Bearer {admin}"})
+    assert refill.status_code == 200, refill.text
+    order = await place_order(client, buyer, [(product["id"], 1)])
+    assert (await wait_for_status(client, buyer, order["id"]))["status"] == "confirmed"
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_broker_connections_dropped_and_restored_publishing_and_consuming_resume(
+        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncIOMotorClient[Any]) -> None:
+    admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+    buyer = await new_customer(client)
+    product = await create_product(client, admin, stock=100)
+    first = await place_order(client, buyer, [(product["id"], 1)])
+    assert (await wait_for_status(client, buyer, first["id"]))["status"] == "confirmed"
+
+    pids = set()
+    for name in ("products", "orders"):
+        popen = own_shop.procs[name].popen
+        assert popen is not None
+        pids.add(popen.pid)
+    assert close_broker_connections(pids) >= 2
+    # Orders placed while the services reconnect wait in the outbox and go out afterwards.
+    orders = await asyncio.gather(*(place_order(client, buyer, [(product["id"], 1)]) for _ in range(20)))
+    finals = [await wait_for_status(client, buyer, o["id"], timeout=60) for o in orders]
+    assert {f["status"] for f in finals} == {"confirmed"}
+    assert await stock_of(client, product["id"]) == 100 - 21
+
+    async def outboxes_drained() -> bool:
+        pending = [await mongo[db]["outbox"].count_documents({"sent": False}) for db in ("orders", "products")]
+        return pending == [0, 0]
+
+    await eventually(outboxes_drained, timeout=30, what="both outboxes drained")
+    # A second drop is survived too (the robust connection re-arms itself).
+    assert close_broker_connections(pids) >= 2
+    last = await place_order(client, buyer, [(product["id"], 2)])
+    assert (await wait_for_status(client, buyer, last["id"], timeout=60))["status"] == "confirmed"
