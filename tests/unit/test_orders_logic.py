@@ -1,0 +1,71 @@
+"""Unit tests of the orders domain: the transition table and the request contract."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from orders.saga import OUTCOME_OF, StockReply
+from orders.statuses import TERMINAL, TRANSITIONS, Actor, OrderStatus, can_transition
+from shopkit.contracts.orders import MAX_LINES, CreateOrderRequest, StatusChangeRequest
+
+
+@pytest.mark.parametrize(("current", "target", "actor"), [
+    ("pending", "confirmed", Actor.SAGA),
+    ("pending", "rejected", Actor.SAGA),
+    ("pending", "cancelled", Actor.OWNER),
+    ("confirmed", "cancelled", Actor.OWNER),
+    ("confirmed", "shipped", Actor.ADMIN),
+    ("shipped", "delivered", Actor.ADMIN),
+])
+def test_allowed_transitions(current: str, target: str, actor: Actor) -> None:
+    assert can_transition(current, target, actor)
+
+
+@pytest.mark.parametrize(("current", "target", "actor"), [
+    ("pending", "shipped", Actor.ADMIN),
+    ("confirmed", "delivered", Actor.ADMIN),
+    ("shipped", "cancelled", Actor.OWNER),
+    ("cancelled", "cancelled", Actor.OWNER),
+    ("rejected", "confirmed", Actor.SAGA),
+    ("cancelled", "confirmed", Actor.SAGA),  # a late stock reply never revives a cancelled order
+    ("pending", "confirmed", Actor.OWNER),  # customers cannot confirm their own orders
+    ("confirmed", "shipped", Actor.OWNER),
+    ("delivered", "shipped", Actor.ADMIN),
+    ("pending", "nonsense", Actor.ADMIN),
+])
+def test_illegal_transitions(current: str, target: str, actor: Actor) -> None:
+    assert not can_transition(current, target, actor)
+
+
+def test_terminal_statuses() -> None:
+    assert {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.DELIVERED} == TERMINAL
+    assert all(frm not in TERMINAL for frm, _ in TRANSITIONS)
+
+
+def test_stock_replies_map_to_statuses() -> None:
+    assert OUTCOME_OF == {"stock_reserved": OrderStatus.CONFIRMED, "stock_rejected": OrderStatus.REJECTED}
+    assert StockReply.model_validate({"order_id": "o1", "extra": 1}).order_id == "o1"
+    with pytest.raises(ValidationError):
+        StockReply.model_validate({"order_id": ""})
+
+
+def test_order_request_rules() -> None:
+    ok = CreateOrderRequest.model_validate({"items": [{"product_id": "abc", "quantity": 2}]})
+    assert ok.items[0].quantity == 2
+    bad = [
+        {"items": []},
+        {"items": [{"product_id": "abc", "quantity": 0}]},
+        {"items": [{"product_id": "abc", "quantity": 1.5}]},
+        {"items": [{"product_id": "abc", "quantity": "2"}]},
+        {"items": [{"product_id": "abc", "quantity": 1, "unit_price": 1}]},
+        {"items": [{"product_id": "abc", "quantity": 1}, {"product_id": "abc", "quantity": 1}]},
+        {"items": [{"product_id": f"p{i}", "quantity": 1} for i in range(MAX_LINES + 1)]},
+        {"items": [{"product_id": "../x", "quantity": 1}]},
+    ]
+    for body in bad:
+        with pytest.raises(ValidationError):
+            CreateOrderRequest.model_validate(body)
+    assert StatusChangeRequest.model_validate({"status": "shipped"}).status == "shipped"
+    with pytest.raises(ValidationError):
+        StatusChangeRequest.model_validate({"status": "cancelled"})
