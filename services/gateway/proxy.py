@@ -31,6 +31,9 @@ log = logging.getLogger("gateway.proxy")
 BUFFER_RESPONSE_BYTES = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 CONNECT_TIMEOUT_SECONDS = 3.0
+# Idle pooled connections are closed by us before the services' uvicorn closes them (its
+# keep-alive timeout is 5 s): otherwise a request can race the server's close and fail with 502.
+KEEPALIVE_SECONDS = 4.0
 
 
 class Upstreams:
@@ -42,7 +45,9 @@ class Upstreams:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=10)
+        connector = aiohttp.TCPConnector(
+            limit=512, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=10
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
