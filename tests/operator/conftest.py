@@ -117,7 +117,10 @@ async def api(cluster: ClusterEmulator) -> AsyncIterator[Api]:
     await client.close()
 
 
-@pytest.fixture
-def env(api: Api, operator: subprocess.Popen[bytes]) -> Env:
-    return Env(api=api, namespace=f"t-{uuid.uuid4().hex[:6]}", timeout=30, make_ready=emulated_ready,
-               make_orders_unready=emulated_orders_unready, ready_timeout=30)
+@pytest_asyncio.fixture(loop_scope="session")
+async def env(api: Api, operator: subprocess.Popen[bytes]) -> AsyncIterator[Env]:
+    """A fresh namespace; the test's Shops are deleted afterwards so that resyncs do not pile up."""
+    environment = Env(api=api, namespace=f"t-{uuid.uuid4().hex[:6]}", timeout=30, make_ready=emulated_ready,
+                      make_orders_unready=emulated_orders_unready, ready_timeout=30)
+    yield environment
+    await environment.cleanup()

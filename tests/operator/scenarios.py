@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.operator.api import APPS, CORE, SHOPS, Api, ApiFailure, eventually
@@ -22,6 +22,15 @@ class Env:
     make_ready: Callable[[Api, str, str], Awaitable[None]]  # (api, namespace, shop): workloads report ready
     make_orders_unready: Callable[[Api, str, str], Awaitable[None]]  # orders stops being ready
     ready_timeout: float
+    created: list[str] = field(default_factory=list)  # Shops to delete when the test ends
+
+    async def cleanup(self) -> None:
+        for name in self.created:
+            try:
+                await self.api.delete(self.shop(name))
+            except ApiFailure as exc:
+                if exc.status != 404:
+                    raise
 
     def shops(self) -> str:
         return f"{SHOPS}/namespaces/{self.namespace}/shops"
@@ -69,6 +78,7 @@ async def emulated_orders_unready(api: Api, namespace: str, shop: str) -> None:
 
 async def create_shop(env: Env, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     await env.api.create(env.shops(), shop_body(name, spec))
+    env.created.append(name)
 
     async def reconciled() -> dict[str, Any] | None:
         shop = await env.api.get(env.shop(name))
