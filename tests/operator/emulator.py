@@ -435,11 +435,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             while position < len(self._log):
                 rv, event_res, event = self._log[position]
                 position += 1
-                if event_res == res and rv > since and (ns is None or event["object"]["metadata"].get("namespace") == ns):
+                in_namespace = ns is None or event["object"]["metadata"].get("namespace") == ns
+                if event_res == res and rv > since and in_namespace:
                     yield event
+            seen = position
             async with self._changed:
                 try:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: position < len(self._log)),
+                    await asyncio.wait_for(self._changed.wait_for(lambda seen=seen: seen < len(self._log)),
                                            timeout=max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     return
