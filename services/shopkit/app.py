@@ -118,13 +118,12 @@ def create_service_app(
         return app_config
 
     assert resources.verifier is not None
-    return Litestar(
+    app = Litestar(
         route_handlers=[*HEALTH_HANDLERS, *route_handlers],
         lifespan=[lifespan],
         dependencies=deps,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
-            RequestIdMiddleware,
             DefineMiddleware(AuthMiddleware, verifier=resources.verifier),
             *extra_middleware,
         ],
@@ -133,6 +132,9 @@ def create_service_app(
         openapi_config=openapi_config(title, description),
         debug=False,
     )
+    # Outside the router, so 404/405 answers from routing carry a request id too.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
 
 
 def openapi_config(title: str, description: str | None = None) -> OpenAPIConfig:

@@ -188,3 +188,17 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = ServiceSettings(service_name="orders")
     assert settings.namespace == "abc." and settings.database_name == "orders"
     assert "pw" not in repr(settings)
+
+
+async def test_service_app_puts_request_id_on_routing_errors() -> None:
+    from shopkit.app import create_service_app
+
+    app = create_service_app(ServiceSettings(), title="t", route_handlers=[conflict], use_mongo=False)
+    async with AsyncTestClient(app) as client:
+        missing = await client.get("/no-such-route")
+        wrong_method = await client.post("/health/live")
+    for r in (missing, wrong_method):
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert len(r.headers["x-request-id"]) == 32
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+    assert (missing.status_code, wrong_method.status_code) == (404, 405)
