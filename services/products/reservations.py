@@ -11,6 +11,7 @@ leaves a ``cancelled`` tombstone, and the late ``order_created`` then takes noth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class StockReservations:
         self.products = db[PRODUCTS]
         self.reservations = db[RESERVATIONS]
         self.after_commit = after_commit
+        # Reservations of one process run one at a time: concurrent transactions on the same hot
+        # product only abort each other with write conflicts (measured: ~10x slower under load).
+        self._serial = asyncio.Lock()
 
     # order_created -------------------------------------------------------------------------------
 
@@ -143,10 +147,11 @@ class StockReservations:
             return work
 
         try:
-            try:
-                outcome = await in_transaction(self.client, take_all)
-            except Shortage as shortage:
-                outcome = await in_transaction(self.client, reject(shortage))
+            async with self._serial:
+                try:
+                    outcome = await in_transaction(self.client, take_all)
+                except Shortage as shortage:
+                    outcome = await in_transaction(self.client, reject(shortage))
         except AlreadyHandled:
             # Delivered again: the effect is committed; the cache and relay may not have heard of it.
             outcome = Outcome("duplicate", [pid for pid, _ in lines])
@@ -188,7 +193,8 @@ class StockReservations:
             return Outcome(RELEASED, touched)
 
         try:
-            outcome = await in_transaction(self.client, give_back)
+            async with self._serial:
+                outcome = await in_transaction(self.client, give_back)
         except AlreadyHandled:
             reservation = await self.reservations.find_one({"_id": data.order_id}) or {}
             released = reservation.get("status") == RELEASED
