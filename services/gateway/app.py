@@ -18,6 +18,7 @@ from gateway.proxy import Proxy, Upstreams
 from gateway.ratelimit import RateLimiter, RateLimitMiddleware
 from gateway.routing import API_PREFIX
 from gateway.settings import Settings
+from gateway.ws import WebSocketUpstream, ws_route
 from shopkit.app import Resources, create_service_app
 from shopkit.settings import ServiceSettings
 
@@ -88,6 +89,9 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     async def shutdown(_: Resources) -> None:
         await gateway.upstreams.close()
+        await sockets.close()
+
+    sockets = WebSocketUpstream(settings.alerts_url)
 
     def provide_gateway() -> Gateway:
         return gateway
@@ -96,7 +100,8 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         settings,
         title="microshop gateway",
         description="The single entry point: /api/<path> is routed to the service owning <path>.",
-        route_handlers=[shop_health, combined_openapi, swagger_ui, proxy_route(proxy)],
+        route_handlers=[shop_health, combined_openapi, swagger_ui,
+                        ws_route(sockets, settings.ws_send_timeout_seconds), proxy_route(proxy)],
         use_mongo=False,
         use_redis=True,
         on_startup=[startup],

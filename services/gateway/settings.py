@@ -30,6 +30,8 @@ class Settings(ServiceSettings):
     trust_forwarded_for: bool = False
     # Request bodies above this size are refused with 413 before anything is forwarded.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # /api/ws: a frame the client does not take within this time closes its socket (1013); others are unaffected.
+    ws_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     def service_urls(self) -> dict[str, str]:
         """The enabled services and their base URLs (no trailing slash)."""

@@ -1,0 +1,137 @@
+"""``/api/ws``: the WebSocket entry point, proxied to the alerts service's ``/alerts/ws``.
+
+The token comes as an ``Authorization`` header or an ``access_token`` query parameter. The
+kit's auth middleware refuses an invalid one (close 4401); a missing one is refused here the
+same way, before anything reaches the alerts service. Each connection has its own pair of
+pump tasks, so a slow client only ever waits on itself: a frame it does not take within
+``ws_send_timeout_seconds`` closes its socket with 1013 (try again later), and the alerts
+service bounds the queue behind it. Close codes from the alerts service pass through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from gateway.routing import API_PREFIX
+from shopkit.auth import Principal, bearer_token
+from shopkit.context import request_id_var
+
+log = logging.getLogger("gateway.ws")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL_ERROR = 1011
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class WebSocketUpstream:
+    """A client session for long-lived upstream sockets (the HTTP proxy's session has a total timeout)."""
+
+    def __init__(self, alerts_url: str) -> None:
+        self.url = alerts_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/alerts/ws"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _token(socket: WebSocket[Any, Any, Any]) -> str | None:
+    header = socket.headers.get("authorization")
+    if header:
+        return bearer_token(header)
+    values = parse_qs(socket.scope.get("query_string", b"").decode("latin-1")).get("access_token")
+    return values[0] if values else None
+
+
+async def _client_to_upstream(socket: WebSocket[Any, Any, Any], upstream: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        message: dict[str, Any] = dict(await socket.receive())
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await upstream.send_str(message["text"])
+        elif message.get("bytes") is not None:
+            await upstream.send_bytes(message["bytes"])
+
+
+async def _upstream_to_client(socket: WebSocket[Any, Any, Any], upstream: aiohttp.ClientWebSocketResponse,
+                              send_timeout: float) -> None:
+    async for message in upstream:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await asyncio.wait_for(socket.send_text(message.data), send_timeout)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await asyncio.wait_for(socket.send_bytes(message.data), send_timeout)
+        elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+            return
+
+
+def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
+    @websocket(f"{API_PREFIX}/ws", name="gateway-ws")
+    async def shop_socket(socket: WebSocket[Any, Any, Any]) -> None:
+        """Signed-in customers and admins: order status changes and alerts for the caller, as
+        JSON ``{"type", "data"}`` frames."""
+        principal = socket.scope.get("user")
+        if not isinstance(principal, Principal):
+            await socket.close(code=CLOSE_UNAUTHENTICATED, reason="authentication required")
+            return
+        token = _token(socket)
+        headers = {"Authorization": f"Bearer {token}"}
+        if rid := request_id_var.get():
+            headers["X-Request-ID"] = rid
+        try:
+            upstream = await upstream_for.session.ws_connect(upstream_for.url, headers=headers, heartbeat=None,
+                                                             autoping=True, max_msg_size=1 << 20)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("alerts WebSocket unavailable: %s", err)
+            await socket.close(code=CLOSE_TRY_AGAIN_LATER, reason="live updates unavailable; retry later")
+            return
+
+        await socket.accept()
+        close_code: int | None = None
+        reason = ""
+        down = asyncio.create_task(_upstream_to_client(socket, upstream, send_timeout))
+        up = asyncio.create_task(_client_to_upstream(socket, upstream))
+        try:
+            await asyncio.wait([down, up], return_when=asyncio.FIRST_COMPLETED)
+            if down.done():
+                exc = down.exception()
+                if isinstance(exc, TimeoutError):
+                    close_code, reason = CLOSE_TRY_AGAIN_LATER, "client too slow"
+                elif exc is None:
+                    # The alerts service closed: pass its code on (1000 normal, 1013 slow, 4401 auth...).
+                    close_code = upstream.close_code or CLOSE_INTERNAL_ERROR
+                    reason = "alerts service closed the connection"
+                elif not isinstance(exc, WebSocketDisconnect | OSError):
+                    log.warning("WebSocket proxy failed: %r", exc)
+                    close_code = CLOSE_INTERNAL_ERROR
+        finally:
+            for task in (down, up):
+                task.cancel()
+            for task in (down, up):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await upstream.close()
+            if close_code is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(socket.close(code=close_code, reason=reason), 2.0)
+
+    return shop_socket
