@@ -2,7 +2,7 @@
 KIND_CLUSTER ?= microshop
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: kind-up kind-down images e2e
+.PHONY: kind-up kind-down images
 
 images: ## build the shop and operator images (docker)
 	IMAGE_TAG=$(IMAGE_TAG) bash scripts/kind-images.sh
@@ -12,6 +12,3 @@ kind-up: ## kind cluster + images + operator + example Shop; prints the URL
 
 kind-down: ## delete the kind cluster
 	KIND_CLUSTER=$(KIND_CLUSTER) bash scripts/kind-down.sh
-
-e2e: ## the real-cluster test suite against the current kubeconfig (run kind-up first)
-	uv run pytest -m e2e tests/e2e -q

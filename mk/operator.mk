@@ -5,22 +5,22 @@
 E2E_CLUSTER   ?= microshop-e2e
 E2E_NAMESPACE ?= microshop-system
 E2E_TAG       ?= e2e
-HELM          ?= $(shell uv run python -m devtools.helm)
+HELM          ?= $(shell $(UV) run --frozen python -m devtools.helm)
 
 .PHONY: operator-test operator-crd operator-lint e2e e2e-down
 
-operator-test:
-	uv run pytest tests/operator --confcutdir=tests/operator -q
+operator-test: setup ## the operator under kopf against the kmock emulator (no cluster)
+	$(UV) run --frozen pytest tests/operator --confcutdir=tests/operator -q
 
-operator-crd:
-	uv run python -m microshop_operator.crd > charts/microshop-operator/crds/shops.microshop.dev.yaml
+operator-crd: setup ## regenerate the Shop CRD from the chart's values schema
+	$(UV) run --frozen python -m microshop_operator.crd > charts/microshop-operator/crds/shops.microshop.dev.yaml
 
-operator-lint:
-	uv run ruff check operator tests/operator tests/e2e
-	uv run mypy operator
+operator-lint: setup
+	$(UV) run --frozen ruff check operator tests/operator tests/e2e
+	$(UV) run --frozen mypy operator
 
 # Needs docker and kind. Reuses the cluster when it exists; `make e2e-down` removes it.
-e2e:
+e2e: setup ## kind cluster + images + operator, then tests/e2e against it (docker, kind)
 	kind get clusters | grep -qx $(E2E_CLUSTER) || kind create cluster --name $(E2E_CLUSTER) --config kind-config.yaml
 	docker build --target shop -t microshop:$(E2E_TAG) .
 	docker build --target operator -t microshop-operator:$(E2E_TAG) .
@@ -29,7 +29,7 @@ e2e:
 	$(HELM) upgrade --install microshop-operator charts/microshop-operator --namespace $(E2E_NAMESPACE) \
 	  --create-namespace --set image.tag=$(E2E_TAG) --set image.pullPolicy=Never --wait --timeout 5m
 	KUBECONFIG=$${KUBECONFIG:-$$HOME/.kube/config} OPERATOR_NAMESPACE=$(E2E_NAMESPACE) E2E_IMAGE_TAG=$(E2E_TAG) \
-	  uv run pytest tests/e2e --confcutdir=tests/e2e -v
+	  $(UV) run --frozen pytest tests/e2e --confcutdir=tests/e2e -v
 
-e2e-down:
+e2e-down: ## delete the e2e kind cluster
 	kind delete cluster --name $(E2E_CLUSTER)
