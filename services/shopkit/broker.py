@@ -8,12 +8,14 @@ return, i.e. after their effect is committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faststream import AckPolicy
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
 
 from shopkit.context import correlation_id_var
@@ -53,6 +55,16 @@ def dead_letter_exchange(settings: ServiceSettings, name: str) -> RabbitExchange
     return RabbitExchange(settings.namespace + name + ".dlx", type=ExchangeType.TOPIC, durable=True)
 
 
+def _delivery_count(message: RabbitMessage) -> int:
+    """How often RabbitMQ delivered this message before (quorum queues count it in a header)."""
+    raw = getattr(message, "raw_message", None)
+    value = (getattr(raw, "headers", None) or {}).get("x-delivery-count", 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def queue_name(settings: ServiceSettings, consumer: str, routing_key: str) -> str:
     return f"{settings.namespace}{consumer}.{routing_key}"
 
@@ -74,6 +86,7 @@ class EventBus:
     settings: ServiceSettings
     broker: RabbitBroker
     max_deliveries: int = 5
+    retry_backoff_seconds: float = 0.1
     subscriptions: list[Subscription] = field(default_factory=list)
 
     def subscribe(self, routing_key: str, handler: EventHandler, *, consumer: str | None = None) -> Subscription:
@@ -101,14 +114,19 @@ class EventBus:
             dlq=RabbitQueue(name + ".dlq", durable=True, routing_key=name),
         )
 
-        async def consume(event: CloudEvent) -> None:
+        async def consume(event: CloudEvent, message: RabbitMessage) -> None:
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
                 log.debug("handling %s %s", event.type, event.id)
                 await handler(event)
             except Exception:
-                log.warning("handler for %s failed on event %s; it will be redelivered", routing_key, event.id,
-                            exc_info=True)
+                # Back off before the nack, exponentially per delivery, so a brief outage (database
+                # failover, network blip) is ridden out instead of burning the delivery limit at once.
+                deliveries = _delivery_count(message)
+                delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
+                log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
+                            routing_key, event.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
+                await asyncio.sleep(delay)
                 raise
             finally:
                 correlation_id_var.reset(token)
