@@ -115,6 +115,11 @@ def create_service_app(
     def store_state(app_config: AppConfig) -> AppConfig:
         app_config.state["resources"] = resources
         app_config.state["readiness_checks"] = checks
+        # What this service connects to; the chart's NetworkPolicies are tested against it.
+        app_config.state["infrastructure"] = sorted(
+            name for name, used in (("mongodb", use_mongo), ("redis", use_redis), ("rabbitmq", bus is not None))
+            if used
+        )
         return app_config
 
     assert resources.verifier is not None

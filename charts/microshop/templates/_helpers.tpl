@@ -35,14 +35,15 @@ What each service talks to. This is architecture, not configuration, so it lives
   ports    the HTTP port of each service (ARCHITECTURE.md)
   callers  services that call it over HTTP besides the gateway (every service fetches customers' JWKS;
            orders reads the catalog from products)
-  infra    which managed infrastructure it may reach (NetworkPolicies)
+  infra    which managed infrastructure it may reach (NetworkPolicies); tests/charts/test_network_topology.py
+           checks it against what each app connects to
 */}}
 {{- define "microshop.topology" -}}
-gateway:   {port: 8000, callers: [],                                                 infra: [redis, rabbitmq]}
-customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb, rabbitmq]}
-products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, rabbitmq]}
+gateway:   {port: 8000, callers: [],                                                 infra: [redis]}
+customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb]}
+products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, redis, rabbitmq]}
 orders:    {port: 8003, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
-alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
+alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
 analytics: {port: 8005, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
 {{- end -}}
 
