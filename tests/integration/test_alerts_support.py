@@ -1,7 +1,7 @@
 """Helpers for the alerts and analytics tests (this module holds no tests).
 
-``alerts_ws_url_of`` is the one place the WebSocket address comes from: the alerts service
-directly today; switch it to ``<gateway>/api/ws`` once the gateway proxies WebSockets.
+``alerts_ws_url_of`` is the one place the WebSocket address comes from: the gateway's
+``/api/ws`` (use ``ws_url_for(shop.url("alerts"))`` to test the alerts service on its own).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def ws_url_for(base_http_url: str) -> str:
 
 
 def alerts_ws_url_of(shop: LocalShop) -> str:
-    """The alerts WebSocket (the lead switches this to ``ws://<gateway>/api/ws`` when the proxy exists)."""
-    return ws_url_for(shop.url("alerts"))
+    """The public WebSocket: ``/api/ws`` on the gateway, which proxies it to ``/alerts/ws``."""
+    return shop.url("gateway").replace("http://", "ws://", 1) + "/api/ws"
 
 
 class Feed:
