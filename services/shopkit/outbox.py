@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
@@ -34,10 +35,13 @@ async def add_to_outbox(
     if not events:
         return
     now = datetime.now(UTC)
+    stamp = time.time_ns()
     docs = [
         {
             "_id": ev.id,
-            "seq": (now.timestamp(), i),
+            # One sortable scalar (not an array: Mongo sorts arrays by their smallest element):
+            # commit time, then position within the transaction.
+            "seq": f"{stamp:020d}.{i:06d}",
             "sent": False,
             "created_at": now,
             "event": ev.model_dump(mode="json"),
@@ -51,11 +55,13 @@ class OutboxRelay:
     """Publishes unsent outbox records in creation order; woken after commits, polls as a fallback."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
-                 batch: int = 100) -> None:
+                 batch: int = 100, retention_seconds: float = 3600) -> None:
         self.db = db
         self.bus = bus
         self.poll_seconds = poll_seconds
         self.batch = batch
+        self.retention = timedelta(seconds=retention_seconds)
+        self._purged_at = datetime.now(UTC)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -69,19 +75,33 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; returns how many records were published."""
         cursor = self.db[OUTBOX].find({"sent": False}).sort("seq", ASCENDING).limit(self.batch)
-        published = 0
-        async for doc in cursor:
-            event = CloudEvent.model_validate(doc["event"])
-            token = correlation_id_var.set(event.correlationid)
-            try:
-                await self.bus.publish(event)
-            finally:
-                correlation_id_var.reset(token)
-            await self.db[OUTBOX].update_one(
-                {"_id": doc["_id"], "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
-            )
-            published += 1
-        return published
+        sent: list[Any] = []
+        try:
+            async for doc in cursor:
+                event = CloudEvent.model_validate(doc["event"])
+                token = correlation_id_var.set(event.correlationid)
+                try:
+                    await self.bus.publish(event)  # in order, each confirmed before the next
+                finally:
+                    correlation_id_var.reset(token)
+                sent.append(doc["_id"])
+        finally:
+            # One write marks what was confirmed, also when a later publish failed; a crash before it
+            # re-publishes the batch, which consumers dedupe by event id.
+            if sent:
+                await self.db[OUTBOX].update_many(
+                    {"_id": {"$in": sent}, "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
+                )
+        await self._purge_sent()
+        return len(sent)
+
+    async def _purge_sent(self) -> None:
+        """Delete records sent longer than ``retention`` ago, at most once a minute, so the outbox stays small."""
+        now = datetime.now(UTC)
+        if (now - self._purged_at).total_seconds() < 60:
+            return
+        self._purged_at = now
+        await self.db[OUTBOX].delete_many({"sent": True, "sent_at": {"$lt": now - self.retention}})
 
     async def run(self) -> None:
         backoff = self.poll_seconds
