@@ -30,10 +30,10 @@ from alerts.messages import (
     order_message,
     stock_low_message,
 )
-from alerts.orderstatus import older_than
 from alerts.push import PushHub
 from shopkit.events import ALERT_SENT, CloudEvent, new_event
 from shopkit.mongo import handle_once
+from shopkit.orderstatus import older_than
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("alerts.notifier")

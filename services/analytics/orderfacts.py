@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics.orderstatus import rank
+from shopkit.orderstatus import rank
 
 COUNTED = frozenset({"confirmed", "shipped", "delivered"})
 SAGA_CONFIRMED = "confirmed"

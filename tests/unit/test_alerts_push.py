@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from alerts.inbox import ADMINS, AlertOut, visible_filter
-from alerts.orderstatus import is_newer, older_than
 from alerts.push import Channels, PushHub, Subscriber
 from shopkit.auth import Principal
+from shopkit.orderstatus import is_newer, older_than
 
 
 def test_a_full_queue_marks_only_that_client_overflowed_and_others_get_everything() -> None:
