@@ -20,7 +20,15 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pydantic import BaseModel, ConfigDict, Field
 
-from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, now, parse_id, stock_low_event
+from products.catalog import (
+    PRODUCTS,
+    SOURCE,
+    crossed_low_threshold,
+    now,
+    parse_id,
+    product_event,
+    stock_low_event,
+)
 from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent, new_event
 from shopkit.mongo import AlreadyHandled, in_transaction, mark_handled
 from shopkit.outbox import add_to_outbox
@@ -119,6 +127,8 @@ class StockReservations:
                     raise Shortage(pid, qty)  # aborts the transaction: lines already taken are undone
                 doc = await self.products.find_one({"_id": oid}, session=session)
                 assert doc is not None
+                # Every stock change is a product update (analytics keeps low-stock lists from them).
+                events.append(product_event(doc))
                 if crossed_low_threshold(doc["stock"] + qty, doc["stock"], doc["low_stock_threshold"]):
                     events.append(stock_low_event(doc))
             await self.reservations.insert_one(
@@ -182,6 +192,7 @@ class StockReservations:
             if changed.modified_count != 1:
                 return Outcome(f"nothing to release ({reservation['status']})")
             touched = []
+            events: list[CloudEvent] = []
             for line in reservation["lines"]:
                 oid = parse_id(line["product_id"])
                 if oid is None:
@@ -189,7 +200,11 @@ class StockReservations:
                 await self.products.update_one(
                     {"_id": oid}, {"$inc": {"stock": line["quantity"]}, "$set": {"updated_at": now()}},
                     session=session)
+                doc = await self.products.find_one({"_id": oid}, session=session)
+                if doc is not None:
+                    events.append(product_event(doc))
                 touched.append(line["product_id"])
+            await add_to_outbox(self.db, events, session)
             return Outcome(RELEASED, touched)
 
         try:
