@@ -19,7 +19,7 @@ OPERATOR_ONLY_FIELDS = ("deletion",)
 
 SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 INFRASTRUCTURE = ("mongodb", "redis", "rabbitmq")
-DEFAULT_ADMIN_EMAIL = "admin@microshop.local"
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
 
 
 class InvalidSpec(ValueError):

@@ -13,6 +13,7 @@ from customers.services import Accounts
 from customers.settings import Settings
 from shopkit.app import Resources, create_service_app
 from shopkit.auth import TokenVerifier
+from shopkit.contracts.customers import RegisterRequest
 from shopkit.settings import ServiceSettings
 
 
@@ -29,7 +30,11 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         accounts = Accounts(resources.engine, settings, key)
         resources.extras["accounts"] = accounts
         if settings.admin_email and settings.admin_password:
-            await accounts.ensure_admin(settings.admin_email, settings.admin_password.get_secret_value())
+            # The configured admin goes through the same rules as a registration, so a typo in the
+            # Secret fails the start-up loudly instead of creating an account nobody can use.
+            admin = RegisterRequest(email=settings.admin_email, password=settings.admin_password.get_secret_value(),
+                                    name="Administrator")
+            await accounts.ensure_admin(str(admin.email), admin.password)
 
     return create_service_app(
         settings,

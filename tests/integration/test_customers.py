@@ -176,3 +176,19 @@ async def test_configured_admin_exists_with_admin_role(client: httpx.AsyncClient
     r = await client.post("/auth/register", json={"email": unique_email("adm"), "password": PASSWORD,
                                                    "name": "x", "role": "admin"})
     assert r.status_code == 422
+
+
+async def test_configured_admin_with_an_invalid_email_fails_startup(shop: LocalShop) -> None:
+    """A typo in the admin Secret stops customers at start-up with a clear message."""
+    from devtools.procs import free_port
+
+    proc = shop.proc_for("customers")
+    port = free_port()
+    proc.env = {**proc.env, "MICROSHOP_PORT": str(port), "MICROSHOP_ADMIN_EMAIL": "admin@@example.com"}
+    proc.ready_url = f"http://127.0.0.1:{port}/health/ready"
+    proc.start()
+    try:
+        with pytest.raises(RuntimeError, match="email"):
+            proc.wait_ready(timeout=30)
+    finally:
+        proc.stop()

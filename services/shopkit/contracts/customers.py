@@ -42,7 +42,9 @@ class RegisterRequest(_Strict):
 
 
 class LoginRequest(_Strict):
-    email: EmailStr = Field(max_length=254)
+    # Not EmailStr: logging in only looks the address up, and must never lock out an account whose
+    # address a stricter validator (or a newer email-validator) would refuse.
+    email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=1, max_length=PASSWORD_MAX)
 
 
