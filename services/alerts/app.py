@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -18,10 +17,7 @@ from alerts.ws import alerts_socket
 from shopkit.app import Resources, create_service_app
 from shopkit.broker import EventBus, create_broker
 from shopkit.events import ORDER_CREATED, ORDER_UPDATED, STOCK_LOW, CloudEvent
-from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.settings import ServiceSettings
-
-READY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -30,13 +26,11 @@ class Runtime:
 
     notifier: Notifier | None = None
     inbox: Inbox | None = None
-    relay: OutboxRelay | None = None
     hub: PushHub | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def wait_ready(self) -> Notifier:
-        # Consumers start with the broker, before the startup hook has built the handlers.
-        await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_SECONDS)
+    @property
+    def handlers(self) -> Notifier:
+        # Built at start-up; the kit starts consumers only after that.
         assert self.notifier is not None
         return self.notifier
 
@@ -47,33 +41,27 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     runtime = Runtime()
 
     async def on_order_event(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_order_event(event)
+        await runtime.handlers.on_order_event(event)
 
     async def on_stock_low(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_stock_low(event)
+        await runtime.handlers.on_stock_low(event)
 
     bus.subscribe(ORDER_CREATED, on_order_event)
     bus.subscribe(ORDER_UPDATED, on_order_event)
     bus.subscribe(STOCK_LOW, on_stock_low)
 
     async def startup(resources: Resources) -> None:
-        assert resources.mongo_client is not None and resources.redis is not None
+        assert resources.mongo_client is not None and resources.redis is not None and resources.relay is not None
         db = resources.db
         await inbox_module.ensure_indexes(db)
-        await ensure_outbox_indexes(db)
         hub = PushHub(resources.redis, Channels(settings.namespace))
         await hub.start()
-        relay = OutboxRelay(db, bus)
-        relay.start()
-        runtime.hub, runtime.relay = hub, relay
+        runtime.hub = hub
         runtime.inbox = Inbox(db)
-        runtime.notifier = Notifier(resources.mongo_client, db, relay, hub)
+        runtime.notifier = Notifier(resources.mongo_client, db, resources.relay, hub)
         resources.extras["push_hub"] = hub
-        runtime.ready.set()
 
     async def shutdown(resources: Resources) -> None:
-        if runtime.relay is not None:
-            await runtime.relay.stop()
         if runtime.hub is not None:
             await runtime.hub.stop()
 
@@ -89,6 +77,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         route_handlers=[AlertController, alerts_socket],
         use_redis=True,
         bus=bus,
+        use_outbox=True,
         on_startup=[startup],
         on_shutdown=[shutdown],
         dependencies={"inbox": Provide(provide_inbox, sync_to_thread=False)},

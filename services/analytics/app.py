@@ -6,8 +6,7 @@ The shop runs without it when ``MICROSHOP_ANALYTICS_ENABLED=false`` (the gateway
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -21,18 +20,15 @@ from shopkit.broker import EventBus, create_broker
 from shopkit.events import ALERT_SENT, ORDER_CREATED, ORDER_UPDATED, PRODUCT_UPDATED, STOCK_LOW, CloudEvent
 from shopkit.settings import ServiceSettings
 
-READY_TIMEOUT_SECONDS = 30.0
-
 
 @dataclass
 class Runtime:
     recorder: Recorder | None = None
     cache: DashboardCache | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def wait_ready(self) -> Recorder:
-        # Consumers start with the broker, before the startup hook has built the handlers.
-        await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_SECONDS)
+    @property
+    def handlers(self) -> Recorder:
+        # Built at start-up; the kit starts consumers only after that.
         assert self.recorder is not None
         return self.recorder
 
@@ -43,16 +39,16 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     runtime = Runtime()
 
     async def on_order_event(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_order_event(event)
+        await runtime.handlers.on_order_event(event)
 
     async def on_stock_low(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_stock_low(event)
+        await runtime.handlers.on_stock_low(event)
 
     async def on_product_updated(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_product_updated(event)
+        await runtime.handlers.on_product_updated(event)
 
     async def on_alert_sent(event: CloudEvent) -> None:
-        await (await runtime.wait_ready()).on_alert_sent(event)
+        await runtime.handlers.on_alert_sent(event)
 
     bus.subscribe(ORDER_CREATED, on_order_event)
     bus.subscribe(ORDER_UPDATED, on_order_event)
@@ -71,7 +67,6 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         )
         runtime.cache = cache
         runtime.recorder = Recorder(resources.mongo_client, db, cache.invalidate)
-        runtime.ready.set()
 
     def provide_cache() -> DashboardCache:
         assert runtime.cache is not None

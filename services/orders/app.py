@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -17,23 +16,16 @@ from orders.settings import Settings
 from shopkit.app import Resources, create_service_app
 from shopkit.broker import EventBus, create_broker
 from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent
-from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.settings import ServiceSettings
-
-READY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
 class Runtime:
+    """What the handlers need, built at start-up (the kit starts consumers only after that)."""
+
     book: OrderBook | None = None
     saga: OrderSaga | None = None
-    relay: OutboxRelay | None = None
     catalog: CatalogClient | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_ready(self) -> None:
-        # Consumers start with the broker, before the startup hook has built the handlers.
-        await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_SECONDS)
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
@@ -42,7 +34,6 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     runtime = Runtime()
 
     async def on_stock_reply(event: CloudEvent) -> None:
-        await runtime.wait_ready()
         assert runtime.saga is not None
         await runtime.saga.settle(event)
 
@@ -50,21 +41,15 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     bus.subscribe(STOCK_REJECTED, on_stock_reply)
 
     async def startup(resources: Resources) -> None:
-        assert resources.mongo_client is not None
+        assert resources.mongo_client is not None and resources.relay is not None
         db = resources.db
         await db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
-        await ensure_outbox_indexes(db)
         catalog = CatalogClient(settings.products_url, settings.catalog_timeout_seconds)
         await catalog.start()
-        relay = OutboxRelay(db, bus)
-        book = OrderBook(resources.mongo_client, db, catalog, relay)
-        runtime.catalog, runtime.relay, runtime.book, runtime.saga = catalog, relay, book, OrderSaga(book)
-        relay.start()
-        runtime.ready.set()
+        book = OrderBook(resources.mongo_client, db, catalog, resources.relay)
+        runtime.catalog, runtime.book, runtime.saga = catalog, book, OrderSaga(book)
 
     async def shutdown(resources: Resources) -> None:
-        if runtime.relay is not None:
-            await runtime.relay.stop()
         if runtime.catalog is not None:
             await runtime.catalog.close()
 
@@ -78,6 +63,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         description="Orders: placement, the status state machine and the orders side of the order saga.",
         route_handlers=[OrderController],
         bus=bus,
+        use_outbox=True,
         on_startup=[startup],
         on_shutdown=[shutdown],
         dependencies={"book": Provide(provide_book, sync_to_thread=False)},

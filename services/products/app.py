@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -18,24 +17,15 @@ from products.settings import Settings
 from shopkit.app import Resources, create_service_app
 from shopkit.broker import EventBus, create_broker
 from shopkit.events import ORDER_CREATED, ORDER_UPDATED, CloudEvent
-from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.settings import ServiceSettings
-
-READY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
 class Runtime:
-    """What the handlers need, built once the database and Redis are connected."""
+    """What the handlers need, built at start-up (the kit starts consumers only after that)."""
 
     catalog: Catalog | None = None
     reservations: StockReservations | None = None
-    relay: OutboxRelay | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_ready(self) -> None:
-        # Consumers start with the broker, before the startup hook has built the handlers.
-        await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_SECONDS)
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
@@ -44,12 +34,10 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     runtime = Runtime()
 
     async def on_order_created(event: CloudEvent) -> None:
-        await runtime.wait_ready()
         assert runtime.reservations is not None
         await runtime.reservations.reserve(event)
 
     async def on_order_updated(event: CloudEvent) -> None:
-        await runtime.wait_ready()
         assert runtime.reservations is not None
         await runtime.reservations.release(event)
 
@@ -58,23 +46,15 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     async def startup(resources: Resources) -> None:
         assert resources.engine is not None and resources.mongo_client is not None and resources.redis is not None
+        assert resources.relay is not None
         db = resources.db
         await resources.engine.configure_database([Product, Reservation])  # type: ignore[arg-type]
-        await ensure_outbox_indexes(db)
-        relay = OutboxRelay(db, bus)
         cache = ProductCache(resources.redis, settings.namespace, settings.cache_ttl_seconds)
-        catalog = Catalog(resources.mongo_client, db, cache, relay)
+        catalog = Catalog(resources.mongo_client, db, cache, resources.relay)
         runtime.catalog = catalog
-        runtime.relay = relay
         runtime.reservations = StockReservations(resources.mongo_client, db, catalog.after_commit)
-        relay.start()
         if settings.seed_demo:
             await seed_demo_catalog(catalog)
-        runtime.ready.set()
-
-    async def shutdown(resources: Resources) -> None:
-        if runtime.relay is not None:
-            await runtime.relay.stop()
 
     def provide_catalog() -> Catalog:
         assert runtime.catalog is not None
@@ -87,7 +67,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         route_handlers=[ProductController],
         use_redis=True,
         bus=bus,
+        use_outbox=True,
         on_startup=[startup],
-        on_shutdown=[shutdown],
         dependencies={"catalog": Provide(provide_catalog, sync_to_thread=False)},
     )

@@ -30,6 +30,7 @@ from shopkit.broker import EventBus
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
+from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
@@ -46,6 +47,7 @@ class Resources:
     engine: AIOEngine | None = None
     redis: Redis | None = None
     bus: EventBus | None = None
+    relay: OutboxRelay | None = None
     verifier: TokenVerifier | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +65,7 @@ def create_service_app(
     use_mongo: bool = True,
     use_redis: bool = False,
     bus: EventBus | None = None,
+    use_outbox: bool = False,
     verifier: TokenVerifier | None = None,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
@@ -89,13 +92,22 @@ def create_service_app(
                 resources.redis = redis
                 checks["redis"] = redis.ping
             if bus is not None:
-                await bus.start()
+                await bus.connect()
                 stack.push_async_callback(bus.stop)
                 checks["broker"] = lambda: bus.broker.ping(timeout=2.0)
+            if use_outbox:
+                assert bus is not None and resources.mongo_client is not None, "the outbox needs Mongo and a bus"
+                await ensure_outbox_indexes(resources.db)
+                relay = resources.relay = OutboxRelay(resources.db, bus)
+                relay.start()
+                stack.push_async_callback(relay.stop)
             for hook in on_startup:
                 await hook(resources)
             for hook in reversed(on_shutdown):
                 stack.push_async_callback(hook, resources)
+            if bus is not None:
+                # Consumers start last: every handler's dependencies exist by the first delivery.
+                await bus.start()
             yield
 
     def provide_resources() -> Resources:

@@ -88,6 +88,7 @@ class EventBus:
     max_deliveries: int = 5
     retry_backoff_seconds: float = 0.1
     subscriptions: list[Subscription] = field(default_factory=list)
+    _connected: bool = field(default=False, init=False)
 
     def subscribe(self, routing_key: str, handler: EventHandler, *, consumer: str | None = None) -> Subscription:
         """Register ``handler`` for events of type ``routing_key`` on this service's own queue."""
@@ -161,9 +162,16 @@ class EventBus:
             mandatory=False,
         )
 
-    async def start(self) -> None:
+    async def connect(self) -> None:
+        """Connect and declare the topology: publishing works from here on, nothing is consumed yet."""
         await self.broker.connect()
         await self.declare()
+        self._connected = True
+
+    async def start(self) -> None:
+        """Start consuming (connecting first if needed)."""
+        if not self._connected:
+            await self.connect()
         await self.broker.start()
 
     async def stop(self) -> None:
