@@ -120,7 +120,7 @@ def create_service_app(
     deps: dict[str, Provide] = {
         "resources": Provide(provide_resources, sync_to_thread=False),
         "engine": Provide(provide_engine, sync_to_thread=False),
-        "principal": Provide(provide_principal),
+        "principal": Provide(provide_principal, sync_to_thread=False),
     }
     deps.update(dependencies or {})
 

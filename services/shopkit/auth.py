@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiohttp
 import jwt
 from jwt import PyJWK
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -223,6 +224,6 @@ def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
         raise PermissionDeniedException("admin role required")
 
 
-async def provide_principal(request: Any) -> Principal:
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """Dependency: the verified caller (use with a guard)."""
     return principal_of(request)
