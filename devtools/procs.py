@@ -45,15 +45,20 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _detach_and_die_with_parent() -> None:
-    """In the child: its own process group (a stop reaches its children too), and SIGTERM when the
-    runner dies however it dies (Linux PR_SET_PDEATHSIG), so no process outlives ``make dev``."""
-    os.setsid()
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process dies, however it dies (Linux PR_SET_PDEATHSIG)."""
     if sys.platform == "linux":
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def _detach_and_die_with_parent() -> None:
+    """In the child: its own process group (a stop reaches its children too), and SIGTERM when the
+    runner dies, so no process outlives ``make dev``."""
+    os.setsid()
+    die_with_parent()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from devtools import infra
-from devtools.procs import ROOT
+from devtools.procs import ROOT, die_with_parent
 from devtools.shop import (
     DEV_ADMIN_EMAIL,
     DEV_ADMIN_PASSWORD,
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    die_with_parent()
     try:
         shop.start(timeout=90)
     except RuntimeError as exc:

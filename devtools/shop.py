@@ -28,6 +28,9 @@ class ServiceSpec:
     name: str
     module: str
     port: int
+    # Started in waves: the pure consumers (and customers, which serves the JWKS) are up, with their
+    # queues bound, before anything publishes; so the demo catalog's events reach every consumer.
+    wave: int
 
     @property
     def available(self) -> bool:
@@ -36,14 +39,13 @@ class ServiceSpec:
         return find(self.module) is not None and find(f"{self.module}.__main__") is not None
 
 
-# Start order: customers first (it serves the JWKS), the gateway last.
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("customers", "customers", 8001),
-    ServiceSpec("products", "products", 8002),
-    ServiceSpec("orders", "orders", 8003),
-    ServiceSpec("alerts", "alerts", 8004),
-    ServiceSpec("analytics", "analytics", 8005),
-    ServiceSpec("gateway", "gateway", 8000),
+    ServiceSpec("customers", "customers", 8001, wave=0),
+    ServiceSpec("products", "products", 8002, wave=1),
+    ServiceSpec("orders", "orders", 8003, wave=1),
+    ServiceSpec("alerts", "alerts", 8004, wave=0),
+    ServiceSpec("analytics", "analytics", 8005, wave=0),
+    ServiceSpec("gateway", "gateway", 8000, wave=1),
 )
 
 
@@ -124,10 +126,12 @@ class LocalShop:
             self.procs["mongo"] = db
             wait_secantus(db)
             self.mongo = mongo_url(port_of(db))
-        for spec in self.specs:
-            self.start_service(spec.name, wait=False)
-        for spec in self.specs:
-            self.procs[spec.name].wait_ready(timeout)
+        for wave in sorted({spec.wave for spec in self.specs}):
+            specs = [spec for spec in self.specs if spec.wave == wave]
+            for spec in specs:
+                self.start_service(spec.name, wait=False)
+            for spec in specs:
+                self.procs[spec.name].wait_ready(timeout)
         return self
 
     def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> Proc:

@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +52,19 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
-def _get_json(url: str) -> tuple[int, dict[str, object]]:
+def _post_json(url: str, body: dict[str, str]) -> dict[str, str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _dashboard_low_stock(gateway: str, token: str) -> set[str]:
+    request = urllib.request.Request(f"{gateway}/api/analytics/dashboard", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return {item["product_id"] for item in json.loads(resp.read())["low_stock"]}
+
+
+def _get_json(url: str) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -66,10 +78,12 @@ def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics:
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "MICROSHOP_RATE_LIMIT_REQUESTS": "100000"}
     if analytics == "disabled":
         env["MICROSHOP_ANALYTICS_ENABLED"] = "false"
+    # The README's command, in its own session like a terminal's foreground job; Ctrl-C is a
+    # SIGINT to that whole process group.
+    args = f"--port-offset {offset} --state-dir {tmp_path} --namespace t{uuid.uuid4().hex[:8]}."
     runner = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run", "--port-offset", str(offset), "--state-dir", str(tmp_path),
-         "--namespace", f"t{uuid.uuid4().hex[:8]}."],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["make", "--no-print-directory", "dev", f"ARGS={args}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(runner.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
@@ -90,15 +104,28 @@ def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics:
         assert ("analytics-service" in services) == (analytics == "enabled")
         assert all(v == "running" for v in services.values())
 
+        # The demo catalog is seeded, and its events reached the consumers: the seeded product that
+        # starts below its threshold is on the admin dashboard (when analytics runs).
+        products = _get_json(f"{gateway}/api/products?limit=100")[1]["items"]
+        assert isinstance(products, list) and len(products) >= 3
+        if analytics == "enabled":
+            low = {p["id"] for p in products if p["stock"] <= p["low_stock_threshold"]}
+            assert low, "the demo catalog should hold a low-stock product"
+            token = _post_json(f"{gateway}/api/auth/login",
+                               {"email": DEV_ADMIN_EMAIL, "password": DEV_ADMIN_PASSWORD})["access_token"]
+            assert wait_until(lambda: low <= _dashboard_low_stock(gateway, token), 20)
+
         children = _children(runner.pid)
         assert len(children) >= 3  # SecantusDB, customers, gateway at the very least
     finally:
-        runner.send_signal(signal.SIGINT)
+        os.killpg(runner.pid, signal.SIGINT)
         try:
             runner.wait(30)
         except subprocess.TimeoutExpired:
             runner.kill()
             raise
-    assert runner.returncode == 0, "\n".join(lines[-30:])
+    # make itself ends by the SIGINT (as in a terminal); the runner under it stopped the shop first.
+    assert runner.returncode in (0, -signal.SIGINT), "\n".join(lines[-30:])
+    assert any("stopping microshop" in ln for ln in lines)
     assert wait_until(lambda: not any(_alive(p) for p in children), 10), "processes left behind after Ctrl-C"
     assert (tmp_path / "jwt-private.pem").stat().st_mode & 0o077 == 0, "the dev signing key must be private"
