@@ -30,6 +30,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
 CONNECT_TIMEOUT_SECONDS = 5.0
+UPSTREAM_HEARTBEAT_SECONDS = 15.0
 
 
 class WebSocketUpstream:
@@ -98,7 +99,10 @@ def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
         if rid := request_id_var.get():
             headers["X-Request-ID"] = rid
         try:
-            upstream = await upstream_for.session.ws_connect(upstream_for.url, headers=headers, heartbeat=None,
+            # WebSocket-level pings to the alerts service: a replica that vanished without closing
+            # (node loss) is noticed within two heartbeats and the client is told to reconnect.
+            upstream = await upstream_for.session.ws_connect(upstream_for.url, headers=headers,
+                                                             heartbeat=UPSTREAM_HEARTBEAT_SECONDS,
                                                              autoping=True, max_msg_size=1 << 20)
         except (aiohttp.ClientError, TimeoutError) as err:
             log.warning("alerts WebSocket unavailable: %s", err)
