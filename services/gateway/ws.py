@@ -31,6 +31,8 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
 CONNECT_TIMEOUT_SECONDS = 5.0
 UPSTREAM_HEARTBEAT_SECONDS = 15.0
+# Codes that describe a connection state and must never be sent in a close frame (RFC 6455 7.4.1).
+RESERVED_CLOSE_CODES = frozenset({1005, 1006, 1015})
 
 
 class WebSocketUpstream:
@@ -122,8 +124,11 @@ def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
                     close_code, reason = CLOSE_TRY_AGAIN_LATER, "client too slow"
                 elif exc is None:
                     # The alerts service closed: pass its code on (1000 normal, 1013 slow, 4401 auth...).
-                    close_code = upstream.close_code or CLOSE_INTERNAL_ERROR
+                    close_code = upstream.close_code
                     reason = "alerts service closed the connection"
+                    if close_code is None or close_code in RESERVED_CLOSE_CODES:
+                        # Gone without a close frame (crash, lost heartbeat): the client should reconnect.
+                        close_code, reason = CLOSE_TRY_AGAIN_LATER, "live updates interrupted; reconnect"
                 elif not isinstance(exc, WebSocketDisconnect | OSError):
                     log.warning("WebSocket proxy failed: %r", exc)
                     close_code = CLOSE_INTERNAL_ERROR

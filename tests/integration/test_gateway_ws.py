@@ -57,3 +57,33 @@ async def test_sockets_without_a_valid_token_are_refused(gateway_ws: str, key_fi
     for name, token in attack_tokens(signing_key(key_file), customer["id"]).items():
         assert await _refused(gateway_ws, bearer(token)) in (403, 4401), name
         assert await _refused(f"{gateway_ws}?access_token={token}") in (403, 4401), name
+
+
+async def test_client_is_told_to_reconnect_when_the_alerts_replica_dies(
+        shop: LocalShop, customer: dict[str, str]) -> None:
+    """A crashed alerts process (no close frame) ends the client's socket with 1013, not a hang."""
+    import asyncio
+
+    from devtools.procs import free_port
+
+    alerts = shop.proc_for("alerts")
+    alerts_port = free_port()
+    alerts.env = {**alerts.env, "MICROSHOP_PORT": str(alerts_port)}
+    alerts.ready_url = f"http://127.0.0.1:{alerts_port}/health/ready"
+    gateway = shop.proc_for("gateway")
+    gateway_port = free_port()
+    gateway.env = {**gateway.env, "MICROSHOP_PORT": str(gateway_port),
+                   "MICROSHOP_ALERTS_URL": f"http://127.0.0.1:{alerts_port}"}
+    gateway.ready_url = f"http://127.0.0.1:{gateway_port}/health/live"
+    alerts.start()
+    gateway.start()
+    try:
+        alerts.wait_ready(60)
+        gateway.wait_ready(60)
+        async with feed(f"ws://127.0.0.1:{gateway_port}/api/ws", customer["access_token"]) as live:
+            alerts.kill()
+            await asyncio.wait_for(live._task, 20)
+            assert live.closed_code == 1013
+    finally:
+        gateway.stop()
+        alerts.stop()
