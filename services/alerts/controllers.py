@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
 
 from alerts.inbox import AlertOut, AlertPage, Inbox
 from shopkit.app import BEARER
@@ -21,8 +22,8 @@ class AlertController(Controller):
     @get("/", summary="The caller's alerts, newest first")
     async def list_alerts(
         self,
-        principal: Principal,
-        inbox: Inbox,
+        principal: NamedDependency[Principal],
+        inbox: NamedDependency[Inbox],
         unread: bool | None = Parameter(default=None, description="true: only unread; false: only read"),
         limit: int = Parameter(default=20, ge=1, le=MAX_LIMIT),
         offset: int = Parameter(default=0, ge=0, le=1_000_000),
@@ -33,7 +34,8 @@ class AlertController(Controller):
         return await inbox.page(principal, unread=unread, limit=limit, offset=offset)
 
     @post("/{alert_id:str}/read", status_code=200, summary="Mark an alert read")
-    async def mark_read(self, alert_id: str, principal: Principal, inbox: Inbox) -> AlertOut:
+    async def mark_read(self, alert_id: FromPath[str], principal: NamedDependency[Principal],
+                        inbox: NamedDependency[Inbox]) -> AlertOut:
         """Signed-in users, for alerts addressed to them (admins: also the admins' alerts, each admin has their
         own read state). Idempotent. 404 for an alert the caller cannot see."""
         return await inbox.mark_read(principal, alert_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from analytics.dashboard import Dashboard, DashboardCache
 from shopkit.app import BEARER
@@ -16,7 +17,7 @@ class DashboardController(Controller):
     security = BEARER
 
     @get("/dashboard", summary="Orders, revenue, top products, low stock and the confirmation ratio")
-    async def dashboard(self, dashboard_cache: DashboardCache) -> Dashboard:
+    async def dashboard(self, dashboard_cache: NamedDependency[DashboardCache]) -> Dashboard:
         """Admin only. Served from a Redis cache that every event invalidates; never older than
         `MICROSHOP_DASHBOARD_MAX_STALENESS_SECONDS`. Amounts are integer minor units per currency; revenue days
         are UTC days of confirmation, net of later cancellations; `confirmed_ratio` is null until the saga has

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from customers.schemas import CustomerOut, Jwks, TokenPair
 from customers.services import Accounts
@@ -15,7 +16,7 @@ from shopkit.contracts.customers import LoginRequest, RefreshRequest, RegisterRe
 from shopkit.errors import ProblemError
 
 
-def provide_accounts(resources: Resources) -> Accounts:
+def provide_accounts(resources: NamedDependency[Resources]) -> Accounts:
     accounts: Accounts = resources.extras["accounts"]
     return accounts
 
@@ -26,23 +27,23 @@ class AuthController(Controller):
     dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
 
     @post("/register", status_code=201, summary="Register a customer account")
-    async def register(self, data: RegisterRequest, accounts: Accounts) -> CustomerOut:
+    async def register(self, data: JSONBody[RegisterRequest], accounts: NamedDependency[Accounts]) -> CustomerOut:
         """Public. Emails are unique case-insensitively (409); the password policy is in the schema."""
         return CustomerOut.of(await accounts.register(str(data.email), data.password, data.name))
 
     @post("/login", status_code=200, summary="Log in with email and password")
-    async def login(self, data: LoginRequest, accounts: Accounts) -> TokenPair:
+    async def login(self, data: JSONBody[LoginRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
         """Public. 401 for a wrong email or password (the same answer for both)."""
         customer = await accounts.authenticate(str(data.email), data.password)
         return TokenPair(**await accounts.issue_tokens(customer))
 
     @post("/refresh", status_code=200, summary="Rotate a refresh token")
-    async def refresh(self, data: RefreshRequest, accounts: Accounts) -> TokenPair:
+    async def refresh(self, data: JSONBody[RefreshRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
         """Public (the refresh token is the credential). Reusing a rotated token revokes its whole family."""
         return TokenPair(**await accounts.refresh(data.refresh_token))
 
     @get("/jwks", summary="Public keys that verify access tokens", cache=60, sync_to_thread=False)
-    def jwks(self, accounts: Accounts) -> Jwks:
+    def jwks(self, accounts: NamedDependency[Accounts]) -> Jwks:
         """Public. The JSON Web Key Set every service uses to verify access tokens."""
         return Jwks(**accounts.key.jwks())
 
@@ -61,12 +62,13 @@ class MeController(Controller):
         return customer
 
     @get("/", summary="The caller's profile")
-    async def show(self, principal: Principal, accounts: Accounts) -> CustomerOut:
+    async def show(self, principal: NamedDependency[Principal], accounts: NamedDependency[Accounts]) -> CustomerOut:
         """Signed-in customers and admins: their own profile."""
         return CustomerOut.of(await self._load(principal, accounts))
 
     @patch("/", summary="Change the caller's name or password")
-    async def update(self, data: UpdateMeRequest, principal: Principal, accounts: Accounts) -> CustomerOut:
+    async def update(self, data: JSONBody[UpdateMeRequest], principal: NamedDependency[Principal],
+                     accounts: NamedDependency[Accounts]) -> CustomerOut:
         """Signed-in customers and admins: their own profile. A password change needs `current_password` and
         revokes every refresh token of the account."""
         customer = await self._load(principal, accounts)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.middleware import DefineMiddleware
 from litestar.types import Receive, Scope, Send
@@ -43,14 +43,14 @@ class Gateway:
 @get(f"{API_PREFIX}/health", summary="Health of every service", tags=["gateway"],
      description="Public. Each service's readiness probed concurrently; `status` is `ok` only when all run. "
                  "A service disabled by configuration is not listed.")
-async def shop_health(gateway: Gateway) -> dict[str, object]:
+async def shop_health(gateway: NamedDependency[Gateway]) -> dict[str, object]:
     return await aggregate_health(
         gateway.upstreams.session, gateway.upstreams.urls, gateway.settings.health_timeout_seconds
     )
 
 
 @get(f"{API_PREFIX}/docs/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
-async def combined_openapi(request: Request[Any, Any, Any], gateway: Gateway) -> dict[str, Any]:
+async def combined_openapi(request: Request[Any, Any, Any], gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     own = request.app.openapi_schema.to_schema()
     return await gateway.docs.get(
         gateway.upstreams.session, gateway.upstreams.urls, gateway.settings.health_timeout_seconds, own

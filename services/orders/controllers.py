@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from orders.schemas import OrderOut, OrderPage
@@ -36,32 +37,35 @@ class OrderController(Controller):
     @post("/", summary="Place an order", status_code=HTTP_201_CREATED,
           description="Names and prices come from the catalog. The order starts `pending`; the saga confirms "
                       "or rejects it. 201 with a Location header.")
-    async def place_order(self, request: Request[Any, Any, Any], book: OrderBook,
-                          principal: Principal, data: CreateOrderRequest) -> Response[OrderOut]:
+    async def place_order(self, request: Request[Any, Any, Any], book: NamedDependency[OrderBook],
+                          principal: NamedDependency[Principal],
+                          data: JSONBody[CreateOrderRequest]) -> Response[OrderOut]:
         order = await book.place(principal, data)
         return Response(order, status_code=HTTP_201_CREATED, headers={"Location": location_of(request, order.id)})
 
     @get("/", summary="My orders, newest first")
     async def my_orders(
-        self, book: OrderBook, principal: Principal,
+        self, book: NamedDependency[OrderBook], principal: NamedDependency[Principal],
         limit: int = Parameter(default=20, ge=1, le=MAX_PAGE_SIZE),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
     ) -> OrderPage:
         return await book.mine(principal, limit, offset)
 
     @get("/{order_id:str}", summary="One order", description="Own orders only (404 otherwise); admins: any.")
-    async def get_order(self, book: OrderBook, principal: Principal, order_id: str) -> OrderOut:
+    async def get_order(self, book: NamedDependency[OrderBook], principal: NamedDependency[Principal],
+                        order_id: FromPath[str]) -> OrderOut:
         return await book.get(principal, order_id)
 
     @post("/{order_id:str}/cancel", summary="Cancel an order", status_code=HTTP_200_OK,
           description="Own orders while pending or confirmed; 409 otherwise. A confirmed order's stock is "
                       "released by the products service.")
-    async def cancel_order(self, book: OrderBook, principal: Principal, order_id: str) -> OrderOut:
+    async def cancel_order(self, book: NamedDependency[OrderBook], principal: NamedDependency[Principal],
+                           order_id: FromPath[str]) -> OrderOut:
         return await book.change_status(principal, order_id, OrderStatus.CANCELLED, Actor.OWNER)
 
     @post("/{order_id:str}/status", summary="Fulfilment: shipped or delivered", status_code=HTTP_200_OK,
           description="Admin only. confirmed → shipped → delivered; any other transition is 409.",
           guards=[requires_admin])
-    async def change_status(self, book: OrderBook, principal: Principal, order_id: str,
-                            data: StatusChangeRequest) -> OrderOut:
+    async def change_status(self, book: NamedDependency[OrderBook], principal: NamedDependency[Principal],
+                            order_id: FromPath[str], data: JSONBody[StatusChangeRequest]) -> OrderOut:
         return await book.change_status(principal, order_id, OrderStatus(data.status), Actor.ADMIN)

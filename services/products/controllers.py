@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from products.catalog import Catalog, ListQuery
@@ -25,13 +26,13 @@ class ProductController(Controller):
                      "`sort` is one of name, -name, price, -price, stock, -stock, newest, oldest.")
     async def list_products(
         self,
-        catalog: Catalog,
+        catalog: NamedDependency[Catalog],
         q: str | None = Parameter(default=None, max_length=100),
         category: str | None = Parameter(default=None, max_length=100),
         min_price: int | None = Parameter(default=None, ge=0),
         max_price: int | None = Parameter(default=None, ge=0),
-        in_stock: bool | None = None,
-        sort: SortKey = "name",
+        in_stock: FromQuery[bool | None] = None,
+        sort: FromQuery[SortKey] = "name",
         limit: int = Parameter(default=20, ge=1, le=MAX_PAGE_SIZE),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
     ) -> ProductPage:
@@ -40,27 +41,30 @@ class ProductController(Controller):
                                             offset=offset))
 
     @get("/{product_id:str}", summary="One product", description="Public.")
-    async def get_product(self, catalog: Catalog, product_id: str) -> ProductOut:
+    async def get_product(self, catalog: NamedDependency[Catalog], product_id: FromPath[str]) -> ProductOut:
         return await catalog.get(product_id)
 
     @post("/", summary="Create a product", description="Admin only. 409 when the SKU is taken.",
           guards=[requires_admin], security=BEARER, status_code=HTTP_201_CREATED)
-    async def create_product(self, catalog: Catalog, data: CreateProductRequest) -> ProductOut:
+    async def create_product(self, catalog: NamedDependency[Catalog],
+                             data: JSONBody[CreateProductRequest]) -> ProductOut:
         return await catalog.create(data)
 
     @patch("/{product_id:str}", summary="Change product fields",
            description="Admin only. Any subset of the writable fields except stock (use /stock).",
            guards=[requires_admin], security=BEARER)
-    async def update_product(self, catalog: Catalog, product_id: str, data: UpdateProductRequest) -> ProductOut:
+    async def update_product(self, catalog: NamedDependency[Catalog], product_id: FromPath[str],
+                             data: JSONBody[UpdateProductRequest]) -> ProductOut:
         return await catalog.update(product_id, data)
 
     @delete("/{product_id:str}", summary="Delete a product", description="Admin only.",
             guards=[requires_admin], security=BEARER, status_code=HTTP_204_NO_CONTENT)
-    async def delete_product(self, catalog: Catalog, product_id: str) -> None:
+    async def delete_product(self, catalog: NamedDependency[Catalog], product_id: FromPath[str]) -> None:
         await catalog.delete(product_id)
 
     @post("/{product_id:str}/stock", summary="Adjust the stock by a delta",
           description="Admin only. 409 when the stock would go below 0.",
           guards=[requires_admin], security=BEARER, status_code=HTTP_200_OK)
-    async def adjust_stock(self, catalog: Catalog, product_id: str, data: StockAdjustmentRequest) -> ProductOut:
+    async def adjust_stock(self, catalog: NamedDependency[Catalog], product_id: FromPath[str],
+                           data: JSONBody[StockAdjustmentRequest]) -> ProductOut:
         return await catalog.adjust_stock(product_id, data.delta)

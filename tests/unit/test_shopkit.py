@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar import Litestar, get, post
+from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 from pydantic import BaseModel, Field
 
@@ -63,7 +64,7 @@ class Body(BaseModel):
 
 
 @post("/things", sync_to_thread=False)
-def create_thing(data: Body) -> dict[str, Any]:
+def create_thing(data: JSONBody[Body]) -> dict[str, Any]:
     return data.model_dump()
 
 
