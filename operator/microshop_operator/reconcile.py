@@ -17,7 +17,7 @@ from microshop_operator.config import API_VERSION, KIND, MANAGED_BY, SHOP_LABEL
 from microshop_operator.kube import KNOWN_KINDS, Kind, Kube, KubeError
 from microshop_operator.render import Renderer, RenderError
 from microshop_operator.status import COMPONENT_LABEL, Component, Failure, components_of
-from microshop_operator.values import InvalidSpec, secret_names, spec_to_values, validate
+from microshop_operator.values import InvalidSpec, managed_infrastructure, secret_names, spec_to_values, validate
 
 WORKLOAD_KINDS = (Kind("apps/v1", "Deployment", "deployments"), Kind("apps/v1", "StatefulSet", "statefulsets"))
 PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
@@ -177,16 +177,24 @@ class Reconciler:
 
     async def _ensure_secrets(self, shop: ShopRef, spec: Mapping[str, Any], result: Result) -> None:
         names = secret_names(shop.name, spec)
-        bodies = [
-            secrets.jwt_secret_body(names.jwt, shop.namespace, shop.labels, shop.owner_reference),
-            secrets.admin_secret_body(names.admin, shop.namespace, names.admin_email, shop.labels,
-                                      shop.owner_reference),
+        # (body, the keys the rendered pods reference)
+        wanted: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+            (secrets.jwt_secret_body(names.jwt, shop.namespace, shop.labels, shop.owner_reference),
+             (secrets.JWT_KEY,)),
+            (secrets.admin_secret_body(names.admin, shop.namespace, names.admin_email, shop.labels,
+                                       shop.owner_reference), (secrets.ADMIN_PASSWORD_KEY,)),
         ]
-        for body in bodies:
+        managed = managed_infrastructure(spec)
+        if managed:  # all external: the chart references no infra Secret
+            wanted.append((secrets.infra_secret_body(names.infra, shop.namespace, shop.labels),
+                           secrets.infra_keys(managed)))
+        for body, required in wanted:
             try:
-                if await secrets.ensure_secret(self.kube, body):
+                if await secrets.ensure_secret(self.kube, body, required):
                     result.created_secrets.append(body["metadata"]["name"])
                     self.log.info("created Secret %s", body["metadata"]["name"])
+            except secrets.IncompleteSecret as exc:
+                raise _SecretFailed(str(exc)) from exc
             except KubeError as exc:
                 raise _SecretFailed(f"Secret/{body['metadata']['name']}: {exc}") from exc
 
@@ -214,7 +222,9 @@ class Reconciler:
                      result: Result) -> None:
         wanted = {_key(obj) for obj in objects}
         names = secret_names(shop.name, spec)
-        keep_secrets = {names.jwt, names.admin}
+        # Never pruned (the infra Secret is not owned, so prune would skip it anyway): the data on the
+        # kept volumes was initialised with these credentials.
+        keep_secrets = {names.jwt, names.admin, names.infra}
         for kind in PRUNABLE_KINDS:
             try:
                 existing = await self.kube.list(kind, shop.namespace, shop.selector)
@@ -235,7 +245,8 @@ class Reconciler:
                 self.log.info("pruned %s/%s: the chart no longer renders it", kind.kind, name)
 
     async def delete_volumes(self, body: Mapping[str, Any]) -> list[str]:
-        """Delete the PVCs the shop's StatefulSets made (selected by the chart's instance label)."""
+        """Delete the PVCs the shop's StatefulSets made (selected by the chart's instance label), then the
+        infra Secret whose credentials they were initialised with, if the operator made it."""
         shop = ShopRef.of(body)
         deleted: list[str] = []
         claims = await self.kube.list(PVC, shop.namespace, f"app.kubernetes.io/instance={shop.name}")
@@ -243,6 +254,12 @@ class Reconciler:
             name = claim["metadata"]["name"]
             if await self.kube.delete(PVC, shop.namespace, name):
                 deleted.append(name)
+        infra = secret_names(shop.name, body.get("spec") or {}).infra
+        existing = await self.kube.get(secrets.SECRET, shop.namespace, infra)
+        labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+        ours = existing is not None and labels.get(SHOP_LABEL) == shop.name
+        if ours and await self.kube.delete(secrets.SECRET, shop.namespace, infra):  # never a Secret a user provided
+            self.log.info("deleted Secret %s with the volumes it unlocked", infra)
         return deleted
 
 

@@ -1,10 +1,23 @@
-"""The JWT signing key and first-admin Secrets: created once when missing, never overwritten."""
+"""The Secrets the chart expects but cannot make under ``helm template``: created once when missing, never
+overwritten.
+
+* ``<shop>-jwt``: the customers service's Ed25519 signing key;
+* ``<shop>-admin``: the first admin's email and password;
+* ``<shop>-infra``: the managed MongoDB/Redis/RabbitMQ credentials (only when one of them is managed).
+  MongoDB and RabbitMQ accept them only on an empty volume, so this Secret lives as long as the
+  volumes, not the Shop: no owner reference (the PVCs have none either), deleted with the PVCs when
+  the Shop asks for that (``spec.deletion``), reused by a Shop of the same name otherwise.
+
+An existing Secret (whoever made it) is never changed; when it lacks a key the chart references, the
+reconcile fails with a message that names the key instead of rolling out pods that cannot start.
+"""
 
 from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping
+import string
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +29,18 @@ SECRET = Kind("v1", "Secret", "secrets")
 JWT_KEY = "private.pem"  # the key the chart mounts for the customers service
 ADMIN_PASSWORD_KEY = "password"  # noqa: S105 (a key name, not a password)
 ADMIN_EMAIL_KEY = "email"
+# The infra Secret's keys (charts/microshop/templates/secrets.yaml renders the same) and their lengths.
+# Passwords are alphanumeric: they go into the services' connection URLs unescaped. The MongoDB keyfile
+# must be 6-1024 characters of the base64 alphabet; alphanumeric is a subset.
+INFRA_KEY_LENGTHS = {"mongodb-password": 32, "mongodb-keyfile": 756, "redis-password": 32, "rabbitmq-password": 32}
+# What each managed component's pods reference.
+INFRA_KEYS_BY_COMPONENT = {"mongodb": ("mongodb-password", "mongodb-keyfile"), "redis": ("redis-password",),
+                           "rabbitmq": ("rabbitmq-password",)}
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+class IncompleteSecret(Exception):
+    """An existing Secret lacks a key the chart references (the operator will not add it)."""
 
 
 def ed25519_private_pem() -> bytes:
@@ -26,6 +51,10 @@ def ed25519_private_pem() -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def random_alphanumeric(length: int) -> str:
+    return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(length))
 
 
 def jwt_secret_body(name: str, namespace: str, labels: Mapping[str, str],
@@ -47,15 +76,38 @@ def admin_secret_body(name: str, namespace: str, email: str, labels: Mapping[str
     }
 
 
-async def ensure_secret(kube: Kube, body: Mapping[str, Any]) -> bool:
-    """Create the Secret unless one of that name exists (whoever made it). True when created now."""
+def infra_secret_body(name: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """No owner reference: garbage collection must not take the credentials of volumes that stay."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "data": {key: _b64(random_alphanumeric(length).encode()) for key, length in INFRA_KEY_LENGTHS.items()},
+    }
+
+
+def infra_keys(managed: Iterable[str]) -> tuple[str, ...]:
+    """The infra Secret's keys that the pods of these managed components reference."""
+    return tuple(key for component in managed for key in INFRA_KEYS_BY_COMPONENT[component])
+
+
+async def ensure_secret(kube: Kube, body: Mapping[str, Any], required_keys: Iterable[str] = ()) -> bool:
+    """Create the Secret unless one of that name exists (whoever made it). True when created now.
+
+    An existing Secret is never changed; if it lacks one of ``required_keys``, IncompleteSecret.
+    """
     meta = body["metadata"]
-    if await kube.get(SECRET, meta["namespace"], meta["name"]) is not None:
-        return False
-    try:
-        await kube.create(SECRET, meta["namespace"], body)
-    except KubeError as exc:
-        if exc.status == 409:  # created between our read and write: theirs wins, never overwrite
-            return False
-        raise
-    return True
+    existing = await kube.get(SECRET, meta["namespace"], meta["name"])
+    if existing is None:
+        try:
+            await kube.create(SECRET, meta["namespace"], body)
+        except KubeError as exc:
+            if exc.status == 409:  # created between our read and write: theirs wins, never overwrite
+                return False
+            raise
+        return True
+    present = set(existing.get("data") or {}) | set(existing.get("stringData") or {})
+    missing = [key for key in required_keys if key not in present]
+    if missing:
+        raise IncompleteSecret(f"Secret/{meta['name']} exists but has no key {', '.join(missing)}, which the "
+                               "shop's pods need; the operator never changes an existing Secret: add the key")
+    return False

@@ -3,7 +3,7 @@
 The chart's values mirror the spec field for field. What differs:
 
 * operator-only fields (``deletion``) are not chart values;
-* the operator creates the JWT and admin Secrets itself, so the chart must not (``create: false``),
+* the operator creates the JWT, admin and infra Secrets itself, so the chart must not (``create: false``),
   and both sides must agree on their names, so the operator always passes them explicitly.
 """
 
@@ -31,15 +31,18 @@ class SecretNames:
     jwt: str
     admin: str
     admin_email: str
+    infra: str
 
 
 def secret_names(shop_name: str, spec: Mapping[str, Any]) -> SecretNames:
-    """The chart's defaults (``<release>-jwt``, ``<release>-admin``) unless the spec names them."""
+    """The chart's defaults (``<release>-jwt``, ``-admin``, ``-infra``) unless the spec names them."""
     auth = spec.get("auth") or {}
     jwt = (auth.get("jwtKeySecret") or {}).get("name") or f"{shop_name}-jwt"
     admin_spec = auth.get("adminSecret") or {}
     admin = admin_spec.get("name") or f"{shop_name}-admin"
-    return SecretNames(jwt=jwt, admin=admin, admin_email=admin_spec.get("email") or DEFAULT_ADMIN_EMAIL)
+    infra = (spec.get("infraSecret") or {}).get("name") or f"{shop_name}-infra"
+    return SecretNames(jwt=jwt, admin=admin, admin_email=admin_spec.get("email") or DEFAULT_ADMIN_EMAIL,
+                       infra=infra)
 
 
 def validate(spec: Mapping[str, Any]) -> None:
@@ -68,6 +71,7 @@ def spec_to_values(shop_name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     auth = values.setdefault("auth", {})
     auth["jwtKeySecret"] = {**(auth.get("jwtKeySecret") or {}), "name": names.jwt, "create": False}
     auth["adminSecret"] = {**(auth.get("adminSecret") or {}), "name": names.admin, "create": False}
+    values["infraSecret"] = {**(values.get("infraSecret") or {}), "name": names.infra, "create": False}
     return values
 
 

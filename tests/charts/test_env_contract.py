@@ -10,12 +10,19 @@ gives ``MICROSHOP_`` + field name. The rule, per service (also in docs/kubernete
    documented default, which is safe in the cluster;
 3. the values the chart sets parse with that service's Settings class, and the port the chart uses
    is the port the service defaults to.
+
+Besides ``MICROSHOP_*`` the chart sets only helper variables that carry a managed component's password
+from the infra Secret into a connection URL (``MONGODB_PASSWORD`` → ``$(MONGODB_PASSWORD)`` in
+``MICROSHOP_MONGO_URL``; Kubernetes expands ``$(VAR)`` from entries defined earlier in the list). They
+have no ``MICROSHOP_`` prefix because no service reads them: each comes from a Secret and is referenced
+by a later ``MICROSHOP_*`` value (rule 0). Rule 3 parses the values after that expansion.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from tests.charts.conftest import ROOT, SHOP_CHART, Render, by_kind
-from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED
+from tests.charts.test_infra_credentials import expand
+from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED, MIXED_INFRA
 
 SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 # Settings whose default works on a laptop but not in a cluster, for reasons other than loopback:
@@ -37,7 +45,11 @@ CLUSTER_REQUIRED = {
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 # Stand-ins for values the chart takes from Secrets, so rule 3 can parse them.
 SECRET_STANDINS = {"MICROSHOP_MONGO_URL": "mongodb://db:27017", "MICROSHOP_REDIS_URL": "redis://cache:6379/0",
-                   "MICROSHOP_RABBITMQ_URL": "amqp://u:p@mq:5672/", "MICROSHOP_ADMIN_PASSWORD": "s3cret-passw0rd"}
+                   "MICROSHOP_RABBITMQ_URL": "amqp://u:p@mq:5672/", "MICROSHOP_ADMIN_PASSWORD": "s3cret-passw0rd",
+                   "MONGODB_PASSWORD": "m0ngoPassw0rd", "REDIS_PASSWORD": "red1sPassw0rd",
+                   "RABBITMQ_PASSWORD": "rabb1tPassw0rd"}
+# The only names without the MICROSHOP_ prefix the chart may set on a service (see the module docstring).
+HELPER_VARIABLES = {"MONGODB_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD"}
 
 
 def settings_class(service: str) -> type[BaseSettings]:
@@ -64,12 +76,12 @@ def needs_setting_in_cluster(field: str, default: Any, required: bool) -> bool:
     return isinstance(raw, str) and any(host in raw for host in LOOPBACK)
 
 
-@pytest.mark.parametrize("variant", ["defaults", "external-infra", "flipped"])
+@pytest.mark.parametrize("variant", ["defaults", "external-infra", "flipped", "mixed-infra"])
 @pytest.mark.parametrize("service", SERVICES)
 def test_chart_env_matches_settings(render: Render, service: str, variant: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cls = settings_class(service)
-    values = {"defaults": {}, "external-infra": EXTERNAL_INFRA, "flipped": FLIPPED}[variant]
+    values = {"defaults": {}, "external-infra": EXTERNAL_INFRA, "flipped": FLIPPED, "mixed-infra": MIXED_INFRA}[variant]
     objects = render(SHOP_CHART, values)
     if f"shop-{service}" not in by_kind(objects, "Deployment"):
         assert service == "analytics"
@@ -77,6 +89,19 @@ def test_chart_env_matches_settings(render: Render, service: str, variant: str,
         return
     env = chart_env(objects, service)
     fields = {env_name(cls, name): (name, info) for name, info in cls.model_fields.items()}
+
+    # Rule 0: helper variables only carry a Secret's value into a later MICROSHOP_* value.
+    names = list(env)
+    for var in names:
+        if var.startswith("MICROSHOP_"):
+            continue
+        assert var in HELPER_VARIABLES, f"{service}: the chart sets {var}, neither MICROSHOP_* nor a known helper"
+        assert "secretKeyRef" in env[var].get("valueFrom", {}), f"{service}: {var} must come from a Secret"
+        later = [env[v].get("value", "") for v in names[names.index(var) + 1:] if v.startswith("MICROSHOP_")]
+        assert any(f"$({var})" in value for value in later), f"{service}: {var} is set but no URL uses it"
+    for var, entry in env.items():
+        for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", entry.get("value", "")):
+            assert ref in names[:names.index(var)], f"{service}: {var} references $({ref}) not defined before it"
 
     # Rule 1: nothing the service would ignore.
     unread = {name for name in env if name.startswith("MICROSHOP_")} - set(fields)
@@ -91,8 +116,13 @@ def test_chart_env_matches_settings(render: Render, service: str, variant: str,
     for var in list(os.environ):
         if var.startswith("MICROSHOP_"):
             monkeypatch.delenv(var)
+    expanded: dict[str, str] = {}
     for var, entry in env.items():
-        monkeypatch.setenv(var, entry.get("value", SECRET_STANDINS.get(var, "from-a-secret")))
+        expanded[var] = (expand(entry["value"], expanded) if "value" in entry
+                         else SECRET_STANDINS.get(var, "from-a-secret"))
+        if var.startswith("MICROSHOP_"):
+            assert "$(" not in expanded[var], f"{service}: {var} would reach the service unexpanded"
+            monkeypatch.setenv(var, expanded[var])
     settings = cls()
     assert settings.model_dump()["port"] == cls.model_fields["port"].default
     assert settings.model_dump()["log_format"] == "json"

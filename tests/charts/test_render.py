@@ -45,10 +45,15 @@ FLIPPED: dict[str, Any] = {
     "networkPolicies": {"enabled": False},
     "pdb": {"enabled": False},
 }
+# One component external, the others managed with credentials from a Secret the operator provides.
+MIXED_INFRA: dict[str, Any] = {
+    "mongodb": EXTERNAL_INFRA["mongodb"],
+    "infraSecret": {"name": "shop-credentials", "create": False},
+}
 TLS_INGRESS: dict[str, Any] = {"ingress": {"enabled": True, "className": "cloud-provider-kind",
                                            "host": "shop.example.com",
                                            "tls": {"enabled": True, "secretName": "shop-tls"}}}
-SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS}
+SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA}
 OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]}}
 
 
@@ -113,7 +118,7 @@ def test_defaults_render_the_whole_shop(render: Render) -> None:
     assert set(deployments) == {f"shop-{s}" for s in SERVICES}
     assert set(by_kind(objects, "StatefulSet")) == {"shop-mongodb", "shop-redis", "shop-rabbitmq"}
     assert set(by_kind(objects, "PodDisruptionBudget")) == {f"shop-{s}" for s in SERVICES}
-    assert set(by_kind(objects, "Secret")) == {"shop-jwt", "shop-admin"}
+    assert set(by_kind(objects, "Secret")) == {"shop-jwt", "shop-admin", "shop-infra"}
     assert not by_kind(objects, "HorizontalPodAutoscaler")
     assert not by_kind(objects, "HTTPRoute")
     ingress = by_kind(objects, "Ingress")["shop-gateway"]

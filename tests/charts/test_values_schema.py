@@ -23,6 +23,7 @@ BAD_SHOP_VALUES: dict[str, tuple[dict[str, Any], str, str]] = {
     # helm reports property-name errors at '' but names the offending key.
     "bad env name": ({"services": {"alerts": {"env": {"not-an-env": "x"}}}}, "", "invalid propertyName 'not-an-env'"),
     "external without secret": ({"redis": {"managed": False}}, "/redis/external/secretName", "minLength"),
+    "bad infra secret name": ({"infraSecret": {"name": "Bad_Name"}}, "/infraSecret/name", "does not match pattern"),
     "ttl out of range": ({"auth": {"accessTokenTtlSeconds": 5}}, "/auth/accessTokenTtlSeconds", "minimum"),
 }
 

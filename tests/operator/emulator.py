@@ -14,7 +14,10 @@ kmock 0.8 stores objects and streams events but merges JSON dicts for every writ
   after the given ``resourceVersion`` instead of replaying everything, ``timeoutSeconds``;
 * deletion: finalizers block, ``deletionTimestamp`` is set, ``DELETED`` once the last finalizer goes;
   a minimal garbage collector deletes dependents by ``ownerReferences`` (background propagation);
-* the Shop CRD: schema defaults and schema validation (422) from the real CRD file.
+* the Shop CRD: schema defaults and schema validation (422) from the real CRD file;
+* discovery as client-go reads it (so ``helm --dry-run=server`` can run against it): the core group's
+  ``groupVersion`` is ``v1`` (kmock says ``/v1``), and ``/version`` reports a Kubernetes the charts
+  accept (kmock says 1.26).
 """
 
 from __future__ import annotations
@@ -216,6 +219,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._schemas[SHOPS] = version["schema"]["openAPIV3Schema"]
         self._status_resources.update({SHOPS, kmock.resource("apps", "v1", "deployments"),
                                        kmock.resource("apps", "v1", "statefulsets")})
+
+    # --- discovery ------------------------------------------------------------------------------
+
+    async def _serve_server_version(self, request: rendering.Request) -> rendering.Payload:
+        return {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "platform": "linux/amd64"}
+
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        payload = await super()._serve_version(request)
+        if isinstance(payload, dict):
+            payload["groupVersion"] = str(payload["groupVersion"]).lstrip("/")
+        return payload
 
     # --- plumbing -------------------------------------------------------------------------------
 

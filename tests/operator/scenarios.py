@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from tests.operator.api import APPS, CORE, SHOPS, Api, ApiFailure, eventually
 
 SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 INFRA = ("mongodb", "redis", "rabbitmq")
+INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password"}
 SHOP_LABEL = "microshop.dev/shop"
 
 
@@ -126,16 +128,77 @@ async def applying_a_shop_creates_owned_children(env: Env, name: str) -> None:
     assert len(base64.b64decode(admin["data"]["password"])) >= 24
     assert jwt["metadata"]["ownerReferences"][0]["uid"] == uid
 
+    infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert infra is not None, "the managed infrastructure's credentials"
+    assert set(infra["data"]) == INFRA_KEYS
+    for key, value in infra["data"].items():
+        assert base64.b64decode(value).decode().isalnum(), key
+    assert not infra["metadata"].get("ownerReferences"), "lives as long as the volumes, not the Shop"
+    assert infra["metadata"]["labels"][SHOP_LABEL] == name
+    await asyncio.sleep(2)  # resyncs prune what the chart does not render: never these Secrets
+    for secret in (jwt, admin, infra):
+        again = await env.api.get(env.core("secrets", secret["metadata"]["name"]))
+        assert again is not None and again["metadata"]["uid"] == secret["metadata"]["uid"], "pruned and re-made"
+    mongo = next(s for s in statefulsets if s["metadata"]["labels"]["app.kubernetes.io/component"] == "mongodb")
+    env_vars = {e["name"]: e for e in mongo["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env_vars["MONGO_INITDB_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{name}-infra", "key": "mongodb-password"}
+
 
 async def secrets_are_never_overwritten(env: Env, name: str) -> None:
     pem = b"-----BEGIN PRIVATE KEY-----\nmine\n-----END PRIVATE KEY-----\n"
     await env.api.create(env.core("secrets"), {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-jwt"},
         "data": {"private.pem": base64.b64encode(pem).decode()}})
+    mine = {key: base64.b64encode(f"my{key.replace('-', '')}".encode()).decode() for key in INFRA_KEYS}
+    await env.api.create(env.core("secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-infra"}, "data": mine})
+    before = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert before is not None
     await create_shop(env, name, {})
+    await asyncio.sleep(2)  # a few resyncs (1 s in the emulator tests) more
     jwt = await env.api.get(env.core("secrets", f"{name}-jwt"))
     assert jwt is not None and base64.b64decode(jwt["data"]["private.pem"]) == pem
     assert await env.api.get(env.core("secrets", f"{name}-admin")) is not None
+    infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert infra is not None and infra["data"] == mine
+    assert infra["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "not even patched"
+
+
+async def incomplete_infra_secret_degrades(env: Env, name: str) -> None:
+    """An existing infra Secret without a key the pods need: Degraded, naming the key; never completed by us."""
+    partial = {key: base64.b64encode(b"mine").decode() for key in INFRA_KEYS - {"redis-password"}}
+    await env.api.create(env.core("secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-infra"}, "data": partial})
+    await env.api.create(env.shops(), shop_body(name, env.base_spec))
+    env.created.append(name)
+
+    async def degraded() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        return shop if condition(shop or {}, "Degraded").get("status") == "True" else None
+
+    shop = await eventually(degraded, timeout=env.timeout, what="Degraded=True with an incomplete infra Secret")
+    cond = condition(shop, "Degraded")
+    assert cond["reason"] == "SecretFailed" and "redis-password" in cond["message"], cond
+    infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert infra is not None and infra["data"] == partial, "the operator never changes an existing Secret"
+
+    await env.api.merge(env.core("secrets", f"{name}-infra"),
+                        {"data": {"redis-password": base64.b64encode(b"mine").decode()}})
+
+    async def recovered() -> bool:
+        shop = await env.api.get(env.shop(name))
+        return bool(shop and condition(shop, "Degraded").get("status") == "False"
+                    and (shop.get("status") or {}).get("observedGeneration") == shop["metadata"]["generation"])
+
+    await eventually(recovered, timeout=env.timeout, what="Degraded=False once the key is there")
+
+
+async def external_infrastructure_needs_no_infra_secret(env: Env, name: str) -> None:
+    external = {kind: {"managed": False, "external": {"secretName": "urls", "secretKey": kind}} for kind in INFRA}
+    await create_shop(env, name, external)
+    assert await env.api.get(env.core("secrets", f"{name}-jwt")) is not None
+    assert await env.api.get(env.core("secrets", f"{name}-infra")) is None
 
 
 async def changing_replicas_and_tag_updates_children(env: Env, name: str) -> None:
@@ -291,7 +354,10 @@ async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool
 
     await eventually(children_gone, timeout=env.timeout, what="owned Deployments garbage-collected")
     pvc = await env.api.get(env.core("persistentvolumeclaims", claim))
+    infra = await env.api.get(env.core("secrets", f"{name}-infra"))
     if delete_volumes:
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "PVC kept despite deletePersistentVolumeClaims"
+        assert infra is None or infra["metadata"].get("deletionTimestamp"), "the credentials go with the volumes"
     else:
         assert pvc is not None, "the data volume was deleted though the spec did not ask for it"
+        assert infra is not None, "the kept volumes' credentials must survive the Shop"

@@ -25,6 +25,14 @@ async def test_existing_secrets_are_never_overwritten(env: Env) -> None:
     await scenarios.secrets_are_never_overwritten(env, shop_name())
 
 
+async def test_incomplete_infra_secret_degrades_until_completed(env: Env) -> None:
+    await scenarios.incomplete_infra_secret_degrades(env, shop_name())
+
+
+async def test_external_infrastructure_needs_no_infra_secret(env: Env) -> None:
+    await scenarios.external_infrastructure_needs_no_infra_secret(env, shop_name())
+
+
 async def test_changing_replicas_and_tag_updates_children(env: Env) -> None:
     await scenarios.changing_replicas_and_tag_updates_children(env, shop_name())
 

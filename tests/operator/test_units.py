@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from microshop_operator import crd, status, values
+from microshop_operator import crd, secrets, status, values
 from microshop_operator.__main__ import kopf_args
 from tests.operator.emulator import CRD_PATH
+
+SECRETS_TEMPLATE = CRD_PATH.parents[2] / "microshop" / "templates" / "secrets.yaml"
 
 
 def test_committed_crd_is_generated_from_the_chart() -> None:
@@ -25,6 +29,26 @@ def test_values_pass_the_spec_through_and_pin_the_secrets() -> None:
     assert "deletion" not in result
     assert result["auth"]["jwtKeySecret"] == {"name": "demo-jwt", "create": False}
     assert result["auth"]["adminSecret"] == {"email": "boss@example.com", "name": "demo-admin", "create": False}
+    assert result["infraSecret"] == {"name": "demo-infra", "create": False}
+    named = values.spec_to_values("demo", {"infraSecret": {"name": "creds", "create": True}})
+    assert named["infraSecret"] == {"name": "creds", "create": False}
+    assert values.secret_names("demo", {"infraSecret": {"name": "creds"}}).infra == "creds"
+
+
+def test_infra_secret_body_has_every_key_the_chart_references() -> None:
+    body = secrets.infra_secret_body("demo-infra", "ns", {"a": "b"})
+    data = {key: base64.b64decode(value).decode() for key, value in body["data"].items()}
+    chart_keys = set(re.findall(r'"([a-z]+-(?:password|keyfile))" \d+', SECRETS_TEMPLATE.read_text()))
+    assert set(data) == chart_keys == {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password"}
+    for key, value in data.items():
+        assert value.isascii() and value.isalnum(), f"{key}: URL-safe and in mongod's keyfile alphabet"
+    assert len(data["mongodb-keyfile"]) == 756
+    assert min(len(v) for k, v in data.items() if k.endswith("password")) >= 24
+    again = secrets.infra_secret_body("demo-infra", "ns", {})["data"]
+    assert not set(again.values()) & set(body["data"].values()), "generated anew each time"
+    assert "ownerReferences" not in body["metadata"], "lives as long as the volumes, not the Shop"
+    assert body["metadata"]["labels"] == {"a": "b"}
+    assert secrets.infra_keys(["redis", "mongodb"]) == ("redis-password", "mongodb-password", "mongodb-keyfile")
 
 
 @pytest.mark.parametrize(("spec", "field"), [

@@ -79,13 +79,53 @@ analytics: {port: 8005, callers: [gateway],                                     
 {{- .Values.auth.adminSecret.name | default (printf "%s-admin" (include "microshop.fullname" .)) -}}
 {{- end -}}
 
-{{/* Connection URL env var for one infrastructure kind: a value when managed, a Secret key when external. */}}
+{{- define "microshop.infraSecretName" -}}
+{{- .Values.infraSecret.name | default (printf "%s-infra" (include "microshop.fullname" .)) -}}
+{{- end -}}
+
+{{/* "true" when the release runs at least one of MongoDB, Redis, RabbitMQ itself (else ""). */}}
+{{- define "microshop.anyManagedInfra" -}}
+{{- if or .Values.mongodb.managed .Values.redis.managed .Values.rabbitmq.managed -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The helper variable that carries a managed component's password from the infra Secret into a service
+container, where Kubernetes expands $(NAME) in the connection URL defined after it. No MICROSHOP_
+prefix: the services never read it (tests/charts/test_env_contract.py).
+*/}}
+{{- define "microshop.infraPasswordEnv" -}}
+{{- printf "%s_PASSWORD" (upper .) -}}
+{{- end -}}
+
+{{/* An env entry whose value is one key of the infra Secret. */}}
+{{- define "microshop.infraSecretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "microshop.infraSecretName" .root }}
+      key: {{ .key }}
+{{- end -}}
+
+{{/*
+Connection URL env var for one infrastructure kind: when managed, the password from the infra Secret
+(a helper variable first, then the URL that references it: Kubernetes expands $(VAR) only from entries
+defined earlier in the list); when external, the whole URL from the user's Secret. A service whose
+topology does not list the component gets the URL without credentials (it never connects, and the
+NetworkPolicy would not let it).
+*/}}
 {{- define "microshop.infraEnv" -}}
 {{- $cfg := index .root.Values .kind -}}
-- name: {{ .env }}
 {{- if $cfg.managed }}
-  value: {{ include (printf "microshop.%s.url" .kind) .root | quote }}
+{{- $topology := include "microshop.topology" .root | fromYaml -}}
+{{- $uses := has .kind (index $topology .name).infra -}}
+{{- $passwordEnv := include "microshop.infraPasswordEnv" .kind -}}
+{{- if $uses }}
+{{ include "microshop.infraSecretEnv" (dict "root" .root "env" $passwordEnv "key" (printf "%s-password" .kind)) }}
+{{- end }}
+- name: {{ .env }}
+  value: {{ include (printf "microshop.%s.url" .kind) (dict "root" .root "password" (ternary (printf "$(%s)" $passwordEnv) "" $uses)) | quote }}
 {{- else }}
+- name: {{ .env }}
   valueFrom:
     secretKeyRef:
       name: {{ required (printf "%s.external.secretName is required when %s.managed is false" .kind .kind) $cfg.external.secretName }}
@@ -93,17 +133,25 @@ analytics: {port: 8005, callers: [gateway],                                     
 {{- end }}
 {{- end -}}
 
+{{/* The managed user of MongoDB and RabbitMQ (Redis has one password and no user). */}}
+{{- define "microshop.infraUser" -}}microshop{{- end -}}
+
 {{- define "microshop.mongodb.host" -}}
 {{- printf "%s-mongodb-0.%s-mongodb.%s.svc.cluster.local" (include "microshop.fullname" .) (include "microshop.fullname" .) .Release.Namespace -}}
 {{- end -}}
+{{/* URLs of the managed components; .password is a $(VAR) reference (never a literal) or "" for none. */}}
 {{- define "microshop.mongodb.url" -}}
-{{- printf "mongodb://%s:27017/?replicaSet=rs0" (include "microshop.mongodb.host" .) -}}
+{{- if .password -}}
+{{- printf "mongodb://%s:%s@%s:27017/?replicaSet=rs0&authSource=admin" (include "microshop.infraUser" .root) .password (include "microshop.mongodb.host" .root) -}}
+{{- else -}}
+{{- printf "mongodb://%s:27017/?replicaSet=rs0" (include "microshop.mongodb.host" .root) -}}
+{{- end -}}
 {{- end -}}
 {{- define "microshop.redis.url" -}}
-{{- printf "redis://%s-redis:6379/0" (include "microshop.fullname" .) -}}
+{{- printf "redis://%s%s-redis:6379/0" (ternary (printf ":%s@" .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
 {{- end -}}
 {{- define "microshop.rabbitmq.url" -}}
-{{- printf "amqp://guest:guest@%s-rabbitmq:5672/" (include "microshop.fullname" .) -}}
+{{- printf "amqp://%s%s-rabbitmq:5672/" (ternary (printf "%s:%s@" (include "microshop.infraUser" .root) .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
 {{- end -}}
 
 {{/*
@@ -124,9 +172,9 @@ whose default only suits a developer machine (loopback URLs, console logs) or th
   value: {{ $v.logLevel | quote }}
 - name: MICROSHOP_LOG_FORMAT
   value: json
-{{ include "microshop.infraEnv" (dict "root" $root "kind" "mongodb" "env" "MICROSHOP_MONGO_URL") }}
-{{ include "microshop.infraEnv" (dict "root" $root "kind" "redis" "env" "MICROSHOP_REDIS_URL") }}
-{{ include "microshop.infraEnv" (dict "root" $root "kind" "rabbitmq" "env" "MICROSHOP_RABBITMQ_URL") }}
+{{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "mongodb" "env" "MICROSHOP_MONGO_URL") }}
+{{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "redis" "env" "MICROSHOP_REDIS_URL") }}
+{{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "rabbitmq" "env" "MICROSHOP_RABBITMQ_URL") }}
 - name: MICROSHOP_JWKS_URL
   value: {{ printf "%s/auth/jwks" (include "microshop.url" (dict "root" $root "name" "customers")) | quote }}
 {{- if eq $name "customers" }}
