@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from odmantic import Field, Index, Model
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from shopkit.mongo import utcnow
 
 
 class Customer(Model):

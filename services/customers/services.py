@@ -18,9 +18,10 @@ from odmantic import AIOEngine
 from odmantic.exceptions import DuplicateKeyError
 
 from customers.keys import SigningKey
-from customers.models import Customer, RefreshToken, utcnow
+from customers.models import Customer, RefreshToken
 from customers.settings import Settings
 from shopkit.errors import ProblemError
+from shopkit.mongo import parse_object_id, utcnow
 
 log = logging.getLogger("customers")
 _hasher = PasswordHasher()
@@ -74,14 +75,8 @@ class Accounts:
         return customer
 
     async def get(self, customer_id: str) -> Customer | None:
-        from bson import ObjectId
-        from bson.errors import InvalidId
-
-        try:
-            oid = ObjectId(customer_id)
-        except (InvalidId, TypeError):
-            return None
-        return await self.engine.find_one(Customer, Customer.id == oid)
+        oid = parse_object_id(customer_id)
+        return None if oid is None else await self.engine.find_one(Customer, Customer.id == oid)
 
     async def authenticate(self, email: str, password: str) -> Customer:
         customer = await self.engine.find_one(Customer, Customer.email_key == email_key(email))

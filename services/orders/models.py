@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from odmantic import EmbeddedModel, Field, Model
 from pymongo import ASCENDING, DESCENDING
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from shopkit.mongo import utcnow
 
 
 class OrderLine(EmbeddedModel):

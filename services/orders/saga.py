@@ -14,10 +14,10 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from pydantic import BaseModel, ConfigDict, Field
 
-from orders.service import IllegalTransition, OrderBook, parse_id
+from orders.service import IllegalTransition, OrderBook
 from orders.statuses import Actor, OrderStatus
 from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent
-from shopkit.mongo import handle_once
+from shopkit.mongo import handle_once, parse_object_id
 
 log = logging.getLogger("orders.saga")
 
@@ -40,7 +40,7 @@ class OrderSaga:
         """Handle ``stock_reserved`` / ``stock_rejected``; returns what happened (for logs and tests)."""
         target = OUTCOME_OF[event.type]
         reply = StockReply.model_validate(event.data)
-        oid = parse_id(reply.order_id)
+        oid = parse_object_id(reply.order_id)
         if oid is None:
             log.warning("stock reply %s names an invalid order id %r; ignored", event.id, reply.order_id)
             return "ignored"

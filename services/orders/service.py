@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import DESCENDING
 
@@ -21,7 +19,7 @@ from shopkit.context import current_correlation_id
 from shopkit.contracts.orders import CreateOrderRequest
 from shopkit.errors import ProblemError
 from shopkit.events import ORDER_CREATED, ORDER_UPDATED, CloudEvent, new_event
-from shopkit.mongo import in_transaction
+from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("orders.service")
@@ -30,15 +28,8 @@ SOURCE = "/microshop/orders"
 ORDERS = "orders"
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
-def parse_id(order_id: str) -> ObjectId | None:
-    try:
-        return ObjectId(order_id)
-    except (InvalidId, TypeError):
-        return None
 
 
 def order_not_found(order_id: str) -> ProblemError:
@@ -139,7 +130,7 @@ class OrderBook:
 
     async def _visible(self, principal: Principal, order_id: str) -> dict[str, Any]:
         """The order if the caller may see it; someone else's order is 404, like one that does not exist."""
-        oid = parse_id(order_id)
+        oid = parse_object_id(order_id)
         doc = None if oid is None else await self.orders.find_one({"_id": oid})
         if doc is None or (doc["customer_id"] != principal.id and not principal.is_admin):
             raise order_not_found(order_id)
@@ -165,7 +156,7 @@ class OrderBook:
         current = doc["status"]
         if not can_transition(current, target, actor):
             raise IllegalTransition(str(oid), current, target)
-        stamp = now()
+        stamp = utcnow()
         result = await self.orders.update_one(
             {"_id": oid, "status": current}, {"$set": {"status": target.value, "updated_at": stamp}},
             session=session)

@@ -8,11 +8,8 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
@@ -24,7 +21,7 @@ from products.schemas import ProductOut, ProductPage, SortKey
 from shopkit.contracts.products import CreateProductRequest, UpdateProductRequest
 from shopkit.errors import ProblemError
 from shopkit.events import PRODUCT_UPDATED, STOCK_LOW, CloudEvent, new_event
-from shopkit.mongo import in_transaction
+from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("products.catalog")
@@ -44,15 +41,8 @@ SORTS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
-def parse_id(product_id: str) -> ObjectId | None:
-    try:
-        return ObjectId(product_id)
-    except (InvalidId, TypeError):
-        return None
 
 
 def not_found(product_id: str) -> ProblemError:
@@ -136,7 +126,7 @@ class Catalog:
     # Reads ---------------------------------------------------------------------------------------
 
     async def get(self, product_id: str) -> ProductOut:
-        oid = parse_id(product_id)
+        oid = parse_object_id(product_id)
         if oid is None:
             raise not_found(product_id)
 
@@ -184,14 +174,14 @@ class Catalog:
         return ProductOut.from_doc(doc)
 
     async def update(self, product_id: str, req: UpdateProductRequest) -> ProductOut:
-        oid = parse_id(product_id)
+        oid = parse_object_id(product_id)
         if oid is None:
             raise not_found(product_id)
         changes = req.model_dump(exclude_unset=True)
 
         async def work(session: AsyncIOMotorClientSession) -> dict[str, Any]:
             result = await self.products.update_one(
-                {"_id": oid}, {"$set": {**changes, "updated_at": now()}}, session=session)
+                {"_id": oid}, {"$set": {**changes, "updated_at": utcnow()}}, session=session)
             if result.matched_count == 0:
                 raise not_found(product_id)
             doc = await self.products.find_one({"_id": oid}, session=session)
@@ -209,7 +199,7 @@ class Catalog:
         return ProductOut.from_doc(doc)
 
     async def delete(self, product_id: str) -> None:
-        oid = parse_id(product_id)
+        oid = parse_object_id(product_id)
         if oid is None:
             raise not_found(product_id)
 
@@ -225,7 +215,7 @@ class Catalog:
 
     async def adjust_stock(self, product_id: str, delta: int) -> ProductOut:
         """Add ``delta`` (may be negative) to the stock; 409 when the stock would go below 0."""
-        oid = parse_id(product_id)
+        oid = parse_object_id(product_id)
         if oid is None:
             raise not_found(product_id)
 
@@ -234,7 +224,7 @@ class Catalog:
             if delta < 0:
                 guard["stock"] = {"$gte": -delta}
             result = await self.products.update_one(
-                guard, {"$inc": {"stock": delta}, "$set": {"updated_at": now()}}, session=session)
+                guard, {"$inc": {"stock": delta}, "$set": {"updated_at": utcnow()}}, session=session)
             doc = await self.products.find_one({"_id": oid}, session=session)
             if doc is None:
                 raise not_found(product_id)

@@ -26,13 +26,11 @@ from products.catalog import (
     PRODUCTS,
     SOURCE,
     crossed_low_threshold,
-    now,
-    parse_id,
     product_event,
     stock_low_event,
 )
 from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent, new_event
-from shopkit.mongo import AlreadyHandled, in_transaction, mark_handled
+from shopkit.mongo import AlreadyHandled, in_transaction, mark_handled, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
 log = logging.getLogger("products.reservations")
@@ -127,13 +125,13 @@ class StockReservations:
                 return Outcome("skipped")  # cancelled before it arrived, or already decided
             events: list[CloudEvent] = []
             for pid, qty in lines:
-                oid = parse_id(pid)
+                oid = parse_object_id(pid)
                 if oid is None:
                     raise Shortage(pid, qty)
                 # Guarded decrement: the filter is the check, so stock never goes below zero.
                 result = await self.products.update_one(
                     {"_id": oid, "stock": {"$gte": qty}},
-                    {"$inc": {"stock": -qty}, "$set": {"updated_at": now()}}, session=session)
+                    {"$inc": {"stock": -qty}, "$set": {"updated_at": utcnow()}}, session=session)
                 if result.modified_count != 1:
                     raise Shortage(pid, qty)  # aborts the transaction: lines already taken are undone
                 doc = await self.products.find_one({"_id": oid}, session=session)
@@ -143,8 +141,8 @@ class StockReservations:
                 if crossed_low_threshold(doc["stock"] + qty, doc["stock"], doc["low_stock_threshold"]):
                     events.append(stock_low_event(doc))
             await self.reservations.insert_one(
-                {"_id": data.order_id, "status": RESERVED, "lines": line_data, "created_at": now(),
-                 "updated_at": now()}, session=session)
+                {"_id": data.order_id, "status": RESERVED, "lines": line_data, "created_at": utcnow(),
+                 "updated_at": utcnow()}, session=session)
             reply = new_event(STOCK_RESERVED, SOURCE, {
                 "order_id": data.order_id, "customer_id": data.customer_id, "items": line_data})
             await add_to_outbox(self.db, [reply, *events], session)
@@ -156,8 +154,8 @@ class StockReservations:
                 if await self.reservations.find_one({"_id": data.order_id}, session=session) is not None:
                     return Outcome("skipped")
                 await self.reservations.insert_one(
-                    {"_id": data.order_id, "status": REJECTED, "lines": line_data, "created_at": now(),
-                     "updated_at": now()}, session=session)
+                    {"_id": data.order_id, "status": REJECTED, "lines": line_data, "created_at": utcnow(),
+                     "updated_at": utcnow()}, session=session)
                 reply = new_event(STOCK_REJECTED, SOURCE, {
                     "order_id": data.order_id, "customer_id": data.customer_id, "items": line_data,
                     "reason": "insufficient-stock", "product_id": shortage.product_id,
@@ -194,22 +192,22 @@ class StockReservations:
             reservation = await self.reservations.find_one({"_id": data.order_id}, session=session)
             if reservation is None:
                 await self.reservations.insert_one(
-                    {"_id": data.order_id, "status": CANCELLED, "lines": [], "created_at": now(),
-                     "updated_at": now()}, session=session)
+                    {"_id": data.order_id, "status": CANCELLED, "lines": [], "created_at": utcnow(),
+                     "updated_at": utcnow()}, session=session)
                 return Outcome("tombstoned")
             changed = await self.reservations.update_one(
                 {"_id": data.order_id, "status": RESERVED},
-                {"$set": {"status": RELEASED, "updated_at": now()}}, session=session)
+                {"$set": {"status": RELEASED, "updated_at": utcnow()}}, session=session)
             if changed.modified_count != 1:
                 return Outcome(f"nothing to release ({reservation['status']})")
             touched = []
             events: list[CloudEvent] = []
             for line in reservation["lines"]:
-                oid = parse_id(line["product_id"])
+                oid = parse_object_id(line["product_id"])
                 if oid is None:
                     continue
                 await self.products.update_one(
-                    {"_id": oid}, {"$inc": {"stock": line["quantity"]}, "$set": {"updated_at": now()}},
+                    {"_id": oid}, {"$inc": {"stock": line["quantity"]}, "$set": {"updated_at": utcnow()}},
                     session=session)
                 doc = await self.products.find_one({"_id": oid}, session=session)
                 if doc is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from odmantic import AIOEngine
 from pymongo.errors import DuplicateKeyError
@@ -83,3 +86,16 @@ async def handle_once(
     except AlreadyHandled:
         log.info("event %s already handled by %s; skipped", event_id, consumer)
         return False, None
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, as every stored timestamp is."""
+    return datetime.now(UTC)
+
+
+def parse_object_id(value: str) -> ObjectId | None:
+    """The ObjectId an id string names, or None for anything that is not one (a caller's 404)."""
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        return None
