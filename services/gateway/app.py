@@ -107,6 +107,8 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         on_startup=[startup],
         on_shutdown=[shutdown],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        # Requests with an invalid token count against the caller's IP before they get their 401.
+        defer_auth_rejection=True,
         extra_middleware=[
             DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
                              trust_forwarded_for=settings.trust_forwarded_for),

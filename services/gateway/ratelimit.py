@@ -145,7 +145,8 @@ def is_limited_path(path: str) -> bool:
 class RateLimitMiddleware:
     """Runs after the auth middleware (so the caller's identity is known) for everything under ``/api``.
 
-    A request with an invalid token is refused by the auth middleware before it gets here.
+    A request with an invalid token is counted here too (against its IP, as it has no verified
+    identity), then refused with 401 after this middleware, so bad tokens cannot be sprayed unlimited.
     """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, trust_forwarded_for: bool) -> None:

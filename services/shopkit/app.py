@@ -25,7 +25,7 @@ from odmantic import AIOEngine
 from redis.asyncio import Redis
 
 from shopkit import mongo
-from shopkit.auth import AuthMiddleware, TokenVerifier, provide_principal
+from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
 from shopkit.broker import EventBus
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
@@ -71,6 +71,7 @@ def create_service_app(
     on_shutdown: Sequence[Hook] = (),
     dependencies: dict[str, Provide] | None = None,
     extra_middleware: Sequence[Any] = (),
+    defer_auth_rejection: bool = False,
     description: str | None = None,
 ) -> Litestar:
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
@@ -141,8 +142,10 @@ def create_service_app(
         dependencies=deps,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
-            DefineMiddleware(AuthMiddleware, verifier=resources.verifier),
+            DefineMiddleware(AuthMiddleware, verifier=resources.verifier, defer_rejection=defer_auth_rejection),
             *extra_middleware,
+            # With deferral, the extra middleware (a rate limiter) sees a bad token's request before the 401.
+            *([RejectInvalidTokenMiddleware] if defer_auth_rejection else []),
         ],
         on_app_init=[store_state],
         logging_config=None,

@@ -157,12 +157,15 @@ class AuthMiddleware:
     """Verifies a bearer token when one is sent and puts the :class:`Principal` on ``scope['user']``.
 
     A request without a token passes through anonymous: the route's guard decides whether
-    that is allowed. A bad token is refused here with 401, whatever the route.
+    that is allowed. A bad token is refused with 401, whatever the route: here, or, with
+    ``defer_rejection``, by :class:`RejectInvalidTokenMiddleware` further in, so that middleware
+    in between (the gateway's rate limiter) sees and counts the request first.
     """
 
-    def __init__(self, app: Any, verifier: TokenVerifier) -> None:
+    def __init__(self, app: Any, verifier: TokenVerifier, defer_rejection: bool = False) -> None:
         self.app = app
         self.verifier = verifier
+        self.defer_rejection = defer_rejection
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -184,14 +187,34 @@ class AuthMiddleware:
             if scope["type"] == "websocket":
                 await _reject_websocket(receive, send)
                 return
-            from shopkit.errors import problem_response
+            if not self.defer_rejection:
+                await _reject_http(scope, receive, send, str(exc))
+                return
+            scope["auth_error"] = str(exc)
+        await self.app(scope, receive, send)
 
-            response = problem_response(
-                401, str(exc), type_="invalid-token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-            await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
+
+class RejectInvalidTokenMiddleware:
+    """The 401 for a bad token that :class:`AuthMiddleware` deferred."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        error = scope.get("auth_error") if scope["type"] == "http" else None
+        if error:
+            await _reject_http(scope, receive, send, error)
             return
         await self.app(scope, receive, send)
+
+
+async def _reject_http(scope: Any, receive: Any, send: Any, reason: str) -> None:
+    from shopkit.errors import problem_response
+
+    response = problem_response(
+        401, reason, type_="invalid-token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+    await response.to_asgi_response(app=None, request=None)(scope, receive, send)  # type: ignore[arg-type]
 
 
 def _query_token(scope: Any) -> str | None:

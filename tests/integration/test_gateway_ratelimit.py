@@ -93,3 +93,16 @@ async def test_signed_in_callers_are_limited_per_user(
         over = await b.get("/customers/me", headers=token)
         assert over.status_code == 429
         assert over.headers["retry-after"]
+
+
+async def test_invalid_tokens_are_counted_against_the_callers_ip(limited: list[GatewayProc]) -> None:
+    bad = {"Authorization": "Bearer not.a.valid-token"}
+    async with clients_from("127.0.0.9", limited) as (a, b):
+        for i in range(LIMIT):
+            r = await (a if i % 2 == 0 else b).get("/customers/me", headers=bad)
+            assert r.status_code == 401, r.text
+            assert r.headers["ratelimit-remaining"] == str(LIMIT - 1 - i)
+        refused = await a.get("/customers/me", headers=bad)
+        assert refused.status_code == 429
+        # The same IP without a token is the same bucket: spraying tokens cannot reset it.
+        assert (await b.get("/auth/jwks")).status_code == 429
