@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
+from devtools.broker_cleanup import delete_namespace
 from devtools.procs import Proc, free_port
 from devtools.shop import LocalShop, ensure_private_key
 
@@ -149,6 +150,7 @@ def main() -> int:
         asyncio.run(run(args.seconds, args.concurrency, args.rounds, shop, plain, f"http://127.0.0.1:{plain_port}"))
     finally:
         shop.stop()
+        delete_namespace("amqp://guest:guest@127.0.0.1:5672/", shop.namespace)
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from devtools.broker_cleanup import delete_namespace
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
 
 
@@ -77,6 +78,7 @@ def main() -> None:
             print(f"settled rate, 20 products vs one hot product: {spread / hot:.2f}x")
         finally:
             shop.stop()
+            delete_namespace("amqp://guest:guest@127.0.0.1:5672/", shop.namespace)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from devtools import infra
+from devtools.broker_cleanup import delete_namespace
 from devtools.procs import Proc
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
-from tests.support.broker_cleanup import delete_namespace
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

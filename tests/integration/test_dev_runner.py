@@ -73,14 +73,14 @@ def _get_json(url: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("analytics", ["enabled", "disabled"])
-def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics: str) -> None:
+def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics: str, namespace: str) -> None:
     offset = _free_offset()
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "MICROSHOP_RATE_LIMIT_REQUESTS": "100000"}
     if analytics == "disabled":
         env["MICROSHOP_ANALYTICS_ENABLED"] = "false"
     # The README's command, in its own session like a terminal's foreground job; Ctrl-C is a
     # SIGINT to that whole process group.
-    args = f"--port-offset {offset} --state-dir {tmp_path} --namespace t{uuid.uuid4().hex[:8]}."
+    args = f"--port-offset {offset} --state-dir {tmp_path} --namespace {namespace}dev{uuid.uuid4().hex[:6]}."
     runner = subprocess.Popen(
         ["make", "--no-print-directory", "dev", f"ARGS={args}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

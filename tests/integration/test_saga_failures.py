@@ -36,8 +36,9 @@ from tests.integration.test_saga_support import (
 
 
 @pytest.fixture(scope="module")
-def own_shop(key_file: Path) -> Iterator[LocalShop]:
-    local = LocalShop(key_file=key_file, namespace=f"crash{uuid.uuid4().hex[:6]}.",
+def own_shop(key_file: Path, namespace: str) -> Iterator[LocalShop]:
+    # Under the session's namespace, so the session's clean-up deletes its queues too.
+    local = LocalShop(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
                       services=["customers", "products", "orders"], out=None,
                       env={"MICROSHOP_LOG_LEVEL": "INFO"})
     try:

@@ -19,8 +19,8 @@ def _names(kind: str, prefix: str) -> list[str]:
     if not shutil.which("rabbitmqctl"):
         return []
     try:
-        out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
+        out = subprocess.run(["rabbitmqctl", "-q", "--timeout", "30", f"list_{kind}", "name"],
+                             capture_output=True, text=True, timeout=40, check=True).stdout
     except (subprocess.SubprocessError, OSError) as exc:
         warnings.warn(f"could not list RabbitMQ {kind} to clean up: {exc}", stacklevel=1)
         return []
@@ -28,13 +28,13 @@ def _names(kind: str, prefix: str) -> list[str]:
 
 
 async def _delete(url: str, queues: list[str], exchanges: list[str]) -> None:
-    connection = await aio_pika.connect(url)
+    connection = await aio_pika.connect(url, timeout=10)
     async with connection:
         channel = await connection.channel()
         for queue in queues:
-            await channel.queue_delete(queue)
+            await channel.queue_delete(queue, timeout=10)
         for exchange in exchanges:
-            await channel.exchange_delete(exchange)
+            await channel.exchange_delete(exchange, timeout=10)
 
 
 def delete_namespace(url: str, prefix: str) -> int:
@@ -42,5 +42,9 @@ def delete_namespace(url: str, prefix: str) -> int:
     assert prefix, "refusing to delete everything"
     queues, exchanges = _names("queues", prefix), _names("exchanges", prefix)
     if queues or exchanges:
-        asyncio.run(_delete(url, queues, exchanges))
+        try:
+            # Bounded: a clean-up must never hang a test run, whatever state the broker is in.
+            asyncio.run(asyncio.wait_for(_delete(url, queues, exchanges), timeout=120))
+        except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
+            warnings.warn(f"could not delete the test queues under {prefix!r}: {exc!r}", stacklevel=1)
     return len(queues) + len(exchanges)
