@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from alerts.inbox import ADMINS, ALERTS, AlertOut, user_recipient
 from alerts.messages import (
@@ -31,7 +31,7 @@ from alerts.messages import (
     stock_low_message,
 )
 from alerts.push import PushHub
-from shopkit.events import ALERT_SENT, CloudEvent, new_event
+from shopkit.events import ALERT_SENT, CloudEvent, EventPayload, new_event
 from shopkit.mongo import handle_once
 from shopkit.orderstatus import older_than
 from shopkit.outbox import OutboxRelay, add_to_outbox
@@ -42,11 +42,7 @@ SOURCE = "/microshop/alerts"
 ORDER_STATES = "order_states"
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class OrderEventData(_EventData):
+class OrderEventData(EventPayload):
     """``order_created`` and ``order_updated`` (``new_status``, else ``status``, is where the order is now)."""
 
     order_id: str = Field(min_length=1)
@@ -63,7 +59,7 @@ class OrderEventData(_EventData):
         return self.new_status or self.status or "pending"
 
 
-class StockLowData(_EventData):
+class StockLowData(EventPayload):
     product_id: str = Field(min_length=1)
     name: str = ""
     sku: str | None = None

@@ -27,8 +27,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from shopkit.events import EventPayload
 from shopkit.orderstatus import rank
 
 COUNTED = frozenset({"confirmed", "shipped", "delivered"})
@@ -37,17 +38,13 @@ SAGA_REJECTED = "rejected"
 STATUSES = ("pending", "confirmed", "rejected", "cancelled", "shipped", "delivered")
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class LineData(_EventData):
+class LineData(EventPayload):
     product_id: str = Field(min_length=1)
     name: str = ""
     quantity: int = Field(ge=0)
 
 
-class OrderEventData(_EventData):
+class OrderEventData(EventPayload):
     """The fields analytics reads from ``order_created`` / ``order_updated``."""
 
     order_id: str = Field(min_length=1)

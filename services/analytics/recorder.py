@@ -15,12 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from analytics.orderfacts import OrderEventData, delta, merge, product_names
-from shopkit.events import CloudEvent
+from shopkit.events import CloudEvent, EventPayload
 from shopkit.mongo import handle_once
 
 log = logging.getLogger("analytics.recorder")
@@ -34,18 +34,14 @@ DUPLICATE_RETRIES = 5
 Invalidate = Callable[[], Awaitable[None]]
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class StockLowData(_EventData):
+class StockLowData(EventPayload):
     product_id: str = Field(min_length=1)
     name: str = ""
     stock: int
     low_stock_threshold: int | None = None
 
 
-class ProductUpdatedData(_EventData):
+class ProductUpdatedData(EventPayload):
     product_id: str = Field(min_length=1)
     name: str = ""
     stock: int
@@ -53,7 +49,7 @@ class ProductUpdatedData(_EventData):
     deleted: bool = False
 
 
-class AlertSentData(_EventData):
+class AlertSentData(EventPayload):
     type: str = Field(min_length=1)
 
 

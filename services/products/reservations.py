@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from products.catalog import (
     PRODUCTS,
@@ -29,7 +29,7 @@ from products.catalog import (
     product_event,
     stock_low_event,
 )
-from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent, new_event
+from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent, EventPayload, new_event
 from shopkit.mongo import AlreadyHandled, in_transaction, mark_handled, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
@@ -45,22 +45,18 @@ RELEASED = "released"
 CANCELLED = "cancelled"
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class OrderLineData(_EventData):
+class OrderLineData(EventPayload):
     product_id: str = Field(min_length=1)
     quantity: int = Field(ge=1)
 
 
-class OrderCreatedData(_EventData):
+class OrderCreatedData(EventPayload):
     order_id: str = Field(min_length=1)
     customer_id: str | None = None
     items: list[OrderLineData] = Field(min_length=1)
 
 
-class OrderUpdatedData(_EventData):
+class OrderUpdatedData(EventPayload):
     order_id: str = Field(min_length=1)
     new_status: str
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shopkit.context import current_correlation_id
 
@@ -56,3 +56,10 @@ def new_event(type_: str, source: str, data: dict[str, Any], *, correlation_id: 
     return CloudEvent(
         source=source, type=type_, data=data, correlationid=correlation_id or current_correlation_id()
     )
+
+
+class EventPayload(BaseModel):
+    """Base of a consumer's view of an event's ``data``: it reads the fields it needs and ignores the
+    rest (tolerant reader), so producers can add fields without breaking consumers."""
+
+    model_config = ConfigDict(extra="ignore")
