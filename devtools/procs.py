@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,6 +25,24 @@ COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 
 
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    Ports the kernel hands out for ``bind(0)`` are also what it gives outgoing connections; a
+    readiness poll against such a port before its server listens can connect the socket to itself.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12000), low)  # noqa: S311 - not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -41,7 +61,9 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URLs only
             return bool(200 <= resp.status < 300)
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # HTTPException too: polling a port nobody listens on yet can connect the socket to itself
+        # (TCP self-connect within the ephemeral range) and read our own request back.
         return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -15,15 +16,17 @@ from typing import Any
 import pytest
 
 from devtools.infra import reachable
-from devtools.procs import PYTHONPATH, ROOT, free_port, wait_until
+from devtools.procs import PYTHONPATH, ROOT, wait_until
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
 
 
 def _free_offset() -> int:
-    """An offset that puts all of 8000..8005 (+offset) on free ports."""
-    for _ in range(50):
-        offset = free_port() - 8000
-        if offset > 0 and all(not reachable(s.port + offset) for s in SERVICES):
+    """An offset that puts all of 8000..8005 (+offset) on free ports below 20000: under the kernel's
+    ephemeral range (no outgoing connection is handed one of them while the shop starts) and under
+    the range ``free_port`` picks from for the other test shops."""
+    for _ in range(200):
+        offset = random.randrange(100, 11000, 10)
+        if all(not reachable(s.port + offset) for s in SERVICES):
             return offset
     raise RuntimeError("no free port range found")
 
