@@ -9,8 +9,7 @@ from litestar.params import FromPath, Parameter
 from alerts.inbox import AlertOut, AlertPage, Inbox
 from shopkit.app import BEARER
 from shopkit.auth import Principal, requires_customer
-
-MAX_LIMIT = 100
+from shopkit.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
 class AlertController(Controller):
@@ -25,7 +24,7 @@ class AlertController(Controller):
         principal: NamedDependency[Principal],
         inbox: NamedDependency[Inbox],
         unread: bool | None = Parameter(default=None, description="true: only unread; false: only read"),
-        limit: int = Parameter(default=20, ge=1, le=MAX_LIMIT),
+        limit: int = Parameter(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         offset: int = Parameter(default=0, ge=0, le=1_000_000),
     ) -> AlertPage:
         """Signed-in users: customers see their own alerts; admins see every alert (customers' and the admins'

@@ -15,8 +15,8 @@ from orders.statuses import Actor, OrderStatus
 from shopkit.app import BEARER
 from shopkit.auth import Principal, requires_admin, requires_customer
 from shopkit.contracts.orders import CreateOrderRequest, StatusChangeRequest
+from shopkit.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-MAX_PAGE_SIZE = 100
 MAX_OFFSET = 100_000
 
 
@@ -46,7 +46,7 @@ class OrderController(Controller):
     @get("/", summary="My orders, newest first")
     async def my_orders(
         self, book: NamedDependency[OrderBook], principal: NamedDependency[Principal],
-        limit: int = Parameter(default=20, ge=1, le=MAX_PAGE_SIZE),
+        limit: int = Parameter(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
     ) -> OrderPage:
         return await book.mine(principal, limit, offset)

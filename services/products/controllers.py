@@ -12,8 +12,8 @@ from products.schemas import ProductOut, ProductPage, SortKey
 from shopkit.app import BEARER
 from shopkit.auth import requires_admin
 from shopkit.contracts.products import CreateProductRequest, StockAdjustmentRequest, UpdateProductRequest
+from shopkit.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
-MAX_PAGE_SIZE = 100
 MAX_OFFSET = 100_000
 
 
@@ -33,7 +33,7 @@ class ProductController(Controller):
         max_price: int | None = Parameter(default=None, ge=0),
         in_stock: FromQuery[bool | None] = None,
         sort: FromQuery[SortKey] = "name",
-        limit: int = Parameter(default=20, ge=1, le=MAX_PAGE_SIZE),
+        limit: int = Parameter(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
     ) -> ProductPage:
         return await catalog.list(ListQuery(q=q or None, category=category or None, min_price=min_price,
