@@ -4,7 +4,6 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 UV := $(shell $(PYTHON) scripts/install_uv.py)
-export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/operator:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
 .PHONY: help setup infra dev test lint typecheck check bench clean
