@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell $(PYTHON) scripts/install_uv.py)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: help setup infra dev test lint typecheck check bench clean
+.PHONY: help setup infra dev test lint typecheck check bench clean asyncapi
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -42,3 +42,6 @@ clean: ## remove the virtualenv, dev data and caches
 	rm -rf .venv .dev .pytest_cache .mypy_cache .ruff_cache
 
 -include mk/*.mk
+
+asyncapi: setup ## regenerate docs/asyncapi.json from the event catalogue (a test checks it is current)
+	$(UV) run --frozen python -m shopkit.asyncapi > docs/asyncapi.json

@@ -161,9 +161,10 @@ async def wait_for_status(client: httpx.AsyncClient, token: str, order_id: str, 
 
 @dataclass
 class WireTap:
-    """A temporary exclusive queue bound (``#``) to the session's order and product exchanges."""
+    """A temporary exclusive queue bound (``#``) to the session's order and product exchanges (or ``exchanges``)."""
 
     namespace: str
+    exchanges: tuple[str, ...] = ("order_exchange", "product_exchange")
     messages: list[dict[str, Any]] = field(default_factory=list)
     connection: aio_pika.abc.AbstractRobustConnection | None = None
 
@@ -172,7 +173,7 @@ class WireTap:
         channel = await self.connection.channel()
         queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
                                             auto_delete=True)
-        for name in ("order_exchange", "product_exchange"):
+        for name in self.exchanges:
             exchange = await channel.declare_exchange(self.namespace + name, aio_pika.ExchangeType.TOPIC,
                                                       durable=True)
             await queue.bind(exchange, routing_key="#")
