@@ -1,4 +1,4 @@
-"""The CloudEvents 1.0 envelope and the event catalogue (ARCHITECTURE.md, "Events")."""
+"""The CloudEvents 1.0 envelope and the event catalogue (docs/architecture.md, "Events")."""
 
 from __future__ import annotations
 
