@@ -66,7 +66,7 @@ def swagger_ui() -> str:
 
 def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
     # A mount: every /api/... path the gateway does not serve itself goes to the proxy. Litestar
-    # matches static paths (health, docs, and later the /api/ws WebSocket route) before a mount.
+    # matches static paths (health, docs, the /api/ws WebSocket route) before a mount.
     # The mount cuts /api off scope["path"]; the proxy puts the public path back (so problem
     # documents name it), hence copy_scope=False on purpose.
     @asgi(API_PREFIX, is_mount=True, copy_scope=False)

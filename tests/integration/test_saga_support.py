@@ -38,7 +38,7 @@ def via_gateway(shop: LocalShop) -> bool:
 
 
 class _PrefixRouter(httpx.AsyncBaseTransport):
-    """Until the gateway exists: ``/products/...`` goes to the products service, and so on."""
+    """For a shop started without its gateway: ``/products/...`` goes to the products service, and so on."""
 
     def __init__(self, shop: LocalShop) -> None:
         self.shop = shop
