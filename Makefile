@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 .PHONY: help setup infra dev test lint typecheck check bench clean asyncapi
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 setup: .venv/.synced ## create the virtualenv from uv.lock
 
@@ -26,6 +26,13 @@ dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database)
 
 test: infra ## run every test (PYTEST_ARGS to narrow)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit test-integration
+test-unit: setup ## the unit tier alone: no services, no network, seconds
+	$(UV) run --frozen pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: infra ## the integration tier: RabbitMQ, Redis, SecantusDB, the shop as processes (~3 min)
+	$(UV) run --frozen pytest tests/integration $(PYTEST_ARGS)
 
 lint: setup ## ruff
 	$(UV) run --frozen ruff check .

@@ -19,7 +19,7 @@ from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
-from tests.integration.test_saga_support import (
+from tests.support.saga import (
     WireTap,
     close_broker_connections,
     cloud_event,
