@@ -8,14 +8,11 @@ import httpx
 import pytest
 
 from shopkit.contracts.events import CATALOGUE
-from tests.integration import test_saga_support as support
-from tests.integration.test_saga_support import WireTap, auth, create_product, place_order, wait_for_status
-
-shop_api, admin, buyer = support.shop_api, support.admin, support.buyer
+from tests.support.saga import WireTap, auth, create_product, place_order, wait_for_status
 
 
 @pytest.fixture
-async def wire(namespace: str) -> AsyncIterator[WireTap]:
+async def all_events(namespace: str) -> AsyncIterator[WireTap]:
     tap = await WireTap(namespace, exchanges=tuple(sorted({m.EXCHANGE for m in CATALOGUE.values()}))).start()
     try:
         yield tap
@@ -24,7 +21,8 @@ async def wire(namespace: str) -> AsyncIterator[WireTap]:
 
 
 async def test_every_published_event_validates_against_its_catalogue_model(
-        shop_api: httpx.AsyncClient, admin: str, buyer: str, wire: WireTap) -> None:
+        shop_api: httpx.AsyncClient, admin: str, buyer: str, all_events: WireTap) -> None:
+    wire = all_events
     product = await create_product(shop_api, admin, stock=3, low_stock_threshold=1)
     confirmed = await place_order(shop_api, buyer, [(product["id"], 2)])  # stock 3 -> 1: stock_low
     assert (await wait_for_status(shop_api, buyer, confirmed["id"]))["status"] == "confirmed"
