@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -28,30 +27,25 @@ class Deps:
     notifier: Notifier
 
 
+async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+    """The push hub listens on Redis pub/sub for as long as the service runs."""
+    await inbox_module.ensure_indexes(res.db)
+    hub = PushHub(res.cache, Channels(res.settings.namespace))
+    await hub.start()
+    try:
+        yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub))
+    finally:
+        await hub.stop()
+
+
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    config = settings if isinstance(settings, Settings) else Settings()
-
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
-        await inbox_module.ensure_indexes(res.db)
-        hub = PushHub(res.cache, Channels(config.namespace))
-        await hub.start()
-        try:
-            yield Deps(config, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub))
-        finally:
-            await hub.stop()
-
-    service = Service(
-        config,
-        title="microshop alerts",
+    alerts = Service(
+        Settings, settings, build=build, routes=[AlertController, alerts_socket],
+        uses=Uses(redis=True, events=True, outbox=True), title="microshop alerts",
         description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
                     "at /alerts/ws.",
-        routes=[AlertController, alerts_socket],
-        deps=Deps,
-        build=build,
-        uses=Uses(redis=True, events=True, outbox=True),
     )
-    service.consume(OrderCreated, lambda deps: deps.notifier.on_order_events)
-    service.consume(OrderUpdated, lambda deps: deps.notifier.on_order_events)
-    service.consume(StockLow, lambda deps: deps.notifier.on_stock_low)
-    return service.app()
+    for order_event in (OrderCreated, OrderUpdated):
+        alerts.consume(order_event, lambda deps: deps.notifier.on_order_events)
+    alerts.consume(StockLow, lambda deps: deps.notifier.on_stock_low)
+    return alerts.app()

@@ -6,7 +6,6 @@ The shop runs without it when ``MICROSHOP_ANALYTICS_ENABLED=false`` (the gateway
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -27,31 +26,28 @@ class Deps:
     recorder: Recorder
 
 
+async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+    await ensure_indexes(res.db)
+    config = res.settings
+    cache = DashboardCache(res.cache, res.db, namespace=config.namespace,
+                           max_staleness_seconds=config.dashboard_max_staleness_seconds,
+                           top_limit=config.top_products_limit, revenue_days=config.revenue_days)
+    yield Deps(cache, Recorder(res.client, res.db, cache.invalidate))
+
+
+# Every event analytics folds into its aggregates, and the recorder's handler for it.
+FEEDS = {
+    OrderCreated: lambda deps: deps.recorder.on_order_events,
+    OrderUpdated: lambda deps: deps.recorder.on_order_events,
+    StockLow: lambda deps: deps.recorder.on_stock_low,
+    ProductUpdated: lambda deps: deps.recorder.on_product_updated,
+    AlertSent: lambda deps: deps.recorder.on_alert_sent,
+}
+
+
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
-        await ensure_indexes(res.db)
-        cache = DashboardCache(
-            res.cache, res.db, namespace=settings.namespace,
-            max_staleness_seconds=settings.dashboard_max_staleness_seconds,
-            top_limit=settings.top_products_limit, revenue_days=settings.revenue_days,
-        )
-        yield Deps(cache, Recorder(res.client, res.db, cache.invalidate))
-
-    service = Service(
-        settings,
-        title="microshop analytics",
-        description="Aggregates of orders, revenue, products and stock, fed by events; the admin dashboard.",
-        routes=[DashboardController],
-        deps=Deps,
-        build=build,
-        uses=Uses(redis=True, events=True),
-    )
-    service.consume(OrderCreated, lambda deps: deps.recorder.on_order_events)
-    service.consume(OrderUpdated, lambda deps: deps.recorder.on_order_events)
-    service.consume(StockLow, lambda deps: deps.recorder.on_stock_low)
-    service.consume(ProductUpdated, lambda deps: deps.recorder.on_product_updated)
-    service.consume(AlertSent, lambda deps: deps.recorder.on_alert_sent)
-    return service.app()
+    return Service(Settings, settings, build=build, routes=[DashboardController], consumes=FEEDS,
+                   uses=Uses(redis=True, events=True),
+                   title="microshop analytics",
+                   description="Aggregates of orders, revenue, products and stock, fed by events; the admin dashboard.",
+                   ).app()

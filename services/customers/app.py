@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,30 +25,24 @@ class Deps:
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-    key = load_signing_key(settings)
+    config = settings if isinstance(settings, Settings) else Settings()
+    key = load_signing_key(config)  # at creation: a missing or bad key fails before anything listens
 
     async def local_jwks() -> dict[str, Any]:
         return key.jwks()
 
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         await res.odm.configure_database([Customer, RefreshToken])  # type: ignore[arg-type]
-        accounts = Accounts(res.odm, settings, key)
-        if settings.admin_email and settings.admin_password:
+        accounts = Accounts(res.odm, config, key)
+        if config.admin_email and config.admin_password:
             # The configured admin goes through the same rules as a registration, so a typo in the
             # Secret fails the start-up loudly instead of creating an account nobody can use.
-            admin = RegisterRequest(email=settings.admin_email, password=settings.admin_password.get_secret_value(),
+            admin = RegisterRequest(email=config.admin_email, password=config.admin_password.get_secret_value(),
                                     name="Administrator")
             await accounts.ensure_admin(str(admin.email), admin.password)
         yield Deps(accounts)
 
-    return Service(
-        settings,
-        title="microshop customers",
-        description="Registration, login, token refresh, JWKS and the caller's profile.",
-        routes=[AuthController, MeController],
-        deps=Deps,
-        build=build,
-        verifier=TokenVerifier(settings, source=local_jwks),
-    ).app()
+    return Service(Settings, config, build=build, routes=[AuthController, MeController],
+                   verifier=TokenVerifier(config, source=local_jwks),
+                   title="microshop customers",
+                   description="Registration, login, token refresh, JWKS and the caller's profile.").app()

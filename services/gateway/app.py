@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,13 +81,11 @@ class Deps:
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-    gateway = Gateway(settings, load_registry())
-    proxy = Proxy(settings, gateway.upstreams, gateway.contracts)
-    sockets = WebSocketUpstream(settings.alerts_url)
+    config = settings if isinstance(settings, Settings) else Settings()
+    gateway = Gateway(config, load_registry())
+    sockets = WebSocketUpstream(config.alerts_url)
 
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         gateway.limiter.bind(res.cache)
         await gateway.upstreams.start()
         try:
@@ -97,21 +94,14 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
             await gateway.upstreams.close()
             await sockets.close()
 
-    return Service(
-        settings,
-        title="microshop gateway",
-        description="The single entry point: /api/<path> is routed to the service owning <path>.",
-        routes=[shop_health, combined_openapi, swagger_ui, ws_route(sockets, settings.ws_send_timeout_seconds),
-                proxy_route(proxy)],
-        deps=Deps,
-        build=build,
-        # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
-        # outage must not take the shop's only entry point out of the load balancer.
-        uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
-        # Requests with an invalid token count against the caller's IP before they get their 401.
-        defer_auth_rejection=True,
-        middleware=[
-            DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
-                             trust_forwarded_for=settings.trust_forwarded_for),
-        ],
-    ).app()
+    edge = [shop_health, combined_openapi, swagger_ui, ws_route(sockets, config.ws_send_timeout_seconds),
+            proxy_route(Proxy(config, gateway.upstreams, gateway.contracts))]
+    # Requests with an invalid token count against the caller's IP before they get their 401.
+    limit = DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
+                             trust_forwarded_for=config.trust_forwarded_for)
+    return Service(Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
+                   # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
+                   # outage must not take the shop's only entry point out of the load balancer.
+                   uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
+                   title="microshop gateway",
+                   description="The single entry point: /api/<path> is routed to the service owning <path>.").app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,30 +24,21 @@ class Deps:
     saga: OrderSaga
 
 
+async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+    await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
+    catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds)
+    await catalog.start()
+    book = OrderBook(res.client, res.db, catalog, res.outbox)
+    try:
+        yield Deps(book, OrderSaga(book))
+    finally:
+        await book.placements.close()
+        await catalog.close()
+
+
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
-        await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
-        catalog = CatalogClient(settings.products_url, settings.catalog_timeout_seconds)
-        await catalog.start()
-        try:
-            book = OrderBook(res.client, res.db, catalog, res.outbox)
-            yield Deps(book, OrderSaga(book))
-            await book.placements.close()
-        finally:
-            await catalog.close()
-
-    service = Service(
-        settings,
-        title="microshop orders",
-        description="Orders: placement, the status state machine and the orders side of the order saga.",
-        routes=[OrderController],
-        deps=Deps,
-        build=build,
-        uses=Uses(events=True, outbox=True),
-    )
-    service.consume(StockReserved, lambda deps: deps.saga.settle)
-    service.consume(StockRejected, lambda deps: deps.saga.settle)
-    return service.app()
+    settle = {reply: (lambda deps: deps.saga.settle) for reply in (StockReserved, StockRejected)}
+    return Service(Settings, settings, build=build, routes=[OrderController], consumes=settle,
+                   uses=Uses(events=True, outbox=True), title="microshop orders",
+                   description="Orders: placement, the status state machine and the orders side of the order saga.",
+                   ).app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,27 +25,21 @@ class Deps:
     reservations: StockReservations
 
 
+async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+    await res.odm.configure_database([Product, Reservation])  # type: ignore[arg-type]
+    catalog = Catalog(res.client, res.db, ProductCache(res.cache, res.settings.namespace,
+                                                       res.settings.cache_ttl_seconds), res.outbox)
+    if res.settings.seed_demo:
+        await seed_demo_catalog(catalog)
+    yield Deps(catalog, StockReservations(res.client, res.db, catalog.after_commit))
+
+
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-
-    @contextlib.asynccontextmanager
-    async def build(res: Resources) -> AsyncIterator[Deps]:
-        await res.odm.configure_database([Product, Reservation])  # type: ignore[arg-type]
-        cache = ProductCache(res.cache, settings.namespace, settings.cache_ttl_seconds)
-        catalog = Catalog(res.client, res.db, cache, res.outbox)
-        if settings.seed_demo:
-            await seed_demo_catalog(catalog)
-        yield Deps(catalog, StockReservations(res.client, res.db, catalog.after_commit))
-
-    service = Service(
-        settings,
+    return Service(
+        Settings, settings, build=build, routes=[ProductController],
+        consumes={OrderCreated: lambda deps: deps.reservations.reserve,
+                  OrderUpdated: lambda deps: deps.reservations.release},
+        uses=Uses(redis=True, events=True, outbox=True),
         title="microshop products",
         description="The catalog (public reads, admin writes) and stock reservations for the order saga.",
-        routes=[ProductController],
-        deps=Deps,
-        build=build,
-        uses=Uses(redis=True, events=True, outbox=True),
-    )
-    service.consume(OrderCreated, lambda deps: deps.reservations.reserve)
-    service.consume(OrderUpdated, lambda deps: deps.reservations.release)
-    return service.app()
+    ).app()

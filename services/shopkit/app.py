@@ -4,10 +4,10 @@ A service says three things and the kit does the rest:
 
 1. what it connects to (``mongo``, ``redis``, ``events``, ``outbox``) — the kit connects each in
    the app's lifespan, closes it again, and registers its readiness check;
-2. its dependencies object (a dataclass, ``deps``), built by an async context manager once those
-   resources are connected (``build``) — every field of it is injectable by name into routes
-   (Litestar DI), and subscribers are handed it;
-3. its routes and its subscriptions (``consume``: an event model and the handler of a batch of
+2. its dependencies object (a dataclass), yielded by an async generator once those resources are
+   connected (``build``) — every field of it is injectable by name into routes (Litestar DI),
+   and subscribers are handed it;
+3. its routes and what it consumes (``consumes``: an event model → the handler of a batch of
    such events, picked from the dependencies object).
 
 The kit adds logging, request ids, JWT auth, problem+json errors, health and OpenAPI, starts
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+import typing
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -49,13 +50,14 @@ from shopkit.settings import ServiceSettings
 
 D = TypeVar("D")
 P = TypeVar("P", bound=EventData)
+S = TypeVar("S", bound=ServiceSettings)
 
 
 @dataclass
-class Resources:
+class Resources(Generic[S]):
     """The connections of a running service, handed to its ``build``."""
 
-    settings: ServiceSettings
+    settings: S
     mongo_client: AsyncIOMotorClient[Any] | None = None
     engine: AIOEngine | None = None
     redis: Redis | None = None
@@ -90,7 +92,11 @@ class Resources:
         return self.relay
 
 
-Build = Callable[[Resources], contextlib.AbstractAsyncContextManager[D]]
+Build = Callable[[Resources[S]], AsyncIterator[D]]
+"""An async generator: set up what the service needs, yield its dependencies object, tear down after."""
+
+Consumers = Mapping[Any, Callable[[D], BatchHandler[Any]]]
+"""Event model → the handler of a batch of such events, picked from the dependencies object."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ class Uses:
 
 
 @contextlib.asynccontextmanager
-async def connect(settings: ServiceSettings, uses: Uses, bus: EventBus | None) -> AsyncIterator[Resources]:
+async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterator[Resources[S]]:
     """Connect what ``uses`` names, register each readiness check, and close everything on exit."""
     res = Resources(settings=settings, bus=bus)
     async with contextlib.AsyncExitStack() as stack:
@@ -138,37 +144,45 @@ async def connect(settings: ServiceSettings, uses: Uses, bus: EventBus | None) -
         yield res
 
 
-class Service(Generic[D]):
-    """A service's declaration; :meth:`app` builds its Litestar app."""
+class Service(Generic[S, D]):
+    """A service's declaration; :meth:`app` builds its Litestar app.
+
+    ``settings`` may be ``None`` or the kit's base settings (tests pass those): the service's
+    own ``settings_type`` is then read from the environment. The dependencies type is what
+    ``build`` yields (its return annotation, ``AsyncIterator[Deps]``).
+    """
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings_type: type[S],
+        settings: ServiceSettings | None,
         *,
+        build: Build[S, D],
+        routes: Sequence[ControllerRouterHandler],
+        consumes: Consumers[D] | None = None,
+        uses: Uses = Uses(),
         title: str,
         description: str,
-        routes: Sequence[ControllerRouterHandler],
-        deps: type[D],
-        build: Build[D],
-        uses: Uses = Uses(),
         verifier: TokenVerifier | None = None,
         middleware: Sequence[DefineMiddleware] = (),
         defer_auth_rejection: bool = False,
     ) -> None:
-        configure_logging(settings.service_name, settings.log_level, settings.log_format)
-        self.settings = settings
+        self.settings: S = settings if isinstance(settings, settings_type) else settings_type()
+        configure_logging(self.settings.service_name, self.settings.log_level, self.settings.log_format)
         self.title = title
         self.description = description
         self.routes = list(routes)
-        self.deps_type = deps
-        self.build = build
+        self.build = contextlib.asynccontextmanager(build)
+        self.deps_type: type[D] = typing.get_type_hints(build)["return"].__args__[0]
         self.uses = uses
-        self.verifier = verifier or TokenVerifier(settings)
+        self.verifier = verifier or TokenVerifier(self.settings)
         self.middleware = list(middleware)
         self.defer_auth_rejection = defer_auth_rejection
-        self.bus = EventBus(settings, create_broker(settings)) if uses.events else None
+        self.bus = EventBus(self.settings, create_broker(self.settings)) if uses.events else None
         self._deps: D | None = None
         self._checks: dict[str, ReadinessCheck] = {}
+        for model, pick in (consumes or {}).items():
+            self.consume(model, pick)
 
     @property
     def deps(self) -> D:
@@ -176,7 +190,7 @@ class Service(Generic[D]):
             raise RuntimeError(f"{self.settings.service_name} is not started")
         return self._deps
 
-    def consume(self, model: type[P], pick: Callable[[D], BatchHandler[P]], *, max_batch: int | None = None,
+    def consume(self, model: type[EventData], pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
                 linger: float | None = None) -> None:
         """Subscribe to ``model``'s event type; each batch goes to ``pick(deps)`` once the service runs."""
         assert self.bus is not None, "declare uses=Uses(events=True) to consume events"
@@ -236,7 +250,7 @@ class Service(Generic[D]):
         return app
 
 
-def _field_provider(service: Service[Any], name: str) -> Callable[[], Any]:
+def _field_provider(service: Service[Any, Any], name: str) -> Callable[[], Any]:
     def provide() -> Any:
         return getattr(service.deps, name)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -202,11 +201,10 @@ class NoDeps:
 
 
 async def test_service_app_puts_request_id_on_routing_errors() -> None:
-    @contextlib.asynccontextmanager
-    async def build(_: Resources) -> AsyncIterator[NoDeps]:
+    async def build(_: Resources[ServiceSettings]) -> AsyncIterator[NoDeps]:
         yield NoDeps()
 
-    app = Service(ServiceSettings(), title="t", description="d", routes=[conflict], deps=NoDeps, build=build,
+    app = Service(ServiceSettings, None, title="t", description="d", routes=[conflict], build=build,
                   uses=Uses(mongo=False)).app()
     async with AsyncTestClient(app) as client:
         missing = await client.get("/no-such-route")

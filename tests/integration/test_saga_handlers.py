@@ -1,0 +1,183 @@
+"""The saga's and the notifier's batch handlers under FastStream's TestRabbitBroker, against SecantusDB.
+
+The broker is FastStream's in-memory test broker (deliveries go straight to the kit's batching
+subscriber); the database is the session's real SecantusDB and the push hub a real Redis. Each
+test uses a database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from faststream.rabbit import TestRabbitBroker
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from redis.asyncio import Redis
+
+from alerts.notifier import Notifier
+from alerts.push import Channels, PushHub
+from orders.catalog import CatalogClient
+from orders.saga import OrderSaga
+from orders.service import OrderBook
+from products.models import Product
+from products.reservations import StockReservations
+from shopkit.broker import EventBus, create_broker
+from shopkit.contracts.events import (
+    OrderCreated,
+    OrderLine,
+    OrderUpdated,
+    StockLow,
+    StockRejected,
+    StockReserved,
+)
+from shopkit.events import CloudEvent, new_event
+from shopkit.outbox import OUTBOX, OutboxRelay
+from shopkit.settings import ServiceSettings
+
+Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+
+
+@pytest.fixture
+async def database(mongo_url: str) -> AsyncIterator[Db]:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    yield client, client[f"h{uuid.uuid4().hex[:10]}"]
+    client.close()
+
+
+def bus_for(service: str) -> EventBus:
+    settings = ServiceSettings(service_name=service, namespace=f"h{uuid.uuid4().hex[:6]}.")
+    return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
+
+
+async def outbox_events(db: AsyncIOMotorDatabase[Any]) -> list[dict[str, Any]]:
+    return [doc["event"] async for doc in db[OUTBOX].find({}).sort("seq", 1)]
+
+
+def order_created(order_id: str, product_id: str, quantity: int) -> CloudEvent:
+    return new_event(OrderCreated(order_id=order_id, customer_id="c1", total=100 * quantity, currency="EUR",
+                                  items=(OrderLine(product_id=product_id, unit_price=100, quantity=quantity),)),
+                     "/tests")
+
+
+async def publish_all(bus: EventBus, events: Iterable[CloudEvent]) -> None:
+    """Concurrently, as a consumer's prefetch window delivers them: they share batches."""
+    await asyncio.gather(*(bus.publish(e) for e in events))
+
+
+async def no_cache(_: Iterable[str]) -> None:
+    return None
+
+
+async def test_reserve_decides_a_batch_in_arrival_order_and_a_redelivery_changes_nothing(database: Db) -> None:
+    client, db = database
+    product = Product(sku="H-1", name="Hot", category="c", price=100, currency="EUR", stock=5, low_stock_threshold=1)
+    await db["products"].insert_one(product.model_dump_doc())
+    pid = str(product.id)
+    bus = bus_for("products")
+    sub = bus.subscribe(OrderCreated, StockReservations(client, db, no_cache).reserve, linger=0.05)
+    events = [order_created(f"o{i}", pid, q) for i, q in enumerate([2, 4, 3, 1])]  # 5 → o0 takes 2, o1 can't...
+    async with TestRabbitBroker(bus.broker):
+        await publish_all(bus, events)
+        await publish_all(bus, events[:2])  # redelivered
+    assert sub.batcher is not None and sub.batcher.stats.largest > 1  # they really shared a batch
+    assert (await db["products"].find_one({"_id": product.id}))["stock"] == 0  # 5 - 2 - 3, o3 finds none left
+    decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
+    assert decided == {"o0": "reserved", "o1": "rejected", "o2": "reserved", "o3": "rejected"}
+    replies = [(e["type"], e["data"]["order_id"]) for e in await outbox_events(db) if e["type"].startswith("stock_r")]
+    assert replies == [("stock_reserved", "o0"), ("stock_rejected", "o1"), ("stock_reserved", "o2"),
+                       ("stock_rejected", "o3")]
+    low = [e for e in await outbox_events(db) if e["type"] == "stock_low"]
+    assert [e["data"]["stock"] for e in low] == [0]  # crossed once
+
+
+async def test_release_gives_stock_back_once_and_a_cancel_first_leaves_a_tombstone(database: Db) -> None:
+    client, db = database
+    product = Product(sku="H-2", name="P", category="c", price=100, currency="EUR", stock=4, low_stock_threshold=0)
+    await db["products"].insert_one(product.model_dump_doc())
+    pid = str(product.id)
+    reservations = StockReservations(client, db, no_cache)
+    bus = bus_for("products")
+    bus.subscribe(OrderCreated, reservations.reserve)
+    bus.subscribe(OrderUpdated, reservations.release)
+
+    def cancelled(order_id: str) -> CloudEvent:
+        return new_event(OrderUpdated(order_id=order_id, customer_id="c1", old_status="confirmed",
+                                      new_status="cancelled", status="cancelled"), "/tests")
+
+    async with TestRabbitBroker(bus.broker):
+        await bus.publish(order_created("kept", pid, 3))
+        cancel = cancelled("kept")
+        await publish_all(bus, [cancel, cancel, cancelled("early")])  # twice, and one before its order
+        await bus.publish(order_created("early", pid, 1))
+    assert (await db["products"].find_one({"_id": product.id}))["stock"] == 4
+    decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
+    assert decided == {"kept": "released", "early": "cancelled"}
+
+
+async def test_settle_confirms_or_rejects_pending_orders_only(database: Db) -> None:
+    client, db = database
+    bus = bus_for("orders")
+    book = OrderBook(client, db, CatalogClient("http://127.0.0.1:9", 1.0), OutboxRelay(db, bus))
+    saga = OrderSaga(book)
+    bus.subscribe(StockReserved, saga.settle, linger=0.05)
+    bus.subscribe(StockRejected, saga.settle, linger=0.05)
+    ids = [ObjectId() for _ in range(4)]
+    for oid, status in zip(ids, ["pending", "pending", "pending", "cancelled"], strict=True):
+        await db["orders"].insert_one({"_id": oid, "customer_id": "c1", "status": status, "total": 100,
+                                       "currency": "EUR", "items": [{"product_id": "p", "name": "P",
+                                                                     "unit_price": 100, "quantity": 1}]})
+    kinds = [StockReserved, StockReserved, StockRejected, StockReserved]
+    replies = [new_event(kind(order_id=str(oid)), "/t") for kind, oid in zip(kinds, ids, strict=True)]
+    async with TestRabbitBroker(bus.broker):
+        await publish_all(bus, replies)
+        await publish_all(bus, replies)  # redelivered: nothing moves twice
+    statuses = {doc["_id"]: doc["status"] async for doc in db["orders"].find({})}
+    assert [statuses[oid] for oid in ids] == ["confirmed", "confirmed", "rejected", "cancelled"]
+    updates = [e for e in await outbox_events(db) if e["type"] == "order_updated"]
+    assert sorted((e["data"]["order_id"], e["data"]["new_status"]) for e in updates) == sorted(
+        [(str(ids[0]), "confirmed"), (str(ids[1]), "confirmed"), (str(ids[2]), "rejected")])
+    for e in updates:
+        OrderUpdated.model_validate(e["data"])
+
+
+async def test_notifier_stores_alerts_once_drops_stale_events_and_pushes_after_commit(database: Db) -> None:
+    client, db = database
+    bus = bus_for("alerts")
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    channels = Channels(f"h{uuid.uuid4().hex[:6]}.")
+    hub = PushHub(redis, channels)
+    notifier = Notifier(client, db, OutboxRelay(db, bus), hub)
+    bus.subscribe(OrderCreated, notifier.on_order_events, linger=0.05)
+    bus.subscribe(OrderUpdated, notifier.on_order_events, linger=0.05)
+    bus.subscribe(StockLow, notifier.on_stock_low)
+    listener = redis.pubsub()
+    await listener.subscribe(channels.user("c1"), channels.role("admin"))
+    confirmed = new_event(OrderUpdated(order_id="o1", customer_id="c1", old_status="pending", new_status="confirmed",
+                                       status="confirmed"), "/t")
+    created = new_event(OrderCreated(order_id="o1", customer_id="c1", items=(OrderLine(product_id="p", quantity=1),)),
+                        "/t")
+    try:
+        async with TestRabbitBroker(bus.broker):
+            await bus.publish(confirmed)
+            await publish_all(bus, [created, confirmed])  # stale (pending after confirmed) and a redelivery
+            await bus.publish(new_event(StockLow(product_id="p", name="Mug", stock=1, low_stock_threshold=2), "/t"))
+        frames: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(frames) < 3 and asyncio.get_running_loop().time() < deadline:
+            message = await listener.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:  # (None also stands for the subscription confirmations)
+                frames.append(json.loads(message["data"])["type"])
+        if (extra := await listener.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
+            frames.append(json.loads(extra["data"])["type"])  # nothing more may come
+    finally:
+        await listener.aclose()
+        await redis.aclose()
+    alerts = [(doc["recipient"], doc["type"], doc["data"].get("status")) async for doc in db["alerts"].find({})]
+    assert sorted(alerts) == [("role:admin", "stock_low", None), ("user:c1", "order_status", "confirmed")]
+    assert frames.count("order_status") == 1 and frames.count("alert") == 2
+    assert [e["type"] for e in await outbox_events(db)] == ["alert_sent", "alert_sent"]
