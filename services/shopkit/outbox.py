@@ -52,10 +52,10 @@ async def add_to_outbox(
 
 
 class OutboxRelay:
-    """Publishes unsent outbox records in creation order; woken after commits, polls as a fallback."""
+    """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
-                 batch: int = 100, retention_seconds: float = 3600) -> None:
+                 batch: int = 256, retention_seconds: float = 3600) -> None:
         self.db = db
         self.bus = bus
         self.poll_seconds = poll_seconds
@@ -73,27 +73,39 @@ class OutboxRelay:
         return await self.db[OUTBOX].count_documents({"sent": False})
 
     async def drain_once(self) -> int:
-        """Publish one batch; returns how many records were published."""
-        cursor = self.db[OUTBOX].find({"sent": False}).sort("seq", ASCENDING).limit(self.batch)
-        sent: list[Any] = []
-        try:
-            async for doc in cursor:
-                event = CloudEvent.model_validate(doc["event"])
-                token = correlation_id_var.set(event.correlationid)
-                try:
-                    await self.bus.publish(event)  # in order, each confirmed before the next
-                finally:
-                    correlation_id_var.reset(token)
-                sent.append(doc["_id"])
-        finally:
-            # One write marks what was confirmed, also when a later publish failed; a crash before it
-            # re-publishes the batch, which consumers dedupe by event id.
-            if sent:
-                await self.db[OUTBOX].update_many(
-                    {"_id": {"$in": sent}, "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
-                )
+        """Publish one batch; returns how many records were published.
+
+        The batch is published pipelined: every record is handed to the channel in order (the
+        channel writes them in that order) and the publisher confirms are awaited together, so a
+        batch costs about one round trip instead of one per record. What was confirmed is marked
+        sent with one write.
+        """
+        docs = await self.db[OUTBOX].find({"sent": False}).sort("seq", ASCENDING).limit(self.batch).to_list(
+            self.batch)
+        if not docs:
+            await self._purge_sent()
+            return 0
+        events = [CloudEvent.model_validate(doc["event"]) for doc in docs]
+        results = await asyncio.gather(*(self._publish(event) for event in events), return_exceptions=True)
+        sent = [doc["_id"] for doc, result in zip(docs, results, strict=True) if result is None]
+        # One write marks what was confirmed, also when another publish failed; a crash before it
+        # re-publishes the batch, which consumers dedupe by event id.
+        if sent:
+            await self.db[OUTBOX].update_many(
+                {"_id": {"$in": sent}, "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
+            )
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
         await self._purge_sent()
         return len(sent)
+
+    async def _publish(self, event: CloudEvent) -> None:
+        token = correlation_id_var.set(event.correlationid)
+        try:
+            await self.bus.publish(event)
+        finally:
+            correlation_id_var.reset(token)
 
     async def _purge_sent(self) -> None:
         """Delete records sent longer than ``retention`` ago, at most once a minute, so the outbox stays small."""
