@@ -45,7 +45,6 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
                     "at /alerts/ws.",
     )
-    for order_event in (OrderCreated, OrderUpdated):
-        alerts.consume(order_event, lambda deps: deps.notifier.on_order_events)
-    alerts.consume(StockLow, lambda deps: deps.notifier.on_stock_low)
+    # One batch (one transaction) serves the deliveries of all three queues.
+    alerts.consume((OrderCreated, OrderUpdated, StockLow), lambda deps: deps.notifier.handle)
     return alerts.app()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,97 +91,80 @@ class Notifier:
         self.relay = relay
         self.hub = hub
 
-    async def _commit(self, consumer: str, batch: Sequence[Delivery[Any]],
-                      decide: Callable[[AsyncIOMotorClientSession, list[Delivery[Any]]],
-                                       Awaitable[list[tuple[Delivery[Any], dict[str, Any]]]]]
-                      ) -> list[dict[str, Any]]:
-        """One transaction for the batch: markers, what ``decide`` writes, the alerts and their ``alert_sent``."""
-        made: list[dict[str, Any]] = []
+    async def handle(self, batch: Sequence[Delivery[OrderCreated | OrderUpdated | StockLow]]) -> list[Push]:
+        """A batch of ``order_created``, ``order_updated`` and ``stock_low``, in one transaction.
+
+        Order events: an alert for the customer and an ``order_status`` frame, unless the event is
+        stale (its status is not further along than the one already seen for its order: a socket
+        never sees an order go back). ``stock_low``: one alert addressed to the admins.
+        """
+        made: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
         async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
             made.clear()  # a retried transaction starts over
-            alerts = await decide(session, [batch[i] for i in fresh])
+            deliveries = [batch[i] for i in fresh]
+            alerts = await self._order_alerts(session, [d for d in deliveries if not isinstance(d.data, StockLow)])
+            alerts += [(d, self._stock_alert(d), None) for d in deliveries if isinstance(d.data, StockLow)]
             if alerts:
-                await self.db[ALERTS].insert_many([doc for _, doc in alerts], ordered=False, session=session)
-                await add_to_outbox(self.db, [_alert_sent(doc, d.correlation_id) for d, doc in alerts], session)
-            made.extend(doc for _, doc in alerts)
+                await self.db[ALERTS].insert_many([doc for _, doc, _ in alerts], ordered=False, session=session)
+                await add_to_outbox(self.db, [_alert_sent(doc, d.correlation_id) for d, doc, _ in alerts], session)
+            made.extend((doc, order_frame) for _, doc, order_frame in alerts)
 
-        await apply_batch_once(self.client, self.db, consumer, [d.id for d in batch], effect)
+        if batch:
+            await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
         if made:
             self.relay.notify()
-        return made
-
-    async def on_order_events(self, batch: Sequence[Delivery[OrderCreated]] | Sequence[Delivery[OrderUpdated]]
-                              ) -> list[Push]:
-        """``order_created`` / ``order_updated``: an alert for the customer and an ``order_status`` frame.
-
-        An event whose status is not further along than the one already seen for its order is stale:
-        no alert, no push (a socket never sees an order go back).
-        """
-        frames: dict[str, dict[str, Any]] = {}
-
-        async def decide(session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
-                         ) -> list[tuple[Delivery[Any], dict[str, Any]]]:
-            frames.clear()
-            ids = list({d.data.order_id for d in fresh})
-            known = {doc["_id"]: doc["status"] async for doc in self.db[ORDER_STATES].find(
-                {"_id": {"$in": ids}}, {"status": 1}, session=session)}
-            moved: dict[str, dict[str, Any]] = {}
-            alerts = []
-            for d in fresh:
-                data, status = d.data, current_status(d.data)
-                if not is_newer(status, known.get(data.order_id)):
-                    log.debug("order %s: %s is stale; nothing pushed", data.order_id, status)
-                    continue
-                known[data.order_id] = status
-                moved[data.order_id] = {"status": status, "customer_id": data.customer_id,
-                                        "updated_at": d.event.time}
-                order_data: dict[str, Any] = {
-                    "order_id": data.order_id, "status": status,
-                    "previous_status": getattr(data, "old_status", None),
-                    "total": data.total, "currency": data.currency, "at": d.event.time.isoformat(),
-                }
-                if getattr(data, "reason", None):
-                    order_data["reason"] = data.reason
-                doc = _alert_doc(d.event, user_recipient(data.customer_id), ALERT_ORDER_STATUS,
-                                 order_message(data.order_id, status), order_data)
-                frames[doc["_id"]] = order_data
-                alerts.append((d, doc))
-            if moved:
-                await self.db[ORDER_STATES].bulk_write(
-                    [UpdateOne({"_id": oid}, {"$set": state}, upsert=True) for oid, state in moved.items()],
-                    ordered=False, session=session)
-            return alerts
-
-        made = await self._commit(f"alerts.{batch[0].event.type}", batch, decide) if batch else []
-        pushes = []
-        for doc in made:
-            channel = self.hub.channels.user(doc["recipient"].removeprefix("user:"))
-            pushes += [Push(channel, frame(ORDER_STATUS, frames[doc["_id"]])),
-                       Push(channel, frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(mode="json")))]
+        pushes: list[Push] = []
+        for doc, order_frame in made:
+            alert = frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(mode="json"))
+            if order_frame is None:
+                pushes.append(Push(self.hub.channels.role("admin"), alert))
+            else:
+                channel = self.hub.channels.user(doc["recipient"].removeprefix("user:"))
+                pushes += [Push(channel, frame(ORDER_STATUS, order_frame)), Push(channel, alert)]
         await self._push(pushes)
         return pushes
 
-    async def on_stock_low(self, batch: Sequence[Delivery[StockLow]]) -> list[Push]:
-        """``stock_low``: one alert addressed to the admins, pushed to every connected admin."""
+    async def _order_alerts(self, session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
+                            ) -> list[tuple[Delivery[Any], dict[str, Any], dict[str, Any] | None]]:
+        """The order events that move their order forward, as alerts; the orders' new statuses are written."""
+        if not fresh:
+            return []
+        ids = list({d.data.order_id for d in fresh})
+        known = {doc["_id"]: doc["status"] async for doc in self.db[ORDER_STATES].find(
+            {"_id": {"$in": ids}}, {"status": 1}, session=session)}
+        moved: dict[str, dict[str, Any]] = {}
+        alerts: list[tuple[Delivery[Any], dict[str, Any], dict[str, Any] | None]] = []
+        for d in fresh:
+            data, status = d.data, current_status(d.data)
+            if not is_newer(status, known.get(data.order_id)):
+                log.debug("order %s: %s is stale; nothing pushed", data.order_id, status)
+                continue
+            known[data.order_id] = status
+            moved[data.order_id] = {"status": status, "customer_id": data.customer_id, "updated_at": d.event.time}
+            order_data: dict[str, Any] = {
+                "order_id": data.order_id, "status": status, "previous_status": getattr(data, "old_status", None),
+                "total": data.total, "currency": data.currency, "at": d.event.time.isoformat(),
+            }
+            if getattr(data, "reason", None):
+                order_data["reason"] = data.reason
+            doc = _alert_doc(d.event, user_recipient(data.customer_id), ALERT_ORDER_STATUS,
+                             order_message(data.order_id, status), order_data)
+            alerts.append((d, doc, order_data))
+        if moved:
+            await self.db[ORDER_STATES].bulk_write(
+                [UpdateOne({"_id": oid}, {"$set": state}, upsert=True) for oid, state in moved.items()],
+                ordered=False, session=session)
+        return alerts
 
-        async def decide(session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
-                         ) -> list[tuple[Delivery[Any], dict[str, Any]]]:
-            alerts = []
-            for d in fresh:
-                data: StockLow = d.data
-                payload = {"product_id": data.product_id, "name": data.name, "sku": data.sku, "stock": data.stock,
-                           "low_stock_threshold": data.low_stock_threshold}
-                alerts.append((d, _alert_doc(d.event, ADMINS, ALERT_STOCK_LOW,
-                                             stock_low_message(data.name or data.product_id, data.sku, data.stock,
-                                                               data.low_stock_threshold), payload)))
-            return alerts
-
-        made = await self._commit("alerts.stock_low", batch, decide) if batch else []
-        pushes = [Push(self.hub.channels.role("admin"), frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(
-            mode="json"))) for doc in made]
-        await self._push(pushes)
-        return pushes
+    @staticmethod
+    def _stock_alert(d: Delivery[Any]) -> dict[str, Any]:
+        data = d.data
+        payload = {"product_id": data.product_id, "name": data.name, "sku": data.sku, "stock": data.stock,
+                   "low_stock_threshold": data.low_stock_threshold}
+        return _alert_doc(d.event, ADMINS, ALERT_STOCK_LOW,
+                          stock_low_message(data.name or data.product_id, data.sku, data.stock,
+                                            data.low_stock_threshold), payload)
 
     async def _push(self, pushes: list[Push]) -> None:
         for push in pushes:

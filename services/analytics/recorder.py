@@ -60,97 +60,87 @@ class Recorder:
         self.db = db
         self.invalidate = invalidate
 
-    async def _once(self, consumer: str, batch: Sequence[Delivery[Any]],
-                    effect: Callable[[AsyncIOMotorClientSession, list[int]], Awaitable[Any]]) -> bool:
-        """The batch's effect and markers in one transaction; the dashboard cache is invalidated after it."""
+    async def record(self, batch: Sequence[Delivery[Any]]) -> bool:
+        """A batch of any of analytics' events, folded in memory and written in one transaction.
+
+        Order events merge into the orders' facts; ``stock_low`` / ``product_updated`` into the
+        products' latest state (last writer by event time); ``alert_sent`` into its counter. Each
+        changed order, product and counter is written once, one bulk statement per collection.
+        """
+        if not batch:
+            return False
+
+        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            deliveries = [batch[i] for i in fresh]
+            totals: Counter[str] = Counter()
+            names: dict[str, str] = {}
+            await self._fold_orders(session, [d for d in deliveries if isinstance(d.data, OrderCreated | OrderUpdated)],
+                                    totals, names)
+            await self._fold_products(session, [d for d in deliveries if isinstance(d.data, StockLow | ProductUpdated)])
+            totals.update(f"alerts_sent:{d.data.type}" for d in deliveries if isinstance(d.data, AlertSent))
+            ops = [UpdateOne({"_id": key}, {"$inc": {"value": amount}, "$set": _meta(key, names)}, upsert=True)
+                   for key, amount in sorted(totals.items()) if amount]
+            if ops:
+                await self.db[COUNTERS].bulk_write(ops, ordered=False, session=session)
+
         for attempt in range(DUPLICATE_RETRIES):
             try:
-                applied, _ = await apply_batch_once(self.client, self.db, consumer, [d.id for d in batch], effect)
+                applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
                 break
-            except DuplicateKeyError:
+            except DuplicateKeyError:  # lost a race to create the same document (another replica)
                 if attempt == DUPLICATE_RETRIES - 1:
                     raise  # redelivered by the broker
         if any(applied):
             await self.invalidate()
         return any(applied)
 
-    async def _bump(self, counts: dict[str, int], names: dict[str, str], session: AsyncIOMotorClientSession) -> None:
-        """Every counter of the batch written once: one ``$inc`` per key, one bulk statement."""
-        ops = [UpdateOne({"_id": key}, {"$inc": {"value": amount}, "$set": _meta(key, names)}, upsert=True)
-               for key, amount in sorted(counts.items()) if amount]
-        if ops:
-            await self.db[COUNTERS].bulk_write(ops, ordered=False, session=session)
+    async def _fold_orders(self, session: AsyncIOMotorClientSession, deliveries: list[Delivery[Any]],
+                           totals: Counter[str], names: dict[str, str]) -> None:
+        """Merge order events into the orders' facts; add the change of their contributions to ``totals``."""
+        if not deliveries:
+            return
+        ids = list({d.data.order_id for d in deliveries})
+        stored = {doc["_id"]: doc async for doc in self.db[ORDERS].find({"_id": {"$in": ids}}, session=session)}
+        facts = dict(stored)
+        for d in deliveries:
+            old = facts.get(d.data.order_id)
+            new = merge(old, d.data, d.event.time)
+            new["_id"] = d.data.order_id
+            totals.update(delta(old, new))
+            names.update(product_names(new))
+            facts[d.data.order_id] = new
+        changed = [doc for oid, doc in facts.items() if doc != stored.get(oid)]
+        if changed:
+            await self.db[ORDERS].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in changed],
+                                             ordered=False, session=session)
 
-    async def on_order_events(self, batch: Sequence[Delivery[OrderCreated]] | Sequence[Delivery[OrderUpdated]]
-                              ) -> bool:
-        """Fold the batch into the orders' facts in memory, then write each changed order and counter once."""
-        if not batch:
-            return False
+    async def _fold_products(self, session: AsyncIOMotorClientSession, deliveries: list[Delivery[Any]]) -> None:
+        """Each product's latest state: last writer wins by event time, so a late older event changes nothing."""
+        latest: dict[str, Delivery[Any]] = {}
+        for d in deliveries:
+            seen = latest.get(d.data.product_id)
+            if seen is None or d.event.time > seen.event.time:
+                latest[d.data.product_id] = d
+        if not latest:
+            return
+        known = {doc["_id"] async for doc in self.db[PRODUCTS].find(
+            {"_id": {"$in": list(latest)}}, {"_id": 1}, session=session)}
+        ops = []
+        for pid, d in latest.items():
+            doc = {**product_fields(d.data), "as_of": d.event.time}
+            if pid in known:
+                ops.append(UpdateOne({"_id": pid, "as_of": {"$lt": d.event.time}}, {"$set": doc}))
+            else:
+                ops.append(UpdateOne({"_id": pid}, {"$set": doc}, upsert=True))
+        await self.db[PRODUCTS].bulk_write(ops, ordered=False, session=session)
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
-            ids = list({batch[i].data.order_id for i in fresh})
-            stored = {doc["_id"]: doc async for doc in self.db[ORDERS].find({"_id": {"$in": ids}}, session=session)}
-            facts = dict(stored)
-            totals: Counter[str] = Counter()
-            names: dict[str, str] = {}
-            for i in fresh:
-                d = batch[i]
-                old = facts.get(d.data.order_id)
-                new = merge(old, d.data, d.event.time)
-                new["_id"] = d.data.order_id
-                totals.update(delta(old, new))
-                names.update(product_names(new))
-                facts[d.data.order_id] = new
-            changed = [doc for oid, doc in facts.items() if doc != stored.get(oid)]
-            if changed:
-                await self.db[ORDERS].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
-                                                  for doc in changed], ordered=False, session=session)
-            await self._bump(dict(totals), names, session)
 
-        return await self._once(f"analytics.{batch[0].event.type}", batch, effect)
-
-    async def _product_states(self, consumer: str, batch: Sequence[Delivery[Any]],
-                              fields_of: Callable[[Any], dict[str, Any]]) -> None:
-        """Last writer wins by event time, so a late older event never overwrites a newer stock."""
-
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
-            latest: dict[str, Delivery[Any]] = {}
-            for i in fresh:
-                d = batch[i]
-                seen = latest.get(d.data.product_id)
-                if seen is None or d.event.time > seen.event.time:
-                    latest[d.data.product_id] = d
-            known = {doc["_id"] async for doc in self.db[PRODUCTS].find(
-                {"_id": {"$in": list(latest)}}, {"_id": 1}, session=session)}
-            ops = []
-            for pid, d in latest.items():
-                doc = {**fields_of(d.data), "as_of": d.event.time}
-                if pid in known:
-                    ops.append(UpdateOne({"_id": pid, "as_of": {"$lt": d.event.time}}, {"$set": doc}))
-                else:
-                    ops.append(UpdateOne({"_id": pid}, {"$set": doc}, upsert=True))
-            await self.db[PRODUCTS].bulk_write(ops, ordered=False, session=session)
-
-        await self._once(consumer, batch, effect)
-
-    async def on_stock_low(self, batch: Sequence[Delivery[StockLow]]) -> None:
-        def fields(data: StockLow) -> dict[str, Any]:
-            out: dict[str, Any] = {"name": data.name, "stock": data.stock, "low": True}
-            if data.low_stock_threshold is not None:
-                out["low_stock_threshold"] = data.low_stock_threshold
-            return out
-
-        await self._product_states("analytics.stock_low", batch, fields)
-
-    async def on_product_updated(self, batch: Sequence[Delivery[ProductUpdated]]) -> None:
-        def fields(data: ProductUpdated) -> dict[str, Any]:
-            return {"name": data.name, "stock": data.stock, "low_stock_threshold": data.low_stock_threshold,
-                    "low": not data.deleted and data.stock <= data.low_stock_threshold, "deleted": data.deleted}
-
-        await self._product_states("analytics.product_updated", batch, fields)
-
-    async def on_alert_sent(self, batch: Sequence[Delivery[AlertSent]]) -> None:
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
-            await self._bump(Counter(f"alerts_sent:{batch[i].data.type}" for i in fresh), {}, session)
-
-        await self._once("analytics.alert_sent", batch, effect)
+def product_fields(data: StockLow | ProductUpdated) -> dict[str, Any]:
+    """What analytics keeps of a product from one of its events."""
+    if isinstance(data, StockLow):
+        out: dict[str, Any] = {"name": data.name, "stock": data.stock, "low": True}
+        if data.low_stock_threshold is not None:
+            out["low_stock_threshold"] = data.low_stock_threshold
+        return out
+    return {"name": data.name, "stock": data.stock, "low_stock_threshold": data.low_stock_threshold,
+            "low": not data.deleted and data.stock <= data.low_stock_threshold, "deleted": data.deleted}

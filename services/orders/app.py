@@ -28,7 +28,8 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
     catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds)
     await catalog.start()
-    book = OrderBook(res.client, res.db, catalog, res.outbox)
+    book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=res.settings.batch_max_size,
+                     batch_linger_seconds=res.settings.batch_linger_ms / 1000)
     try:
         yield Deps(book, OrderSaga(book))
     finally:
@@ -37,7 +38,8 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settle = {reply: (lambda deps: deps.saga.settle) for reply in (StockReserved, StockRejected)}
+    # Both replies share their batches: one transaction settles the confirmed and the rejected.
+    settle = {(StockReserved, StockRejected): lambda deps: deps.saga.settle}
     return Service(Settings, settings, build=build, routes=[OrderController], consumes=settle,
                    uses=Uses(events=True, outbox=True), title="microshop orders",
                    description="Orders: placement, the status state machine and the orders side of the order saga.",

@@ -42,13 +42,9 @@ class OrderSaga:
     def __init__(self, book: OrderBook) -> None:
         self.book = book
 
-    async def settle(self, batch: Sequence[Delivery[StockReserved]] | Sequence[Delivery[StockRejected]]
-                     ) -> dict[str, str]:
-        """Handle a batch of ``stock_reserved`` or ``stock_rejected``; returns per order what happened."""
+    async def settle(self, batch: Sequence[Delivery[StockReserved | StockRejected]]) -> dict[str, str]:
+        """Handle a batch of ``stock_reserved`` and ``stock_rejected``; returns per order what happened."""
         outcome: dict[str, str] = {}
-        if not batch:
-            return outcome
-        consumer = f"orders.{batch[0].event.type}"
 
         async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
             replies: dict[Any, Delivery[Any]] = {}
@@ -87,8 +83,8 @@ class OrderSaga:
                     raise StockChanged("an order changed under the batch")
                 await add_to_outbox(self.book.db, events, session)
 
-        await apply_batch_once(self.book.client, self.book.db, consumer, [d.id for d in batch], effect)
+        await apply_batch_once(self.book.client, self.book.db, [d.marker for d in batch], effect)
         self.book.relay.notify()
-        log.info("settled a batch of %d %s: %s", len(batch), batch[0].event.type,
-                 dict(Counter(outcome.values())) or "all duplicates")
+        log.info("settled a batch of %d stock replies: %s", len(batch), dict(Counter(outcome.values()))
+                 or "all duplicates")
         return outcome

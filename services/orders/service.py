@@ -79,16 +79,16 @@ class IllegalTransition(Exception):
 
 class OrderBook:
     def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], catalog: CatalogClient,
-                 relay: OutboxRelay) -> None:
+                 relay: OutboxRelay, *, batch_max_size: int = 64, batch_linger_seconds: float = 0.002) -> None:
         self.client = client
         self.db = db
         self.orders = db[ORDERS]
         self.catalog = catalog
         self.relay = relay
         # Placements commit together (one transaction, one statement per collection, per batch), so
-        # a burst of orders costs a few transactions instead of one each; a lone order waits ~2 ms.
+        # a burst of orders costs a few transactions instead of one each; a lone order waits the linger.
         self.placements: Batcher[tuple[dict[str, Any], CloudEvent], None] = Batcher(
-            self._write_placements, max_size=64, linger=0.002, name="orders.place")
+            self._write_placements, max_size=batch_max_size, linger=batch_linger_seconds, name="orders.place")
 
     async def _write_placements(self, batch: Sequence[tuple[dict[str, Any], CloudEvent]]) -> list[None]:
         async def work(session: AsyncIOMotorClientSession) -> None:

@@ -39,8 +39,6 @@ from shopkit.outbox import add_to_outbox
 log = logging.getLogger("products.reservations")
 
 RESERVATIONS = "reservations"
-RESERVE_CONSUMER = "products.order_created"
-RELEASE_CONSUMER = "products.order_updated"
 
 RESERVED = "reserved"
 REJECTED = "rejected"
@@ -165,7 +163,7 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        _, _ = await apply_batch_once(self.client, self.db, RESERVE_CONSUMER, [d.id for d in batch], effect)
+        await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
         # Also after a redelivery: the effect is committed; the cache and relay may not have heard of it.
         await self.after_commit(outcome.touched or {pid for d in batch for pid, _ in merge_lines(d.data.items)})
         counts = Counter(outcome.results.values())
@@ -220,7 +218,7 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(ids)
 
-        await apply_batch_once(self.client, self.db, RELEASE_CONSUMER, [d.id for d in cancels], effect)
+        await apply_batch_once(self.client, self.db, [d.marker for d in cancels], effect)
         await self.after_commit(outcome.touched)
         log.info("cancellations: %s", outcome.results or "all duplicates")
         return outcome

@@ -136,7 +136,7 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
         if uses.outbox:
             assert bus is not None, "the outbox needs events"
             await ensure_outbox_indexes(res.db)
-            relay = res.relay = OutboxRelay(res.db, bus)
+            relay = res.relay = OutboxRelay(res.db, bus, linger_seconds=settings.batch_linger_ms / 1000)
             relay.start()
             stack.push_async_callback(relay.stop)
         for name in uses.ready_without:
@@ -190,16 +190,25 @@ class Service(Generic[S, D]):
             raise RuntimeError(f"{self.settings.service_name} is not started")
         return self._deps
 
-    def consume(self, model: type[EventData], pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
+    def consume(self, models: type[EventData] | tuple[type[EventData], ...],
+                pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
                 linger: float | None = None) -> None:
-        """Subscribe to ``model``'s event type; each batch goes to ``pick(deps)`` once the service runs."""
+        """Subscribe to each model's event type; batches go to ``pick(deps)`` once the service runs.
+
+        Several models share their batches: a batch may then hold events of each type (in arrival
+        order), and one transaction serves them all.
+        """
         assert self.bus is not None, "declare uses=Uses(events=True) to consume events"
+        group = models if isinstance(models, tuple) else (models,)
 
         async def handle(batch: Sequence[Any]) -> None:
             await pick(self.deps)(batch)
 
-        handle.__name__ = f"{self.settings.service_name}_{model.TYPE}"
-        self.bus.subscribe(model, handle, max_batch=max_batch, linger=linger)
+        name = f"{self.settings.service_name}.{'+'.join(m.TYPE for m in group)}"
+        handle.__name__ = name.replace(".", "_").replace("+", "_")
+        batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, name=name)
+        for model in group:
+            self.bus.subscribe(model, handle, batcher=batcher)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:

@@ -43,10 +43,17 @@ class Delivery(Generic[P]):
 
     event: CloudEvent
     data: P
+    consumer: str = ""
+    """``<service>.<event type>``: who handles it (the queue's name without the namespace)."""
 
     @property
     def id(self) -> str:
         return self.event.id
+
+    @property
+    def marker(self) -> str:
+        """The handled-event id this consumer records for this event (``shopkit.mongo.apply_batch_once``)."""
+        return f"{self.consumer}:{self.event.id}"
 
     @property
     def correlation_id(self) -> str:
@@ -57,16 +64,13 @@ class Delivery(Generic[P]):
 BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
 """Handles a batch of deliveries, in arrival order, in one commit (or raises for the whole batch)."""
 
-DEFAULT_MAX_BATCH = 64
-# Deliveries a consumer holds unacked: a full batch committing plus the next one filling up.
-DEFAULT_PREFETCH = 2 * DEFAULT_MAX_BATCH
-DEFAULT_LINGER_SECONDS = 0.004
 
 
-def create_broker(settings: ServiceSettings, *, prefetch_count: int = DEFAULT_PREFETCH) -> RabbitBroker:
+def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = None) -> RabbitBroker:
     """The service's broker. ``prefetch_count`` bounds the unacked messages (= concurrent handlers) per consumer.
 
-    Without it RabbitMQ pushes a whole backlog at once and aio-pika starts one task per message.
+    Without it RabbitMQ pushes a whole backlog at once and aio-pika starts one task per message. The
+    default is two batches: a full batch committing plus the next one filling up.
     """
     # FastStream logs two INFO lines per message by default; that costs ~30 % throughput.
     return RabbitBroker(
@@ -76,7 +80,7 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int = DEFAULT_PR
         reconnect_interval=1.0,
         graceful_timeout=10.0,
         app_id=settings.service_name,
-        default_channel=Channel(prefetch_count=prefetch_count),
+        default_channel=Channel(prefetch_count=prefetch_count or 2 * settings.batch_max_size),
     )
 
 
@@ -128,8 +132,13 @@ class EventBus:
     _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def subscribe(self, model: type[P], handler: BatchHandler[P], *, consumer: str | None = None,
-                  max_batch: int | None = None, linger: float | None = None) -> Subscription:
-        """Register ``handler`` for batches of ``model``'s events on this service's own queue."""
+                  max_batch: int | None = None, linger: float | None = None,
+                  batcher: Batcher[Any, None] | None = None) -> Subscription:
+        """Register ``handler`` for batches of ``model``'s events on this service's own queue.
+
+        Subscriptions given the same ``batcher`` (see :meth:`batcher`) share their batches: one
+        transaction then serves the deliveries of several queues.
+        """
         routing_key = model.TYPE
         consumer = consumer or self.settings.service_name
         exchange_name = EXCHANGE_OF[routing_key]
@@ -145,15 +154,8 @@ class EventBus:
                 "x-delivery-limit": self.max_deliveries,
             },
         )
-
-        async def flush(batch: Sequence[Delivery[P]]) -> list[None]:
-            await handler(batch)
-            return [None] * len(batch)
-
-        batcher: Batcher[Delivery[P], None] = Batcher(
-            flush, max_size=max_batch or DEFAULT_MAX_BATCH,
-            linger=DEFAULT_LINGER_SECONDS if linger is None else linger,
-            lock=self._commit_lock, name=name)
+        if batcher is None:
+            batcher = self.batcher(handler, max_batch=max_batch, linger=linger, name=name)
         sub = Subscription(
             consumer=consumer,
             routing_key=routing_key,
@@ -163,6 +165,7 @@ class EventBus:
             dlq=RabbitQueue(name + ".dlq", durable=True, routing_key=name),
             batcher=batcher,
         )
+        marker_prefix = f"{consumer}.{routing_key}"
 
         async def consume(body: Any, message: RabbitMessage) -> None:
             try:
@@ -177,7 +180,7 @@ class EventBus:
                 raise RejectMessage() from exc
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
-                await batcher.submit(Delivery(event, data))
+                await batcher.submit(Delivery(event, data, marker_prefix))
             except Exception:
                 # Back off before the nack, exponentially per delivery, so a brief outage (database
                 # failover, network blip) is ridden out instead of burning the delivery limit at once.
@@ -196,6 +199,18 @@ class EventBus:
         )(consume)
         self.subscriptions.append(sub)
         return sub
+
+    def batcher(self, handler: BatchHandler[Any], *, max_batch: int | None = None, linger: float | None = None,
+                name: str = "batch") -> Batcher[Any, None]:
+        """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones."""
+
+        async def flush(batch: Sequence[Delivery[Any]]) -> list[None]:
+            await handler(batch)
+            return [None] * len(batch)
+
+        return Batcher(flush, max_size=max_batch or self.settings.batch_max_size,
+                       linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
+                       lock=self._commit_lock, name=name)
 
     async def declare(self) -> None:
         """Declare exchanges, dead-letter exchanges and DLQs (idempotent; call after connecting)."""
@@ -237,6 +252,5 @@ class EventBus:
         if self._connected:
             self._connected = False
             await self.broker.stop()
-            for sub in self.subscriptions:
-                if sub.batcher is not None:
-                    await sub.batcher.close()
+            for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
+                await batcher.close()

@@ -11,7 +11,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from odmantic import AIOEngine
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shopkit.settings import ServiceSettings
 
@@ -19,6 +19,7 @@ log = logging.getLogger("shopkit.mongo")
 T = TypeVar("T")
 
 HANDLED_EVENTS = "handled_events"
+DUPLICATE_KEY = 11000
 
 
 def create_client(settings: ServiceSettings) -> AsyncIOMotorClient[Any]:
@@ -47,83 +48,57 @@ async def in_transaction(
         return await session.with_transaction(work)  # type: ignore[arg-type,no-any-return]
 
 
-class AlreadyHandled(Exception):
-    """The event was handled before: its id is already recorded."""
-
-
-async def mark_handled(
-    db: AsyncIOMotorDatabase[Any], consumer: str, event_id: str, session: AsyncIOMotorClientSession
-) -> None:
-    """Record ``event_id`` as handled by ``consumer`` inside the caller's transaction.
-
-    The unique ``_id`` makes a second delivery fail here, so the effect written in the
-    same transaction is never applied twice.
-    """
-    try:
-        await db[HANDLED_EVENTS].insert_one({"_id": f"{consumer}:{event_id}"}, session=session)
-    except DuplicateKeyError as exc:
-        raise AlreadyHandled(event_id) from exc
-
-
-async def handle_once(
-    client: AsyncIOMotorClient[Any],
-    db: AsyncIOMotorDatabase[Any],
-    consumer: str,
-    event_id: str,
-    effect: Callable[[AsyncIOMotorClientSession], Awaitable[T]],
-) -> tuple[bool, T | None]:
-    """Apply ``effect`` and record the event id in one transaction.
-
-    Returns ``(True, result)`` when applied now, ``(False, None)`` for a duplicate delivery.
-    """
-
-    async def work(session: AsyncIOMotorClientSession) -> T:
-        await mark_handled(db, consumer, event_id, session)
-        return await effect(session)
-
-    try:
-        return True, await in_transaction(client, work)
-    except AlreadyHandled:
-        log.info("event %s already handled by %s; skipped", event_id, consumer)
-        return False, None
-
-
 async def apply_batch_once(
     client: AsyncIOMotorClient[Any],
     db: AsyncIOMotorDatabase[Any],
-    consumer: str,
-    event_ids: Sequence[str],
+    markers: Sequence[str],
     effect: Callable[[AsyncIOMotorClientSession, list[int]], Awaitable[T]],
 ) -> tuple[list[bool], T | None]:
     """Apply ``effect`` to the events of a batch not handled before, and record them, in one transaction.
 
-    ``effect`` gets the positions (in ``event_ids``) of the events to apply: those without a
-    marker, each id once (a redelivery within the same batch counts as a duplicate). Returns
-    per event whether it was applied now, and what ``effect`` returned (``None`` when every
-    event was a duplicate and ``effect`` did not run). Markers are written with one statement.
+    ``markers`` are the events' handled-event ids (``Delivery.marker``: ``<consumer>:<event id>``).
+    ``effect`` gets the positions of the events to apply: those without a marker, each marker
+    once (a redelivery within the same batch counts as a duplicate). Returns per event whether it
+    was applied now, and what ``effect`` returned (``None`` when every event was a duplicate).
+
+    Markers are written with one statement, optimistically: redeliveries are rare, so the first
+    attempt does not look markers up; a duplicate key aborts it, and a second attempt reads the
+    existing markers first (one more statement) and applies the rest.
     """
-    keys = [f"{consumer}:{event_id}" for event_id in event_ids]
+    unique: list[int] = []
+    firsts: set[str] = set()
+    for i, key in enumerate(markers):
+        if key not in firsts:
+            firsts.add(key)
+            unique.append(i)
 
-    async def work(session: AsyncIOMotorClientSession) -> tuple[list[bool], T | None]:
-        seen = {doc["_id"] async for doc in db[HANDLED_EVENTS].find({"_id": {"$in": keys}}, {"_id": 1},
-                                                                        session=session)}
-        fresh: list[int] = []
-        for i, key in enumerate(keys):
-            if key not in seen:
-                seen.add(key)
-                fresh.append(i)
-        if not fresh:
-            return [False] * len(keys), None
-        now = utcnow()
-        await db[HANDLED_EVENTS].insert_many([{"_id": keys[i], "at": now} for i in fresh], ordered=False,
-                                             session=session)
-        result = await effect(session, fresh)
-        applied = [False] * len(keys)
-        for i in fresh:
-            applied[i] = True
-        return applied, result
+    def attempt(look_up: bool) -> Callable[[AsyncIOMotorClientSession], Awaitable[tuple[list[bool], T | None]]]:
+        async def work(session: AsyncIOMotorClientSession) -> tuple[list[bool], T | None]:
+            fresh = unique
+            if look_up:
+                seen = {doc["_id"] async for doc in db[HANDLED_EVENTS].find(
+                    {"_id": {"$in": [markers[i] for i in unique]}}, {"_id": 1}, session=session)}
+                fresh = [i for i in unique if markers[i] not in seen]
+            if not fresh:
+                return [False] * len(markers), None
+            now = utcnow()
+            await db[HANDLED_EVENTS].insert_many([{"_id": markers[i], "at": now} for i in fresh], ordered=True,
+                                                 session=session)
+            result = await effect(session, fresh)
+            applied = [False] * len(markers)
+            for i in fresh:
+                applied[i] = True
+            return applied, result
 
-    return await in_transaction(client, work)
+        return work
+
+    try:
+        return await in_transaction(client, attempt(look_up=False))
+    except (DuplicateKeyError, BulkWriteError) as exc:
+        if isinstance(exc, BulkWriteError) and not all(
+                e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        return await in_transaction(client, attempt(look_up=True))
 
 
 def utcnow() -> datetime:

@@ -55,11 +55,12 @@ class OutboxRelay:
     """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
-                 batch: int = 256, retention_seconds: float = 3600) -> None:
+                 batch: int = 256, linger_seconds: float = 0.0, retention_seconds: float = 3600) -> None:
         self.db = db
         self.bus = bus
         self.poll_seconds = poll_seconds
         self.batch = batch
+        self.linger = linger_seconds
         self.retention = timedelta(seconds=retention_seconds)
         self._purged_at = datetime.now(UTC)
         self._wake = asyncio.Event()
@@ -134,6 +135,8 @@ class OutboxRelay:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                if self.linger:
+                    await asyncio.sleep(self.linger)  # woken by a commit: let the next ones join the batch
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")

@@ -41,6 +41,12 @@ class ServiceSettings(BaseSettings):
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
 
+    # Group commit (shopkit.batching): event consumers, the outbox relay and orders' placements write
+    # up to ``batch_max_size`` items per transaction, and wait at most ``batch_linger_ms`` after the
+    # first item for company (only when no batch is already committing, i.e. under light load).
+    batch_max_size: int = Field(default=64, ge=1, le=1000)
+    batch_linger_ms: float = Field(default=4.0, ge=0, le=1000)
+
     @property
     def database_name(self) -> str:
         return self.mongo_database or self.service_name

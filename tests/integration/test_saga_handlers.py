@@ -124,8 +124,9 @@ async def test_settle_confirms_or_rejects_pending_orders_only(database: Db) -> N
     bus = bus_for("orders")
     book = OrderBook(client, db, CatalogClient("http://127.0.0.1:9", 1.0), OutboxRelay(db, bus))
     saga = OrderSaga(book)
-    bus.subscribe(StockReserved, saga.settle, linger=0.05)
-    bus.subscribe(StockRejected, saga.settle, linger=0.05)
+    shared = bus.batcher(saga.settle, linger=0.05)
+    bus.subscribe(StockReserved, saga.settle, batcher=shared)
+    bus.subscribe(StockRejected, saga.settle, batcher=shared)
     ids = [ObjectId() for _ in range(4)]
     for oid, status in zip(ids, ["pending", "pending", "pending", "cancelled"], strict=True):
         await db["orders"].insert_one({"_id": oid, "customer_id": "c1", "status": status, "total": 100,
@@ -152,9 +153,9 @@ async def test_notifier_stores_alerts_once_drops_stale_events_and_pushes_after_c
     channels = Channels(f"h{uuid.uuid4().hex[:6]}.")
     hub = PushHub(redis, channels)
     notifier = Notifier(client, db, OutboxRelay(db, bus), hub)
-    bus.subscribe(OrderCreated, notifier.on_order_events, linger=0.05)
-    bus.subscribe(OrderUpdated, notifier.on_order_events, linger=0.05)
-    bus.subscribe(StockLow, notifier.on_stock_low)
+    shared = bus.batcher(notifier.handle, linger=0.05)  # as the alerts app wires it: one batch for all three
+    for model in (OrderCreated, OrderUpdated, StockLow):
+        bus.subscribe(model, notifier.handle, batcher=shared)
     listener = redis.pubsub()
     await listener.subscribe(channels.user("c1"), channels.role("admin"))
     confirmed = new_event(OrderUpdated(order_id="o1", customer_id="c1", old_status="pending", new_status="confirmed",
