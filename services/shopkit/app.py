@@ -136,7 +136,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
         if uses.outbox:
             assert bus is not None, "the outbox needs events"
             await ensure_outbox_indexes(res.db)
-            relay = res.relay = OutboxRelay(res.db, bus, linger_seconds=settings.batch_linger_ms / 1000)
+            relay = res.relay = OutboxRelay(res.db, bus, linger_seconds=settings.batch_linger_ms / 1000,
+                                            retention_seconds=settings.outbox_retention_seconds)
             relay.start()
             stack.push_async_callback(relay.stop)
         for name in uses.ready_without:

@@ -254,3 +254,8 @@ class EventBus:
             await self.broker.stop()
             for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
                 await batcher.close()
+                stats = batcher.stats
+                if stats.batches:
+                    log.info("%s: %d events in %d batches (mean %.1f, largest %d, %d fell back to one by one)",
+                             batcher.name, stats.items, stats.batches, stats.items / stats.batches, stats.largest,
+                             stats.fallbacks)

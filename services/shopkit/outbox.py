@@ -1,8 +1,9 @@
 """Transactional outbox: events are stored with the state change, then published with confirms.
 
 A service writes its events with :func:`add_to_outbox` inside the same transaction as the
-change they describe; :class:`OutboxRelay` publishes pending records in order and marks
-them sent. A crash between publish and mark re-publishes: consumers dedupe on event id.
+change they describe; :class:`OutboxRelay` publishes pending records in order, a batch at a
+time, and deletes them once confirmed (or, with a retention, marks them sent and purges them
+later). A crash between publish and delete re-publishes: consumers dedupe on event id.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class OutboxRelay:
     """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
-                 batch: int = 256, linger_seconds: float = 0.0, retention_seconds: float = 3600) -> None:
+                 batch: int = 256, linger_seconds: float = 0.0, retention_seconds: float = 0.0) -> None:
         self.db = db
         self.bus = bus
         self.poll_seconds = poll_seconds
@@ -89,12 +90,15 @@ class OutboxRelay:
         events = [CloudEvent.model_validate(doc["event"]) for doc in docs]
         results = await asyncio.gather(*(self._publish(event) for event in events), return_exceptions=True)
         sent = [doc["_id"] for doc, result in zip(docs, results, strict=True) if result is None]
-        # One write marks what was confirmed, also when another publish failed; a crash before it
-        # re-publishes the batch, which consumers dedupe by event id.
-        if sent:
+        # One write settles what was confirmed, also when another publish failed; a crash before it
+        # re-publishes the batch, which consumers dedupe by event id. Without a retention the records
+        # are deleted at once (the broker has them): a delete is the cheapest write there is.
+        if sent and self.retention:
             await self.db[OUTBOX].update_many(
                 {"_id": {"$in": sent}, "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
             )
+        elif sent:
+            await self.db[OUTBOX].delete_many({"_id": {"$in": sent}})
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed
@@ -110,6 +114,8 @@ class OutboxRelay:
 
     async def _purge_sent(self) -> None:
         """Delete records sent longer than ``retention`` ago, at most once a minute, so the outbox stays small."""
+        if not self.retention:
+            return
         now = datetime.now(UTC)
         if (now - self._purged_at).total_seconds() < 60:
             return
