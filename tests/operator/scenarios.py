@@ -328,20 +328,41 @@ async def invalid_spec_is_rejected(env: Env, name: str) -> None:
         assert failure.value.status == 422, failure.value
 
 
+async def _claim_of(env: Env, shop: str, component: str) -> str:
+    """The PVC a StatefulSet's controller makes from its volumeClaimTemplates (ordinal 0), made here if absent
+    (the emulator runs no controllers), with the template's labels as the controller copies them."""
+    sts = await env.api.get(env.statefulset(f"{shop}-{component}"))
+    assert sts is not None, f"the {component} StatefulSet"
+    template = sts["spec"]["volumeClaimTemplates"][0]
+    name = f"{template['metadata']['name']}-{shop}-{component}-0"
+    if await env.api.get(env.core("persistentvolumeclaims", name)) is None:
+        await env.api.create(env.core("persistentvolumeclaims"), {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": template["metadata"].get("labels") or {}},
+            "spec": template["spec"]})
+    return name
+
+
 async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool) -> None:
     await create_shop(env, name, {"deletion": {"deletePersistentVolumeClaims": delete_volumes}})
-    claim = f"data-{name}-mongodb-0"
+    claim = await _claim_of(env, name, "mongodb")
+    # A Helm release of the same name labels its PVCs with the same instance label: never the Shop's.
+    foreign = f"data-{name}-helm-0"
     await env.api.create(env.core("persistentvolumeclaims"), {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "labels": {"app.kubernetes.io/instance": name,
-                                               "app.kubernetes.io/component": "mongodb"}},
+        "metadata": {"name": foreign, "labels": {"app.kubernetes.io/instance": name,
+                                                 "app.kubernetes.io/component": "mongodb"}},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None
     if delete_volumes:
         async def finalized() -> bool:
             shop = await env.api.get(env.shop(name))
             return bool(shop and shop["metadata"].get("finalizers"))
 
         await eventually(finalized, timeout=env.timeout, what="the volume clean-up finalizer")
+    else:
+        assert not shop["metadata"].get("finalizers"), "no clean-up to do: no finalizer"
     await env.api.delete(env.shop(name))
 
     async def gone() -> bool:
@@ -355,6 +376,8 @@ async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool
     await eventually(children_gone, timeout=env.timeout, what="owned Deployments garbage-collected")
     pvc = await env.api.get(env.core("persistentvolumeclaims", claim))
     infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert await env.api.get(env.core("persistentvolumeclaims", foreign)) is not None, "another release's PVC"
+    await env.api.delete(env.core("persistentvolumeclaims", foreign))
     if delete_volumes:
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "PVC kept despite deletePersistentVolumeClaims"
         assert infra is None or infra["metadata"].get("deletionTimestamp"), "the credentials go with the volumes"

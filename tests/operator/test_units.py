@@ -62,8 +62,10 @@ def test_cross_field_rules(spec: dict[str, object], field: str) -> None:
         values.validate(spec)
 
 
-def workload(name: str, ready: int, desired: int, generation: int = 1, observed: int = 1) -> dict[str, object]:
-    return {"kind": "Deployment", "metadata": {"name": f"x-{name}", "generation": generation,
+def workload(name: str, ready: int, desired: int, generation: int = 1, observed: int = 1
+             ) -> tuple[str, dict[str, object]]:
+    """As a real list returns it: no ``kind`` on the item; the kind comes from what was listed."""
+    return "Deployment", {"metadata": {"name": f"x-{name}", "generation": generation,
                                                "labels": {"app.kubernetes.io/component": name}},
             "spec": {"replicas": desired},
             "status": {"readyReplicas": ready, "observedGeneration": observed, "updatedReplicas": desired}}
@@ -101,13 +103,48 @@ def test_a_failure_degrades_and_keeps_observed_generation() -> None:
 
 
 def test_rollout_pending_is_not_ready() -> None:
-    comp = status.component_of(workload("orders", 1, 1, generation=3, observed=2))
+    comp = status.component_of(workload("orders", 1, 1, generation=3, observed=2)[1], "Deployment")
     assert not comp.is_ready and "rollout pending" in comp.describe()
 
 
 def test_cli_defaults_and_pass_through() -> None:
     assert kopf_args([], {}) == ["run", "-m", "microshop_operator.handlers", "--log-format=json",
-                                 "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+                                 "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]
     args = kopf_args(["--namespace=shop", "--peering=p", "--log-format=plain"], {"MICROSHOP_OPERATOR_LIVENESS": ""})
     assert args == ["run", "-m", "microshop_operator.handlers", "--namespace=shop", "--peering=p",
                     "--log-format=plain"]
+
+
+def test_components_name_the_kind_they_were_listed_as() -> None:
+    comps = status.components_of([workload("gateway", 1, 1), ("StatefulSet", workload("mongodb", 1, 1)[1])])
+    assert [(c.name, c.kind) for c in comps] == [("gateway", "Deployment"), ("mongodb", "StatefulSet")]
+    built = status.build_status(None, generation=1, observed_generation=1, components=comps, failure=None,
+                                paused=False, url=None)
+    assert built["components"]["mongodb"] == {"kind": "StatefulSet", "ready": 1, "desired": 1}
+
+
+def test_a_paused_shop_does_not_claim_the_new_generation() -> None:
+    comps = status.components_of([workload("gateway", 1, 1), workload("mongodb", 1, 1)])
+    applied = status.build_status(None, generation=3, observed_generation=3, components=comps, failure=None,
+                                  paused=False, url=None)
+    paused = status.build_status(applied, generation=4, observed_generation=None, components=comps,
+                                 failure=None, paused=True, url=None)
+    by_type = {c["type"]: c for c in paused["conditions"]}
+    assert paused["observedGeneration"] == 3 and paused["phase"] == "Paused"
+    assert by_type["Paused"]["status"] == "True" and by_type["Paused"]["observedGeneration"] == 4
+    assert by_type["Ready"]["observedGeneration"] == 3, "Ready speaks of the last applied generation"
+    assert by_type["Progressing"]["reason"] == "Paused"
+    resumed = status.build_status(paused, generation=5, observed_generation=5, components=comps, failure=None,
+                                  paused=False, url=None)
+    assert {c["type"]: c for c in resumed["conditions"]}["Paused"]["status"] == "False"
+    assert {c["type"]: c["observedGeneration"] for c in resumed["conditions"]} == {
+        t: 5 for t in status.CONDITION_TYPES}
+
+
+def test_liveness_endpoint_of_the_command_line() -> None:
+    from microshop_operator.__main__ import liveness_of
+
+    assert liveness_of(kopf_args([], {})) == "http://0.0.0.0:8080/healthz"
+    assert liveness_of(kopf_args(["-L", "http://127.0.0.1:9/h"], {"MICROSHOP_OPERATOR_LIVENESS": ""})) == \
+        "http://127.0.0.1:9/h"
+    assert liveness_of(kopf_args([], {"MICROSHOP_OPERATOR_LIVENESS": ""})) is None
