@@ -17,7 +17,7 @@
   ``POD_NAME`` (default host name and pid) the identity of this replica.
 * ``MICROSHOP_OPERATOR_LEASE_DURATION_SECONDS`` (15), ``..._RENEW_DEADLINE_SECONDS`` (10),
   ``..._RETRY_PERIOD_SECONDS`` (2): client-go's leader-election timings. A standby takes over at most
-  lease duration + 2 × retry period after the holder's last renewal; a holder that cannot renew for
+  lease duration + 2 x retry period after the holder's last renewal; a holder that cannot renew for
   the renew deadline stops itself (deadline < duration, so two never act at once).
 """
 

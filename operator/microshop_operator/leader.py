@@ -13,7 +13,7 @@ a leader the way client-go does, before any handler runs:
 * **release**: on a graceful shutdown the holder clears ``holderIdentity``, so a standby takes over
   at its next retry instead of waiting for the lease to expire.
 
-Fail-over after a holder dies without releasing: at most lease duration + 2 × retry period after its
+Fail-over after a holder dies without releasing: at most lease duration + 2 x retry period after its
 last renewal (one retry for the standby to observe the last change, one to see it expire), plus the
 new leader's start-up.
 """
