@@ -339,6 +339,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _owners: dict[tuple[Any, ...], dict[tuple[str, str], set[Path]]] = attrs.field(factory=dict, init=False)
     _schemas: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _status_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _rbac_writes: int = attrs.field(default=0, init=False)
+    _rbac_cache: dict[tuple[str, str | None], tuple[tuple[int, int], list[Mapping[str, Any]]]] = attrs.field(
+        factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -396,6 +399,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource {res}")
 
     async def _emit(self, res: kmock.resource, type_: str, obj: Mapping[str, Any]) -> None:
+        if res.group == "rbac.authorization.k8s.io":
+            self._rbac_writes += 1
         rv = int(obj["metadata"]["resourceVersion"])
         self._log.append((rv, res, {"type": type_, "object": copy.deepcopy(dict(obj))}))
         if len(self._log) > self.history_limit:
@@ -439,6 +444,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return None
 
     def _rules_for(self, user: str, namespace: str | None) -> list[Mapping[str, Any]]:
+        version = sum(1 for key in self.objects if key[0].group == "rbac.authorization.k8s.io")
+        cached = self._rbac_cache.get((user, namespace))
+        if cached is not None and cached[0] == (self._rbac_writes, version):
+            return cached[1]
+        rules = self._compute_rules(user, namespace)
+        self._rbac_cache[(user, namespace)] = ((self._rbac_writes, version), rules)
+        return rules
+
+    def _compute_rules(self, user: str, namespace: str | None) -> list[Mapping[str, Any]]:
         sa_namespace, _, sa_name = user.removeprefix(SA_PREFIX).partition(":")
         groups = {"system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}", "system:authenticated"}
 
@@ -624,6 +638,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._stamp(new)
             self.objects[key] = new
             await self._emit(res, "ADDED", new)
+            if meta.get("ownerReferences"):  # an owner may already be gone: the collector deletes it then
+                await self._collect_garbage()
             return new
         for field in SERVER_META:  # the server owns these
             if field in old["metadata"]:
@@ -657,7 +673,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return new
         self.objects[key].create(new)
         await self._emit(res, "MODIFIED", new)
-        await self._collect_garbage()
+        if new["metadata"].get("deletionTimestamp") or \
+                new["metadata"].get("ownerReferences") != old["metadata"].get("ownerReferences"):
+            await self._collect_garbage()  # a finalizer went, or an owner changed: the collector may have work
         return new
 
     async def remove(self, res: kmock.resource, namespace: str | None, name: str,

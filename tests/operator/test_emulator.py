@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import kmock
 import pytest
 import pytest_asyncio
@@ -139,7 +138,8 @@ async def test_server_side_apply_conflicts_unless_forced(emu: tuple[ClusterEmula
     with pytest.raises(ApiFailure) as conflict:
         await apply(api, path, deployment("ssa", 1, {"mine": "1", "gone-later": "1"}), "alice")
     assert conflict.value.status == 409
-    assert 'conflict with "bob"' in conflict.value.body["message"] and ".spec.replicas" in conflict.value.body["message"]
+    message = conflict.value.body["message"]
+    assert 'conflict with "bob"' in message and ".spec.replicas" in message, message
     same = await apply(api, path, deployment("ssa", 7, {"mine": "1", "gone-later": "1"}), "alice")
     assert same["spec"]["replicas"] == 7, "the same value as the owner's is no conflict (shared)"
     forced = await apply(api, path, deployment("ssa", 2, {"mine": "1"}), "alice", force=True)
