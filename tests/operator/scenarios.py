@@ -252,6 +252,7 @@ async def readiness_is_reported(env: Env, name: str) -> None:
     assert condition(shop, "Degraded")["status"] == "False"
     assert condition(shop, "Progressing")["status"] == "False"
     assert shop["status"]["components"]["gateway"] == {"kind": "Deployment", "ready": 1, "desired": 1}
+    assert shop["status"]["components"]["mongodb"]["kind"] == "StatefulSet", "the real kind, not the list item's"
     assert shop["status"]["url"]
     since = condition(shop, "Ready")["lastTransitionTime"]
 
@@ -384,3 +385,66 @@ async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool
     else:
         assert pvc is not None, "the data volume was deleted though the spec did not ask for it"
         assert infra is not None, "the kept volumes' credentials must survive the Shop"
+
+
+async def paused_shop_does_not_claim_new_generations(env: Env, name: str) -> None:
+    """While paused nothing is applied: observedGeneration stays at the last applied one, a Paused condition says so."""
+    shop = await create_shop(env, name, {})
+    applied = shop["metadata"]["generation"]
+    await env.api.merge(env.shop(name), {"spec": {"paused": True}})
+    patched = await env.api.merge(env.shop(name), {"spec": {"services": {"orders": {"replicas": 3}}}})
+
+    async def paused() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        cond = condition(shop or {}, "Paused")
+        ok = cond.get("status") == "True" and cond.get("observedGeneration") == patched["metadata"]["generation"]
+        return shop if ok else None
+
+    shop = await eventually(paused, timeout=env.timeout, what="Paused=True for the latest generation")
+    assert shop["status"]["observedGeneration"] == applied, "a paused generation is not applied"
+    assert shop["status"]["phase"] == "Paused"
+    assert condition(shop, "Ready").get("observedGeneration", applied) <= applied, "Ready speaks of what runs"
+    orders = await env.api.get(env.deployment(f"{name}-orders"))
+    assert orders is not None and orders["spec"]["replicas"] == 1, "nothing applied while paused"
+
+    resumed = await env.api.merge(env.shop(name), {"spec": {"paused": False}})
+
+    async def applied_again() -> bool:
+        shop = await env.api.get(env.shop(name))
+        orders = await env.api.get(env.deployment(f"{name}-orders"))
+        return bool(shop and orders and shop["status"].get("observedGeneration") == resumed["metadata"]["generation"]
+                    and condition(shop, "Paused").get("status") == "False" and orders["spec"]["replicas"] == 3)
+
+    await eventually(applied_again, timeout=env.timeout, what="the spec applied once unpaused")
+
+
+async def storage_change_is_rejected(env: Env, name: str) -> None:
+    """Volume claims are immutable: a storage change is refused by the API server with a clear message."""
+    await create_shop(env, name, {})
+    with pytest.raises(ApiFailure) as refused:
+        await env.api.merge(env.shop(name), {"spec": {"mongodb": {"storage": {"size": "20Gi"}}}})
+    assert refused.value.status == 422, refused.value
+    message = str(refused.value.body.get("message"))
+    assert "storage" in message and "cannot change" in message, message
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None and shop["spec"]["mongodb"]["storage"]["size"] == "2Gi"
+
+
+async def optional_kinds_are_applied_and_pruned(env: Env, name: str) -> None:
+    """HorizontalPodAutoscaler and HTTPRoute (Gateway API): applied when enabled, pruned when disabled."""
+    await create_shop(env, name, {
+        "services": {"orders": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}}},
+        "httpRoute": {"enabled": True, "parentRefs": [{"name": "public"}], "hostnames": ["shop.example.com"]}})
+    hpa = f"/apis/autoscaling/v2/namespaces/{env.namespace}/horizontalpodautoscalers/{name}-orders"
+    route = f"/apis/gateway.networking.k8s.io/v1/namespaces/{env.namespace}/httproutes/{name}-gateway"
+    assert await env.api.get(hpa) is not None
+    assert await env.api.get(route) is not None
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None and shop["status"]["url"] == "http://shop.example.com/api"
+    await env.api.merge(env.shop(name), {"spec": {
+        "services": {"orders": {"autoscaling": {"enabled": False}}}, "httpRoute": {"enabled": False}}})
+
+    async def pruned() -> bool:
+        return await env.api.get(hpa) is None and await env.api.get(route) is None
+
+    await eventually(pruned, timeout=env.timeout, what="the HPA and the HTTPRoute pruned")

@@ -1,4 +1,4 @@
-"""The operator under kopf's runtime against the emulator: every behaviour of issue 6, end to end."""
+"""The operator under kopf's runtime against the emulator: every behaviour of issues 6 and 11, end to end."""
 
 from __future__ import annotations
 
@@ -63,3 +63,15 @@ async def test_invalid_spec_is_rejected_by_the_schema(env: Env) -> None:
 @pytest.mark.parametrize("delete_volumes", [False, True], ids=["keep-volumes", "delete-volumes"])
 async def test_deleting_a_shop_completes(env: Env, delete_volumes: bool) -> None:
     await scenarios.deleting_a_shop_completes(env, shop_name(), delete_volumes=delete_volumes)
+
+
+async def test_paused_shop_does_not_claim_new_generations(env: Env) -> None:
+    await scenarios.paused_shop_does_not_claim_new_generations(env, shop_name())
+
+
+async def test_storage_change_is_rejected(env: Env) -> None:
+    await scenarios.storage_change_is_rejected(env, shop_name())
+
+
+async def test_optional_kinds_are_applied_and_pruned(env: Env) -> None:
+    await scenarios.optional_kinds_are_applied_and_pruned(env, shop_name())
