@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -228,15 +228,16 @@ async def reconcile_and_report(body: Mapping[str, Any], runtime: Runtime, logger
             old_status, generation=shop.generation, observed_generation=observed,
             components=result.components, failure=result.failure, paused=result.paused, url=result.url)
         patch = status_mod.status_patch(old_status, new_status)
+        target = kopf.Body(cast(kopf.RawBody, current))  # what events are posted about
         if patch is not None:
             await runtime.kube.patch_status(SHOP, shop.namespace, shop.name, patch)
             for type_, reason, message, cond in status_mod.transitions(old_status.get("conditions"),
                                                                        new_status["conditions"]):
-                kopf.event(body, type=type_, reason=reason, message=f"{cond}: {message}"[:1000])
+                kopf.event(target, type=type_, reason=reason, message=f"{cond}: {message}"[:1000])
         if result.pruned:
-            kopf.info(body, reason="Pruned", message=", ".join(result.pruned)[:1000])
+            kopf.info(target, reason="Pruned", message=", ".join(result.pruned)[:1000])
         if result.created_secrets:
-            kopf.info(body, reason="SecretCreated", message=", ".join(result.created_secrets))
+            kopf.info(target, reason="SecretCreated", message=", ".join(result.created_secrets))
         if result.failure is not None:
             logger.warning("Shop %s/%s: reconcile failed: %s: %s", shop.namespace, shop.name,
                            result.failure.reason, result.failure.message)
