@@ -71,10 +71,16 @@ async def release(api: Api, helm: Path, tmp_path_factory: pytest.TempPathFactory
     return installed
 
 
+@pytest.fixture(scope="session")
+def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session operator's log (JSON lines)."""
+    return tmp_path_factory.mktemp("operator") / f"{RELEASE}-0.log"
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def operator_process(cluster: ClusterEmulator, release: Release, liveness_url: str, helm: Path,
-                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[subprocess.Popen[bytes]]:
-    workdir = tmp_path_factory.mktemp("operator")
+                           operator_log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    workdir = operator_log.parent
     proc = start_pod(release, f"{RELEASE}-0", server=str(cluster.url).rstrip("/"), liveness_url=liveness_url,
                      workdir=workdir, helm=helm)
     try:
@@ -82,7 +88,7 @@ async def operator_process(cluster: ClusterEmulator, release: Release, liveness_
     finally:
         await stop_pod(proc)
         if os.environ.get("OPERATOR_LOG"):
-            sys.stderr.write((workdir / f"{RELEASE}-0.log").read_text())
+            sys.stderr.write(operator_log.read_text())
 
 
 async def probe(url: str) -> bool:

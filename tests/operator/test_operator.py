@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,13 @@ async def test_storage_change_is_rejected(env: Env) -> None:
 
 async def test_optional_kinds_are_applied_and_pruned(env: Env) -> None:
     await scenarios.optional_kinds_are_applied_and_pruned(env, shop_name())
+
+
+async def test_per_event_handlers_are_quiet(env: Env, operator_log: Path) -> None:
+    """Child and Shop events are many: their handlers' "succeeded" lines are not logged at INFO."""
+    await scenarios.drift_is_repaired(env, shop_name())  # child events for sure
+    lines = [json.loads(line) for line in operator_log.read_text().splitlines() if line.startswith("{")]
+    assert any("created Secret" in line["message"] for line in lines), "the log is there and at INFO"
+    noisy = [line for line in lines if line["message"] in (
+        "Handler 'child_event' succeeded.", "Handler 'shop_event' succeeded.")]
+    assert not noisy, noisy[:3]

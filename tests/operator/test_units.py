@@ -148,3 +148,27 @@ def test_liveness_endpoint_of_the_command_line() -> None:
     assert liveness_of(kopf_args(["-L", "http://127.0.0.1:9/h"], {"MICROSHOP_OPERATOR_LIVENESS": ""})) == \
         "http://127.0.0.1:9/h"
     assert liveness_of(kopf_args([], {"MICROSHOP_OPERATOR_LIVENESS": ""})) is None
+
+
+def test_event_handlers_success_lines_are_debug() -> None:
+    import logging
+
+    from microshop_operator.handlers import _QuietHandlers
+
+    quiet = _QuietHandlers()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        child = record("Handler 'child_event' succeeded.")
+        assert quiet.filter(child) is False and child.levelno == logging.DEBUG
+        assert quiet.filter(record("Handler 'shop_event' succeeded.")) is False
+        assert quiet.filter(record("Handler 'delete_volumes' succeeded.")) is True, "the rare ones stay"
+        root.setLevel(logging.DEBUG)
+        assert quiet.filter(record("Handler 'child_event' succeeded.")) is True, "shown with --debug"
+    finally:
+        root.setLevel(level)
