@@ -188,9 +188,31 @@ class Reconciler:
                 raise _ApplyFailed(f"{_describe(obj)}: {exc}") from exc
             namespaced[(obj["apiVersion"], obj["kind"])] = kind.namespaced
         objects = prepare(rendered, shop, namespaced)
+        await self._keep_claim_templates(shop, objects)
         result.url = shop_url(spec, objects, shop.namespace)
         await self._apply_all(objects, result)
         await self._prune(shop, spec, objects, result)
+
+    async def _keep_claim_templates(self, shop: ShopRef, objects: Sequence[dict[str, Any]]) -> None:
+        """A StatefulSet's volumeClaimTemplates are immutable: apply the live ones to a StatefulSet that exists.
+
+        (One made by an older operator has claims without the ownership labels; a changed storage size
+        that got past the CRD's transition rule would fail every apply.)"""
+        sets = [obj for obj in objects if obj["kind"] == "StatefulSet"]
+        if not sets:
+            return
+        try:
+            live = {obj["metadata"]["name"]: obj for obj in await self.kube.list(WORKLOAD_KINDS[1], shop.namespace,
+                                                                                 shop.selector)}
+        except KubeError as exc:
+            raise _ApplyFailed(f"cannot read the shop's StatefulSets: {exc}") from exc
+        for obj in sets:
+            current = live.get(obj["metadata"]["name"])
+            templates = ((current or {}).get("spec") or {}).get("volumeClaimTemplates")
+            if current is None or templates is None or not owned_by(current, shop.uid):
+                continue
+            obj["spec"] = {**obj["spec"], "volumeClaimTemplates": [
+                {key: value for key, value in template.items() if key != "status"} for template in templates]}
 
     async def _ensure_secrets(self, shop: ShopRef, spec: Mapping[str, Any], result: Result) -> None:
         names = secret_names(shop.name, spec)

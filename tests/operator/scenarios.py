@@ -448,3 +448,40 @@ async def optional_kinds_are_applied_and_pruned(env: Env, name: str) -> None:
         return await env.api.get(hpa) is None and await env.api.get(route) is None
 
     await eventually(pruned, timeout=env.timeout, what="the HPA and the HTTPRoute pruned")
+
+
+async def claims_of_an_existing_statefulset_are_kept(env: Env, name: str) -> None:
+    """A StatefulSet made before the claims carried the ownership labels (immutable since): still applied."""
+    await env.api.create(env.shops(), shop_body(name, _merged(env.base_spec, {"paused": True})))
+    env.created.append(name)
+
+    async def paused() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        return shop if condition(shop or {}, "Paused").get("status") == "True" else None
+
+    shop = await eventually(paused, timeout=env.timeout, what="the paused Shop's Paused condition")
+    owner = {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop", "name": name, "uid": shop["metadata"]["uid"],
+             "controller": True, "blockOwnerDeletion": True}
+    chart_labels = {"app.kubernetes.io/name": "microshop", "app.kubernetes.io/instance": name,
+                    "app.kubernetes.io/component": "redis"}
+    legacy_claims = [{"metadata": {"name": "data", "labels": chart_labels},  # no ownership labels
+                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "512Mi"}}}}]
+    await env.api.create(f"{APPS}/namespaces/{env.namespace}/statefulsets", {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": f"{name}-redis", "labels": {SHOP_LABEL: name}, "ownerReferences": [owner]},
+        "spec": {"serviceName": f"{name}-redis", "replicas": 1, "selector": {"matchLabels": chart_labels},
+                 "template": {"metadata": {"labels": chart_labels},
+                              "spec": {"containers": [{"name": "redis", "image": "legacy"}]}},
+                 "volumeClaimTemplates": legacy_claims}})
+    resumed = await env.api.merge(env.shop(name), {"spec": {"paused": False}})
+
+    async def applied() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        ok = shop and (shop.get("status") or {}).get("observedGeneration") == resumed["metadata"]["generation"]
+        return shop if ok else None
+
+    shop = await eventually(applied, timeout=env.timeout, what="the Shop applied over the legacy StatefulSet")
+    assert condition(shop, "Degraded")["status"] == "False", condition(shop, "Degraded")
+    redis = await env.api.get(env.statefulset(f"{name}-redis"))
+    assert redis is not None and redis["spec"]["volumeClaimTemplates"] == legacy_claims, "claims untouched"
+    assert redis["spec"]["template"]["spec"]["containers"][0]["image"] != "legacy", "the rest applied"

@@ -79,6 +79,10 @@ async def test_optional_kinds_are_applied_and_pruned(env: Env) -> None:
     await scenarios.optional_kinds_are_applied_and_pruned(env, shop_name())
 
 
+async def test_claims_of_an_existing_statefulset_are_kept(env: Env) -> None:
+    await scenarios.claims_of_an_existing_statefulset_are_kept(env, shop_name())
+
+
 async def test_per_event_handlers_are_quiet(env: Env, operator_log: Path) -> None:
     """Child and Shop events are many: their handlers' "succeeded" lines are not logged at INFO."""
     await scenarios.drift_is_repaired(env, shop_name())  # child events for sure
