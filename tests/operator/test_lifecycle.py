@@ -148,3 +148,23 @@ async def test_shops_of_other_namespaces_are_not_served(api: Api, slow: Operator
     finally:
         await api.delete(f"{other}/{name}")
         await mine.cleanup()
+
+
+async def test_cluster_wide_install_serves_any_namespace(api: Api, cluster: ClusterEmulator, helm: Path,
+                                                         tmp_path: Path) -> None:
+    """clusterWide: true (the opt-in): Shops anywhere, every call allowed by its ClusterRole."""
+    wide = Release(RELEASE, "wide-op", render(helm, RELEASE, "wide-op", {"clusterWide": True, **SLOW}, tmp_path))
+    await install(api, wide)
+    operator = Operator(wide, str(cluster.url).rstrip("/"), tmp_path, helm)
+    operator.start()
+    env = Env(api=api, namespace=f"anywhere-{uuid.uuid4().hex[:6]}", timeout=30, make_ready=emulated_ready,
+              make_orders_unready=emulated_orders_unready, ready_timeout=30)
+    try:
+        await scenarios.create_shop(env, f"shop-{uuid.uuid4().hex[:6]}", {})
+    finally:
+        await env.cleanup()
+        await operator.stop()
+    calls = [c for c in cluster.calls if c.user == wide.user]
+    assert calls and all(c.allowed for c in calls), sorted({(c.verb, c.resource, c.namespace) for c in calls
+                                                            if not c.allowed})
+    assert {(c.verb, c.resource) for c in calls if c.namespace is None} >= {("list", "shops"), ("watch", "shops")}
