@@ -172,3 +172,99 @@ def test_event_handlers_success_lines_are_debug() -> None:
         assert quiet.filter(record("Handler 'child_event' succeeded.")) is True, "shown with --debug"
     finally:
         root.setLevel(level)
+
+
+class _FakeLeases:
+    """The three Lease calls of LeaderElector against an in-memory store with resourceVersions."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, object] | None = None
+        self.version = 0
+        self.broken = False
+
+    async def get(self, kind: object, namespace: str, name: str) -> dict[str, object] | None:
+        if self.broken:
+            from microshop_operator.kube import KubeError
+            raise KubeError(0, "Unreachable", "the API server is gone")
+        return None if self.lease is None else {**self.lease, "metadata": {"resourceVersion": str(self.version)}}
+
+    async def create(self, kind: object, namespace: str, body: dict[str, object]) -> dict[str, object]:
+        from microshop_operator.kube import KubeError
+        if self.lease is not None:
+            raise KubeError(409, "AlreadyExists", "exists")
+        self.lease, self.version = body, self.version + 1
+        return body
+
+    async def replace(self, kind: object, namespace: str, body: dict[str, object]) -> dict[str, object]:
+        from microshop_operator.kube import KubeError
+        if str(body["metadata"]["resourceVersion"]) != str(self.version):  # type: ignore[index]
+            raise KubeError(409, "Conflict", "modified")
+        self.lease, self.version = body, self.version + 1
+        return body
+
+
+def test_leader_election_takes_over_only_after_the_lease_expires() -> None:
+    import asyncio
+    import logging
+    import time
+
+    from microshop_operator.config import LeaseConfig
+    from microshop_operator.leader import LeaderElector
+
+    async def scenario() -> None:
+        store = _FakeLeases()
+        log = logging.getLogger("test")
+
+        def elector(identity: str) -> LeaderElector:
+            lease = LeaseConfig(name="op", namespace="ns", identity=identity, duration=1.0, renew_deadline=0.6,
+                                retry_period=0.1)
+            return LeaderElector(store, lease, log)  # type: ignore[arg-type]
+
+        a, b = elector("a"), elector("b")
+        await asyncio.wait_for(a.acquire(), timeout=5)
+        assert a.leading and store.lease["spec"]["holderIdentity"] == "a"  # type: ignore[index]
+        lost: list[float] = []
+        holding = asyncio.create_task(a.hold(lambda: lost.append(time.monotonic())))
+        assert not await b._try(), "a renews: b must not take it"
+        waiting = asyncio.create_task(b.acquire())
+        await asyncio.sleep(1.5)  # several lease durations: a keeps renewing
+        assert not waiting.done() and store.lease["spec"]["holderIdentity"] == "a"  # type: ignore[index]
+        holding.cancel()  # a dies without releasing
+        died = time.monotonic()
+        await asyncio.wait_for(waiting, timeout=5)
+        took = time.monotonic() - died
+        assert b.leading and store.lease["spec"]["holderIdentity"] == "b"  # type: ignore[index]
+        assert 0.9 <= took <= 1.0 + 2 * 0.1 + 0.3, took  # the lease duration, within 2 retries
+        assert store.lease["spec"]["leaseTransitions"] == 1  # type: ignore[index]
+        # b cannot renew any more: it stops leading after the renew deadline, before the lease could expire.
+        store.broken = True
+        since = time.monotonic()
+        await asyncio.wait_for(b.hold(lambda: lost.append(time.monotonic())), timeout=5)
+        assert lost and 0.6 <= lost[-1] - since < 1.0 and not b.leading
+        store.broken = False
+        await b.release()  # not leading any more: nothing to release
+        assert store.lease["spec"]["holderIdentity"] == "b"  # type: ignore[index]
+
+    asyncio.run(scenario())
+
+
+def test_a_graceful_stop_releases_the_lease() -> None:
+    import asyncio
+    import dataclasses
+    import logging
+
+    from microshop_operator.config import LeaseConfig
+    from microshop_operator.leader import LeaderElector
+
+    async def scenario() -> None:
+        store = _FakeLeases()
+        lease = LeaseConfig(name="op", namespace="ns", identity="a", duration=30.0, renew_deadline=20.0,
+                            retry_period=0.1)
+        a = LeaderElector(store, lease, logging.getLogger("test"))  # type: ignore[arg-type]
+        await a.acquire()
+        await a.release()
+        assert store.lease["spec"]["holderIdentity"] is None  # type: ignore[index]
+        b = LeaderElector(store, dataclasses.replace(lease, identity="b"), logging.getLogger("test"))  # type: ignore[arg-type]
+        assert await b._try(), "a released lease is taken at once, not after 30 s"
+
+    asyncio.run(scenario())
