@@ -26,9 +26,10 @@ fi
 IMAGE_TAG="$IMAGE_TAG" bash scripts/kind-images.sh
 kind load docker-image --name "$KIND_CLUSTER" "microshop:${IMAGE_TAG}" "microshop-operator:${IMAGE_TAG}"
 
+# The operator serves only the namespaces it is given (default: its own); the example Shop lives in default.
 "$HELM" upgrade --install microshop-operator charts/microshop-operator \
   --namespace "$OPERATOR_NAMESPACE" --create-namespace \
-  --set image.tag="$IMAGE_TAG" --wait --timeout 5m
+  --set image.tag="$IMAGE_TAG" --set 'watchNamespaces={default}' --wait --timeout 5m
 
 # The example Shop with this build's tag.
 sed "s/^    tag: .*/    tag: \"${IMAGE_TAG}\"/" examples/shop.yaml | kubectl apply -f -

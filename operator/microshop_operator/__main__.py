@@ -1,9 +1,10 @@
 """``python -m microshop_operator [kopf run options]``: the operator process.
 
-Every option of ``kopf run`` passes through (``--namespace``, ``--all-namespaces``, ``--peering``,
-``--standalone``, ``--liveness``, ``--verbose`` ...). Defaults added when the option is absent:
-JSON logs (``--log-format=json``), all namespaces when no namespace is given, and the liveness
-endpoint from ``MICROSHOP_OPERATOR_LIVENESS`` (``http://0.0.0.0:8080/healthz``; empty disables).
+Every option of ``kopf run`` passes through (``--namespace``, ``--all-namespaces``, ``--liveness``,
+``--verbose`` ...). Defaults added when the option is absent: JSON logs (``--log-format=json``), all
+namespaces when no namespace is given, ``--standalone`` (replicas coordinate through a Lease, see
+:mod:`microshop_operator.leader`, not through kopf's peering) unless ``--peering`` is given, and the
+liveness endpoint from ``MICROSHOP_OPERATOR_LIVENESS`` (``http://0.0.0.0:8080/healthz``; empty disables).
 """
 
 from __future__ import annotations
@@ -31,16 +32,33 @@ def kopf_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> lis
         extra.append("--log-format=json")
     if not _given(args, "-n", "--namespace", "-A", "--all-namespaces"):
         extra.append("--all-namespaces")
+    if not _given(args, "--peering", "-P", "--standalone"):
+        extra.append("--standalone")
     liveness = env.get("MICROSHOP_OPERATOR_LIVENESS", DEFAULT_LIVENESS).strip()
     if liveness and not _given(args, "-L", "--liveness"):
         extra.append(f"--liveness={liveness}")
     return ["run", "-m", HANDLERS_MODULE, *extra, *args]
 
 
+def liveness_of(args: Sequence[str]) -> str | None:
+    """The ``--liveness``/``-L`` endpoint of a kopf command line (the last one wins, as in click)."""
+    found: str | None = None
+    for index, arg in enumerate(args):
+        if arg.startswith("--liveness="):
+            found = arg.split("=", 1)[1]
+        elif arg in ("--liveness", "-L") and index + 1 < len(args):
+            found = args[index + 1]
+    return found or None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from kopf.cli import main as kopf_main
 
-    kopf_main(args=kopf_args(sys.argv[1:] if argv is None else argv), prog_name="microshop_operator")
+    from microshop_operator import leader
+
+    args = kopf_args(sys.argv[1:] if argv is None else argv)
+    leader.standby_endpoint = liveness_of(args)
+    kopf_main(args=args, prog_name="microshop_operator")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,21 @@
 * ``MICROSHOP_OPERATOR_HELM_TIMEOUT_SECONDS`` (60): a ``helm template`` run taking longer fails.
 * ``MICROSHOP_OPERATOR_LIVENESS`` (``http://0.0.0.0:8080/healthz``): liveness endpoint when no
   ``--liveness`` flag is given; empty disables it.
+* ``MICROSHOP_OPERATOR_LEADER_ELECTION`` (empty: off): the name of the ``coordination.k8s.io`` Lease
+  that replicas compete for; only its holder runs handlers (see :mod:`microshop_operator.leader`).
+  ``MICROSHOP_OPERATOR_LEASE_NAMESPACE`` (default ``$POD_NAMESPACE``) is where the Lease lives,
+  ``POD_NAME`` (default host name and pid) the identity of this replica.
+* ``MICROSHOP_OPERATOR_LEASE_DURATION_SECONDS`` (15), ``..._RENEW_DEADLINE_SECONDS`` (10),
+  ``..._RETRY_PERIOD_SECONDS`` (2): client-go's leader-election timings. A standby takes over at most
+  lease duration + 2 x retry period after the holder's last renewal; a holder that cannot renew for
+  the renew deadline stops itself (deadline < duration, so two never act at once).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +79,39 @@ def find_helm() -> str:
     except ImportError as exc:
         raise ConfigError("no helm binary: put helm on PATH or set MICROSHOP_OPERATOR_HELM") from exc
     return str(ensure_helm())
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    name: str
+    namespace: str
+    identity: str
+    duration: float
+    renew_deadline: float
+    retry_period: float
+
+
+def lease_config() -> LeaseConfig | None:
+    """The leader-election settings; None when ``MICROSHOP_OPERATOR_LEADER_ELECTION`` is empty."""
+    name = os.environ.get("MICROSHOP_OPERATOR_LEADER_ELECTION", "").strip()
+    if not name:
+        return None
+    namespace = (os.environ.get("MICROSHOP_OPERATOR_LEASE_NAMESPACE", "").strip()
+                 or os.environ.get("POD_NAMESPACE", "").strip())
+    if not namespace:
+        raise ConfigError("MICROSHOP_OPERATOR_LEADER_ELECTION needs MICROSHOP_OPERATOR_LEASE_NAMESPACE "
+                          "or POD_NAMESPACE")
+    identity = os.environ.get("POD_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+    lease = LeaseConfig(
+        name=name, namespace=namespace, identity=identity,
+        duration=_float_env("MICROSHOP_OPERATOR_LEASE_DURATION_SECONDS", 15.0),
+        renew_deadline=_float_env("MICROSHOP_OPERATOR_RENEW_DEADLINE_SECONDS", 10.0),
+        retry_period=_float_env("MICROSHOP_OPERATOR_RETRY_PERIOD_SECONDS", 2.0),
+    )
+    if not lease.retry_period < lease.renew_deadline < lease.duration:
+        raise ConfigError("leader election needs retry period < renew deadline < lease duration "
+                          f"(got {lease.retry_period}, {lease.renew_deadline}, {lease.duration})")
+    return lease
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ _AUTOSCALING_RULE = {"rule": "!self.enabled || self.minReplicas <= self.maxRepli
 _TLS_RULE = {"rule": "!self.enabled || !has(self.tls) || !self.tls.enabled || "
                      "(has(self.tls.secretName) && self.tls.secretName != '')",
              "message": "tls.secretName is required when tls.enabled is true"}
+# A transition rule (checked on updates only): a StatefulSet's volumeClaimTemplates are immutable and
+# the operator does not resize volumes, so a changed size or class is refused up front, not retried forever.
+_STORAGE_RULE = {"rule": "self == oldSelf",
+                 "message": "storage (size, storageClassName) cannot change once the Shop exists: a StatefulSet's "
+                            "volume claims are immutable; resize the PersistentVolumeClaims themselves "
+                            "(see docs/operator.md, Storage)"}
 _GATEWAY_RULE = {"rule": "self.enabled", "message": "the gateway is the shop's only entry and cannot be disabled"}
 
 _DROPPED_KEYWORDS = {"$schema", "title", "definitions", "additionalProperties", "if", "then", "else",
@@ -129,6 +135,7 @@ def spec_schema(values_schema: Mapping[str, Any], values: Mapping[str, Any]) -> 
             service["x-kubernetes-validations"] = [_GATEWAY_RULE]
     for name in ("mongodb", "redis", "rabbitmq"):
         spec["properties"][name]["x-kubernetes-validations"] = [_INFRA_RULE]
+        spec["properties"][name]["properties"]["storage"]["x-kubernetes-validations"] = [_STORAGE_RULE]
     spec["properties"]["ingress"]["x-kubernetes-validations"] = [_TLS_RULE]
     spec["properties"]["paused"]["description"] = "Stop reconciling: nothing is applied or pruned while true"
     spec["properties"]["deletion"] = {
@@ -148,7 +155,8 @@ def _condition_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["type", "status"],
         "properties": {
-            "type": {"type": "string", "enum": ["Ready", "Progressing", "Degraded", "InfrastructureReady"]},
+            "type": {"type": "string", "enum": ["Ready", "Progressing", "Degraded", "InfrastructureReady",
+                                                        "Paused"]},
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
             "reason": {"type": "string"},
             "message": {"type": "string"},

@@ -1,7 +1,9 @@
-"""kopf handlers for Shops: reconcile on create/update/resume, resync in a daemon, report status.
+"""kopf handlers for Shops: one level-based worker per Shop, woken by its events and its children's.
 
-Handlers stay short; the work is in :mod:`microshop_operator.reconcile` (what to apply) and
-:mod:`microshop_operator.status` (what to report).
+No handler needs a finalizer except the volume clean-up of Shops that ask for it (kopf daemons and
+timers always add one, so the resync loop is our own asyncio task per Shop, started and stopped from
+the Shop's watch events). Handlers stay short; the work is in :mod:`microshop_operator.reconcile`
+(what to apply) and :mod:`microshop_operator.status` (what to report).
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from microshop_operator import status as status_mod
-from microshop_operator.config import GROUP, PLURAL, SHOP_LABEL, VERSION, ConfigError, get_config
+from microshop_operator.config import GROUP, PLURAL, SHOP_LABEL, VERSION, ConfigError, get_config, lease_config
 from microshop_operator.kube import Kind, Kube, KubeError
+from microshop_operator.leader import LeaderElector
 from microshop_operator.reconcile import Reconciler, Result, ShopRef
 from microshop_operator.render import Renderer
 
@@ -26,6 +31,31 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 SHOP = Kind(f"{GROUP}/{VERSION}", "Shop", PLURAL)
 # kopf keeps its bookkeeping in annotations under our own prefix, never in status (which we own).
 ANNOTATION_PREFIX = "microshop.dev"
+# Handlers that run on every watch event: their "succeeded" lines are DEBUG, not INFO.
+QUIET_HANDLERS = ("shop_event", "child_event")
+
+
+class _QuietHandlers(logging.Filter):
+    """kopf logs "Handler 'x' succeeded." at INFO for every event; for the event handlers that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and any(
+                record.getMessage() == f"Handler {name!r} succeeded." for name in QUIET_HANDLERS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+@dataclass
+class Worker:
+    """The resync loop of one Shop: reconciles at once when woken, else every resync period."""
+
+    namespace: str
+    name: str
+    uid: str
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int | None = None  # the last generation seen in a watch event
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -35,18 +65,87 @@ class Runtime:
     reconciler: Reconciler
     kube: Kube
     resync_seconds: float
+    logger: Logger
+    elector: LeaderElector | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    wakeups: dict[str, asyncio.Event] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    renewer: asyncio.Task[None] | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.leading
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
 
-    def wakeup(self, uid: str) -> asyncio.Event:
-        return self.wakeups.setdefault(uid, asyncio.Event())
+    def wake(self, uid: str) -> None:
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.wakeup.set()
 
-    def forget(self, uid: str) -> None:
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A Shop watch event: start its worker, and wake it when the spec (generation) changed."""
+        meta = body["metadata"]
+        uid = str(meta["uid"])
+        worker = self.workers.get(uid)
+        if worker is None:
+            worker = self.workers[uid] = Worker(meta["namespace"], meta["name"], uid)
+            worker.task = asyncio.create_task(self._run(worker), name=f"resync {meta['namespace']}/{meta['name']}")
+        generation = int(meta.get("generation") or 0)
+        if worker.generation != generation or meta.get("deletionTimestamp"):
+            worker.generation = generation
+            worker.wakeup.set()
+
+    def stop(self, uid: str) -> None:
+        worker = self.workers.pop(uid, None)
         self.locks.pop(uid, None)
-        self.wakeups.pop(uid, None)
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+
+    async def stop_all(self) -> None:
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for uid in list(self.workers):
+            self.stop(uid)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, worker: Worker) -> None:
+        failures = 0
+        delay = 0.0  # the first reconcile at once: a new Shop, or every Shop when the operator starts
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wakeup.wait(), timeout=delay)
+            worker.wakeup.clear()
+            if not self.leading:
+                return
+            try:
+                current = await self.kube.get(SHOP, worker.namespace, worker.name)
+            except KubeError as exc:
+                self.logger.warning("cannot read Shop %s/%s: %s", worker.namespace, worker.name, exc)
+                failures += 1
+                delay = min(get_config().backoff(failures - 1), self.resync_seconds)
+                continue
+            if current is None or current["metadata"].get("uid") != worker.uid:
+                self.workers.pop(worker.uid, None)
+                return
+            if current["metadata"].get("deletionTimestamp"):
+                delay = self.resync_seconds  # being deleted: nothing to apply; the DELETED event stops us
+                continue
+            try:
+                result = await reconcile_and_report(current, self, self.logger)
+            except KubeError as exc:
+                self.logger.warning("Shop %s/%s: cannot report status: %s", worker.namespace, worker.name, exc)
+                result = None
+            except Exception:  # a bug must not end the Shop's resync loop silently
+                self.logger.exception("Shop %s/%s: reconcile crashed", worker.namespace, worker.name)
+                result = None
+            if result is not None and (result.succeeded or (result.failure and result.failure.permanent)):
+                failures = 0
+                delay = self.resync_seconds
+            else:
+                failures += 1
+                delay = min(get_config().backoff(failures - 1), self.resync_seconds)
 
 
 def runtime_of(memo: Any) -> Runtime:
@@ -60,26 +159,50 @@ def runtime_of(memo: Any) -> Runtime:
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
     try:
         config = get_config()
+        lease = lease_config()
     except ConfigError as exc:
         raise kopf.PermanentError(str(exc)) from exc
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own events say what matters; no "handler succeeded" noise
+    # The namespaces to serve are given (--namespace/--all-namespaces): no listing of namespaces or
+    # CRDs, so no cluster-wide permission is needed for them.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    logging.getLogger("kopf.objects").addFilter(_QuietHandlers())
     kube = Kube()
     renderer = Renderer(config.helm, config.chart, timeout=config.helm_timeout_seconds)
-    memo.runtime = Runtime(reconciler=Reconciler(kube, renderer, logger), kube=kube,
-                           resync_seconds=config.resync_seconds)
+    log = logging.getLogger("microshop_operator")
+    runtime = Runtime(reconciler=Reconciler(kube, renderer, log), kube=kube,
+                      resync_seconds=config.resync_seconds, logger=log)
+    if lease is not None:
+        # Before any handler runs: kopf starts watching only once start-up handlers are done.
+        runtime.elector = LeaderElector(kube, lease, logger)
+        await runtime.elector.acquire()
+        runtime.renewer = asyncio.create_task(runtime.elector.hold(_shut_down), name="lease renewal")
+    memo.runtime = runtime
     logger.info("chart %s, helm %s, resync every %ss", config.chart, config.helm, config.resync_seconds)
+
+
+def _shut_down() -> None:
+    """The lease is lost: stop as on SIGTERM (kopf's graceful exit); the pod restarts as a standby."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     runtime = getattr(memo, "runtime", None)
     if isinstance(runtime, Runtime):
+        await runtime.stop_all()
+        if runtime.renewer is not None:
+            runtime.renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime.renewer
+        if runtime.elector is not None:
+            await runtime.elector.release()
         runtime.kube.close()
 
 
@@ -89,7 +212,7 @@ def chart_present(**_: Any) -> bool:
     return (get_config().chart / "Chart.yaml").is_file()
 
 
-async def reconcile_and_report(body: kopf.Body, runtime: Runtime, logger: Logger) -> Result:
+async def reconcile_and_report(body: Mapping[str, Any], runtime: Runtime, logger: Logger) -> Result:
     """Reconcile under the Shop's lock, then write status only if it changed and post transition events."""
     shop = ShopRef.of(body)
     async with runtime.lock(shop.uid):
@@ -99,83 +222,42 @@ async def reconcile_and_report(body: kopf.Body, runtime: Runtime, logger: Logger
         if current is None or current["metadata"].get("uid") != shop.uid:
             return result
         old_status: Mapping[str, Any] = current.get("status") or {}
-        observed = shop.generation if (result.succeeded or result.paused) else None
+        # Only a generation that was applied is observed: not while paused, not after a failure.
+        observed = shop.generation if (result.succeeded and not result.paused) else None
         new_status = status_mod.build_status(
             old_status, generation=shop.generation, observed_generation=observed,
             components=result.components, failure=result.failure, paused=result.paused, url=result.url)
         patch = status_mod.status_patch(old_status, new_status)
+        target = kopf.Body(cast(kopf.RawBody, current))  # what events are posted about
         if patch is not None:
             await runtime.kube.patch_status(SHOP, shop.namespace, shop.name, patch)
             for type_, reason, message, cond in status_mod.transitions(old_status.get("conditions"),
                                                                        new_status["conditions"]):
-                kopf.event(body, type=type_, reason=reason, message=f"{cond}: {message}"[:1000])
+                kopf.event(target, type=type_, reason=reason, message=f"{cond}: {message}"[:1000])
         if result.pruned:
-            kopf.info(body, reason="Pruned", message=", ".join(result.pruned)[:1000])
+            kopf.info(target, reason="Pruned", message=", ".join(result.pruned)[:1000])
         if result.created_secrets:
-            kopf.info(body, reason="SecretCreated", message=", ".join(result.created_secrets))
+            kopf.info(target, reason="SecretCreated", message=", ".join(result.created_secrets))
         if result.failure is not None:
-            logger.warning("reconcile failed: %s: %s", result.failure.reason, result.failure.message)
+            logger.warning("Shop %s/%s: reconcile failed: %s: %s", shop.namespace, shop.name,
+                           result.failure.reason, result.failure.message)
         else:
-            logger.debug("reconciled: %d applied, %d pruned", len(result.applied), len(result.pruned))
+            logger.debug("Shop %s/%s reconciled: %d applied, %d pruned", shop.namespace, shop.name,
+                         len(result.applied), len(result.pruned))
         return result
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_shop(body: kopf.Body, memo: Any, retry: int, logger: Logger,
-                         **_: Any) -> None:
-    runtime = runtime_of(memo)
-    try:
-        result = await reconcile_and_report(body, runtime, logger)
-    except KubeError as exc:  # the status write itself failed: the API server is unwell, try again later
-        raise kopf.TemporaryError(f"cannot report status: {exc}", delay=get_config().backoff(retry)) from exc
-    if result.failure is not None:
-        if result.failure.permanent:
-            raise kopf.PermanentError(f"{result.failure.reason}: {result.failure.message}")
-        raise kopf.TemporaryError(f"{result.failure.reason}: {result.failure.message}",
-                                  delay=get_config().backoff(retry))
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, id="resync", cancellation_timeout=10)
-async def resync(stopped: kopf.DaemonStopped, body: kopf.Body, memo: Any, logger: Logger,
-                 **_: Any) -> None:
-    """Level-based repair: re-apply and refresh status every resync period, or at once when a child changes."""
-    runtime = runtime_of(memo)
-    uid = body["metadata"]["uid"]
-    wakeup = runtime.wakeup(uid)
-    failures = 0
-    try:
-        while not stopped:
-            delay = runtime.resync_seconds if failures == 0 else min(get_config().backoff(failures - 1),
-                                                                      runtime.resync_seconds)
-            await _wait_for_any(stopped, wakeup, delay)
-            wakeup.clear()
-            if stopped:
-                break
-            if body.get("metadata", {}).get("deletionTimestamp"):
-                continue
-            try:
-                result = await reconcile_and_report(body, runtime, logger)
-            except KubeError as exc:
-                logger.warning("resync could not report status: %s", exc)
-                failures += 1
-                continue
-            failures = 0 if result.succeeded or (result.failure and result.failure.permanent) else failures + 1
-    finally:
-        runtime.forget(uid)
-
-
-async def _wait_for_any(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wakeup.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        for waiter in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+# Every event of every Shop (the initial listing included): start its worker, wake it on a new
+# generation (so a reverted spec is applied at once), stop it when the Shop is gone.
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def shop_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = getattr(memo, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        return
+    if event.get("type") == "DELETED":
+        runtime.stop(str(body["metadata"]["uid"]))
+    else:
+        runtime.observe(body)
 
 
 def _owner_uid(meta: Mapping[str, Any]) -> str | None:
@@ -188,15 +270,15 @@ def _owner_uid(meta: Mapping[str, Any]) -> str | None:
 def _child_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: Any) -> None:
     runtime = getattr(memo, "runtime", None)
     uid = _owner_uid(meta)
-    if isinstance(runtime, Runtime) and uid is not None and uid in runtime.wakeups:
-        runtime.wakeups[uid].set()
+    if isinstance(runtime, Runtime) and uid is not None:
+        runtime.wake(uid)
 
 
 # Children the shop reads status from or that users are likely to touch by hand: react at once
 # instead of at the next resync. Everything else is repaired by the periodic resync.
 @kopf.on.event("apps", "v1", "deployments", labels={SHOP_LABEL: kopf.PRESENT})
 @kopf.on.event("apps", "v1", "statefulsets", labels={SHOP_LABEL: kopf.PRESENT})
-def child_event(event: kopf.RawEvent, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+async def child_event(event: kopf.RawEvent, meta: kopf.Meta, memo: Any, **_: Any) -> None:
     _child_changed(event, meta, memo)
 
 

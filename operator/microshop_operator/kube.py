@@ -42,10 +42,8 @@ class Kind:
 
 # Kinds the shop chart renders (and the operator reads). Anything else is found by discovery.
 KNOWN_KINDS: tuple[Kind, ...] = (
-    Kind("v1", "ConfigMap", "configmaps"),
     Kind("v1", "Secret", "secrets"),
     Kind("v1", "Service", "services"),
-    Kind("v1", "ServiceAccount", "serviceaccounts"),
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("apps/v1", "StatefulSet", "statefulsets"),
@@ -54,10 +52,8 @@ KNOWN_KINDS: tuple[Kind, ...] = (
     Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
-    Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
-    Kind("batch/v1", "Job", "jobs"),
 )
+LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 
 
 class KubeError(Exception):
@@ -167,6 +163,11 @@ class Kube:
 
     async def create(self, kind: Kind, namespace: str | None, obj: Mapping[str, Any]) -> dict[str, Any]:
         return dict(await self._call("POST", kind.collection_path(namespace), body=dict(obj)))
+
+    async def replace(self, kind: Kind, namespace: str | None, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT: the object's ``metadata.resourceVersion`` makes it conditional (409 if it moved on)."""
+        path = kind.object_path(namespace, obj["metadata"]["name"])
+        return dict(await self._call("PUT", path, body=dict(obj)))
 
     async def delete(self, kind: Kind, namespace: str | None, name: str, *,
                      propagation: str = "Background") -> bool:

@@ -21,8 +21,10 @@ from microshop_operator.values import InvalidSpec, managed_infrastructure, secre
 
 WORKLOAD_KINDS = (Kind("apps/v1", "Deployment", "deployments"), Kind("apps/v1", "StatefulSet", "statefulsets"))
 PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
-# Kinds searched for leftovers to prune. PVCs never: they hold data and belong to StatefulSets.
-PRUNABLE_KINDS = tuple(k for k in KNOWN_KINDS if k.kind != "PersistentVolumeClaim")
+# Kinds searched for leftovers to prune: every kind the shop chart renders with ``create: false``
+# Secrets (tests/charts checks the list against the chart). Never PVCs (they hold data and belong to
+# StatefulSets) nor Secrets (the operator's own are kept; the chart renders none for the operator).
+PRUNABLE_KINDS = tuple(k for k in KNOWN_KINDS if k.kind not in ("PersistentVolumeClaim", "Secret"))
 APPLY_CONCURRENCY = 4
 
 
@@ -50,6 +52,11 @@ class ShopRef:
     @property
     def labels(self) -> dict[str, str]:
         return {SHOP_LABEL: self.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+    @property
+    def ownership_selector(self) -> str:
+        """The operator's own labels: a Helm release of the same name carries neither."""
+        return ",".join(f"{key}={value}" for key, value in self.labels.items())
 
 
 @dataclass
@@ -103,6 +110,16 @@ def prepare(objects: Sequence[Mapping[str, Any]], shop: ShopRef, namespaced: Map
         meta["ownerReferences"] = [shop.owner_reference]
         out["metadata"] = meta
         out.pop("status", None)
+        if out["kind"] == "StatefulSet":  # the PVCs it makes carry the ownership labels too (see delete_volumes)
+            spec = dict(out.get("spec") or {})
+            templates = []
+            for template in spec.get("volumeClaimTemplates") or ():
+                template_meta = dict(template.get("metadata") or {})
+                template_meta["labels"] = {**(template_meta.get("labels") or {}), **shop.labels}
+                templates.append({**template, "metadata": template_meta})
+            if templates:
+                spec["volumeClaimTemplates"] = templates
+                out["spec"] = spec
         prepared.append(out)
     return prepared
 
@@ -150,7 +167,7 @@ class Reconciler:
             except KubeError as exc:
                 result.failure = Failure("ApiError", str(exc))
         try:
-            workloads = [obj for kind in WORKLOAD_KINDS
+            workloads = [(kind.kind, obj) for kind in WORKLOAD_KINDS
                          for obj in await self.kube.list(kind, shop.namespace, shop.selector)
                          if owned_by(obj, shop.uid)]
             result.components = components_of(workloads)
@@ -171,9 +188,31 @@ class Reconciler:
                 raise _ApplyFailed(f"{_describe(obj)}: {exc}") from exc
             namespaced[(obj["apiVersion"], obj["kind"])] = kind.namespaced
         objects = prepare(rendered, shop, namespaced)
+        await self._keep_claim_templates(shop, objects)
         result.url = shop_url(spec, objects, shop.namespace)
         await self._apply_all(objects, result)
         await self._prune(shop, spec, objects, result)
+
+    async def _keep_claim_templates(self, shop: ShopRef, objects: Sequence[dict[str, Any]]) -> None:
+        """A StatefulSet's volumeClaimTemplates are immutable: apply the live ones to a StatefulSet that exists.
+
+        (One made by an older operator has claims without the ownership labels; a changed storage size
+        that got past the CRD's transition rule would fail every apply.)"""
+        sets = [obj for obj in objects if obj["kind"] == "StatefulSet"]
+        if not sets:
+            return
+        try:
+            live = {obj["metadata"]["name"]: obj for obj in await self.kube.list(WORKLOAD_KINDS[1], shop.namespace,
+                                                                                 shop.selector)}
+        except KubeError as exc:
+            raise _ApplyFailed(f"cannot read the shop's StatefulSets: {exc}") from exc
+        for obj in sets:
+            current = live.get(obj["metadata"]["name"])
+            templates = ((current or {}).get("spec") or {}).get("volumeClaimTemplates")
+            if current is None or templates is None or not owned_by(current, shop.uid):
+                continue
+            obj["spec"] = {**obj["spec"], "volumeClaimTemplates": [
+                {key: value for key, value in template.items() if key != "status"} for template in templates]}
 
     async def _ensure_secrets(self, shop: ShopRef, spec: Mapping[str, Any], result: Result) -> None:
         names = secret_names(shop.name, spec)
@@ -245,11 +284,12 @@ class Reconciler:
                 self.log.info("pruned %s/%s: the chart no longer renders it", kind.kind, name)
 
     async def delete_volumes(self, body: Mapping[str, Any]) -> list[str]:
-        """Delete the PVCs the shop's StatefulSets made (selected by the chart's instance label), then the
-        infra Secret whose credentials they were initialised with, if the operator made it."""
+        """Delete the PVCs the shop's StatefulSets made (selected by the operator's ownership labels, which
+        ``prepare`` puts on the volumeClaimTemplates), then the infra Secret whose credentials they were
+        initialised with, if the operator made it."""
         shop = ShopRef.of(body)
         deleted: list[str] = []
-        claims = await self.kube.list(PVC, shop.namespace, f"app.kubernetes.io/instance={shop.name}")
+        claims = await self.kube.list(PVC, shop.namespace, shop.ownership_selector)
         for claim in claims:
             name = claim["metadata"]["name"]
             if await self.kube.delete(PVC, shop.namespace, name):

@@ -19,7 +19,10 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 INFRASTRUCTURE_READY = "InfrastructureReady"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, INFRASTRUCTURE_READY)
+PAUSED = "Paused"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, INFRASTRUCTURE_READY, PAUSED)
+# Conditions about the workloads as they run: they describe the last applied generation, not the spec.
+OBSERVED_CONDITIONS = (READY, INFRASTRUCTURE_READY)
 
 PHASE_PENDING = "Pending"
 PHASE_PROGRESSING = "Progressing"
@@ -58,7 +61,8 @@ class Failure:
     permanent: bool = False
 
 
-def component_of(obj: Mapping[str, Any]) -> Component:
+def component_of(obj: Mapping[str, Any], kind: str) -> Component:
+    """``kind`` from the caller: real API servers omit ``kind``/``apiVersion`` on the items of a list."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -71,15 +75,16 @@ def component_of(obj: Mapping[str, Any]) -> Component:
     rolled_out = observed >= generation and (updated is None or int(updated) >= desired)
     return Component(
         name=str(labels.get(COMPONENT_LABEL) or meta.get("name")),
-        kind=str(obj.get("kind")),
+        kind=kind,
         ready=int(status.get("readyReplicas") or 0),
         desired=desired,
         rolled_out=rolled_out,
     )
 
 
-def components_of(workloads: Iterable[Mapping[str, Any]]) -> list[Component]:
-    return sorted((component_of(obj) for obj in workloads), key=lambda c: (c.name, c.kind))
+def components_of(workloads: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Component]:
+    """Components of ``(kind, object)`` pairs, sorted by name."""
+    return sorted((component_of(obj, kind) for kind, obj in workloads), key=lambda c: (c.name, c.kind))
 
 
 def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -121,12 +126,23 @@ def desired_conditions(components: Sequence[Component], failure: Failure | None,
                                     else "waiting for workloads")
         else:
             progressing = condition(PROGRESSING, False, "ReconcileComplete", "every workload is rolled out")
-    return [ready, progressing, degraded, infra_cond]
+    if paused:
+        paused_cond = condition(PAUSED, True, "SpecPaused",
+                                "spec.paused is true: changes to the spec are not applied and nothing is pruned")
+    else:
+        paused_cond = condition(PAUSED, False, "Reconciling", "the operator applies the spec")
+    return [ready, progressing, degraded, infra_cond, paused_cond]
 
 
 def merge_conditions(old: Sequence[Mapping[str, Any]] | None, new: Sequence[Mapping[str, Any]],
-                     generation: int, now: datetime | None = None) -> list[dict[str, Any]]:
-    """New conditions, keeping each old ``lastTransitionTime`` unless that condition's status flipped."""
+                     generation: int, now: datetime | None = None,
+                     applied_generation: int | None = None) -> list[dict[str, Any]]:
+    """New conditions, keeping each old ``lastTransitionTime`` unless that condition's status flipped.
+
+    Each condition's ``observedGeneration`` is the generation it speaks about: ``generation`` (the
+    spec as it is now) for Progressing, Degraded and Paused; for Ready and InfrastructureReady,
+    which describe the workloads as they run, ``applied_generation`` (the last one applied) when given.
+    """
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     previous = {c.get("type"): c for c in old or ()}
     merged: list[dict[str, Any]] = []
@@ -135,7 +151,8 @@ def merge_conditions(old: Sequence[Mapping[str, Any]] | None, new: Sequence[Mapp
         transitioned = before is None or before.get("status") != cond["status"]
         merged.append({
             **cond,
-            "observedGeneration": generation,
+            "observedGeneration": applied_generation if (
+                cond["type"] in OBSERVED_CONDITIONS and applied_generation is not None) else generation,
             "lastTransitionTime": stamp if transitioned or before is None
             else before.get("lastTransitionTime", stamp),
         })
@@ -159,8 +176,9 @@ def build_status(old: Mapping[str, Any] | None, *, generation: int, observed_gen
                  components: Sequence[Component], failure: Failure | None, paused: bool,
                  url: str | None, now: datetime | None = None) -> dict[str, Any]:
     old = old or {}
+    applied = observed_generation if observed_generation is not None else old.get("observedGeneration")
     conditions = merge_conditions(old.get("conditions"), desired_conditions(components, failure, paused),
-                                  generation, now)
+                                  generation, now, applied_generation=applied)
     status: dict[str, Any] = {
         "phase": phase_of(conditions, paused),
         "conditions": conditions,
@@ -200,6 +218,6 @@ def transitions(old: Sequence[Mapping[str, Any]] | None,
             continue
         if prev is None and not (cond["type"] == DEGRADED and cond["status"] == "True"):
             continue  # a new Shop is not ready yet: no news, unless it cannot even be applied
-        good = (cond["status"] == "True") != (cond["type"] == DEGRADED)
+        good = cond["type"] == PAUSED or (cond["status"] == "True") != (cond["type"] == DEGRADED)
         events.append(("Normal" if good else "Warning", cond["reason"], cond["message"], cond["type"]))
     return events

@@ -2,7 +2,7 @@
 
 Every object is validated with kubernetes-validate --strict for Kubernetes 1.33 and 1.35. Kinds that
 come from CRDs are validated against their CRD's schema: HTTPRoute against the Gateway API v1.6.1
-schema vendored in tests/charts/schemas, kopf's peering kinds against charts/microshop-operator/crds.
+schema vendored in tests/charts/schemas.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ TLS_INGRESS: dict[str, Any] = {"ingress": {"enabled": True, "className": "cloud-
                                            "host": "shop.example.com",
                                            "tls": {"enabled": True, "secretName": "shop-tls"}}}
 SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA}
-OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]}}
+OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]},
+                                                "cluster-wide": {"clusterWide": True}}
 
 
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
@@ -263,22 +264,40 @@ def test_chart_generated_secrets(render: Render) -> None:
 
 
 def test_operator_rbac_scoping(render: Render) -> None:
-    cluster = render(OPERATOR_CHART)
-    assert "shop-microshop-operator-shops" in by_kind(cluster, "ClusterRole")
-    pod = by_kind(cluster, "Deployment")["shop-microshop-operator"]["spec"]["template"]["spec"]
-    args = pod["containers"][0]["args"]
-    assert "--all-namespaces" in args
+    """Namespaced by default (the release namespace); a list of namespaces; cluster-wide only when asked."""
+    def args_of(objects: list[dict[str, Any]]) -> list[str]:
+        return list(by_kind(objects, "Deployment")["shop-microshop-operator"]["spec"]["template"]["spec"][
+            "containers"][0]["args"])
+
+    default = render(OPERATOR_CHART)
+    assert not by_kind(default, "ClusterRole") and not by_kind(default, "ClusterRoleBinding"), "nothing cluster-wide"
+    roles = [o for o in default if o["kind"] == "Role"]
+    assert {r["metadata"].get("namespace", "shop-ns") for r in roles} == {"shop-ns"}
+    assert "--namespace=shop-ns" in args_of(default) and "--all-namespaces" not in args_of(default)
     namespaced = render(OPERATOR_CHART, {"watchNamespaces": ["shop-a", "shop-b"]})
-    roles = [o for o in namespaced if o["kind"] == "Role"]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["shop-a", "shop-b"]
-    assert "shop-microshop-operator-shops" not in by_kind(namespaced, "ClusterRole")
-    deployment = by_kind(namespaced, "Deployment")["shop-microshop-operator"]
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert {"--namespace=shop-a", "--namespace=shop-b"} <= set(args)
-    assert "--all-namespaces" not in args
-    for role in roles:
-        for rule in role["rules"]:
-            assert "*" not in rule["verbs"] and "*" not in rule["resources"], "least privilege: no wildcards"
+    shop_roles = [o for o in namespaced if o["kind"] == "Role" and o["metadata"]["name"].endswith("-shops")]
+    assert sorted(r["metadata"]["namespace"] for r in shop_roles) == ["shop-a", "shop-b"]
+    assert not by_kind(namespaced, "ClusterRole")
+    assert {"--namespace=shop-a", "--namespace=shop-b"} <= set(args_of(namespaced))
+    assert "--namespace=shop-ns" not in args_of(namespaced) and "--all-namespaces" not in args_of(namespaced)
+    wide = render(OPERATOR_CHART, {"clusterWide": True})
+    assert set(by_kind(wide, "ClusterRole")) == {"shop-microshop-operator-shops"}
+    assert "--all-namespaces" in args_of(wide)
+    for objects in (default, namespaced, wide):
+        for role in [o for o in objects if o["kind"] in ("Role", "ClusterRole")]:
+            for rule in role["rules"]:
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"], "least privilege: no wildcards"
+    leader = by_kind(default, "Role")["shop-microshop-operator-leader-election"]["rules"]
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [
+        "shop-microshop-operator"], "verbs": ["get", "update"]} in leader
+
+
+def test_operator_chart_refuses_contradictions(helm: Path, tmp_path: Path) -> None:
+    for values, message in (({"clusterWide": True, "watchNamespaces": ["a"]}, "leave watchNamespaces empty"),
+                            ({"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10,
+                                                 "retryPeriodSeconds": 2}}, "retryPeriodSeconds <")):
+        out = run_helm(helm, "template", "op", str(OPERATOR_CHART), values=values, tmp=tmp_path)
+        assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
 def test_operator_deployment(render: Render) -> None:
@@ -288,17 +307,37 @@ def test_operator_deployment(render: Render) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--standalone" in container["args"] and not any(a.startswith("--peering") for a in container["args"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MICROSHOP_OPERATOR_LEADER_ELECTION"] == "shop-microshop-operator"
+    assert (env["MICROSHOP_OPERATOR_LEASE_DURATION_SECONDS"], env["MICROSHOP_OPERATOR_RENEW_DEADLINE_SECONDS"],
+            env["MICROSHOP_OPERATOR_RETRY_PERIOD_SECONDS"]) == ("15", "10", "2")
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-def test_operator_rbac_covers_every_kind_the_shop_chart_renders(render: Render) -> None:
-    rules = by_kind(render(OPERATOR_CHART), "ClusterRole")["shop-microshop-operator-shops"]["rules"]
-    granted = {(group, resource) for rule in rules if {"create", "patch"} <= set(rule["verbs"])
-               for group in rule["apiGroups"] for resource in rule["resources"]}
-    rendered = set()
+def _rendered_kinds(render: Render) -> set[tuple[str, str, str]]:
+    """(apiVersion, kind, plural) of everything the shop chart renders for the operator (create: false Secrets)."""
+    from microshop_operator.values import spec_to_values
+
+    kinds = set()
     for values in SHOP_VARIANTS.values():
-        for obj in render(SHOP_CHART, values):
-            group = obj["apiVersion"].rpartition("/")[0]
-            rendered.add((group, obj["kind"].lower() + ("es" if obj["kind"].endswith("s") else "s")))
-    rendered = {(g, r.replace("policys", "policies")) for g, r in rendered}
+        for obj in render(SHOP_CHART, spec_to_values("shop", values)):
+            plural = obj["kind"].lower() + ("es" if obj["kind"].endswith("s") else "s")
+            kinds.add((obj["apiVersion"], obj["kind"], plural.replace("policys", "policies")))
+    return kinds
+
+
+def test_operator_rbac_covers_every_kind_the_shop_chart_renders(render: Render) -> None:
+    rules = by_kind(render(OPERATOR_CHART), "Role")["shop-microshop-operator-shops"]["rules"]
+    granted = {(group, resource) for rule in rules if {"create", "patch", "list", "delete"} <= set(rule["verbs"])
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    rendered = {(api_version.rpartition("/")[0], plural) for api_version, _, plural in _rendered_kinds(render)}
     assert rendered <= granted, rendered - granted
+
+
+def test_the_operator_prunes_every_kind_the_shop_chart_renders(render: Render) -> None:
+    from microshop_operator.reconcile import PRUNABLE_KINDS
+
+    rendered = {(api_version, kind) for api_version, kind, _ in _rendered_kinds(render)}
+    assert "Secret" not in {kind for _, kind in rendered}, "the operator makes the Secrets, never the chart"
+    assert rendered <= {(k.api_version, k.kind) for k in PRUNABLE_KINDS}, "a kind the operator would never prune"

@@ -62,7 +62,9 @@ def test_valid_zero_replicas_is_accepted(helm: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("values", "field"), [
     ({"replicas": -2}, "/replicas"),
     ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
-    ({"leaderElection": True}, "at ''"),
+    ({"peering": True}, "at ''"),
+    ({"leaderElection": {"retryPeriodSeconds": 0}}, "/leaderElection/retryPeriodSeconds"),
+    ({"clusterWide": "yes"}, "/clusterWide"),
 ])
 def test_operator_chart_rejects(helm: Path, tmp_path: Path, values: dict[str, Any], field: str) -> None:
     out = run_helm(helm, "template", "op", str(OPERATOR_CHART), values=values, tmp=tmp_path)

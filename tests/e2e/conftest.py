@@ -1,7 +1,9 @@
 """The operator scenarios against a real cluster (``make e2e`` on kind). Skipped without ``KUBECONFIG``.
 
-The cluster must already run the CRD, the operator (charts/microshop-operator) and have the microshop
-image loaded; ``make e2e`` does all of that. The tests talk to the API through ``kubectl proxy``.
+The cluster must already run the CRD, the operator (charts/microshop-operator, default values: it
+serves its release namespace, ``OPERATOR_NAMESPACE``) and have the microshop image loaded; ``make e2e``
+does all of that. The tests create their Shops in that namespace and talk to the API through
+``kubectl proxy``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 import os
 import re
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -47,9 +48,7 @@ def proxy_url() -> Iterator[str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def env(proxy_url: str) -> AsyncIterator[Env]:
     api = Api(proxy_url)
-    namespace = f"e2e-{uuid.uuid4().hex[:6]}"
-    await api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                            "metadata": {"name": namespace}})
+    namespace = os.environ.get("OPERATOR_NAMESPACE", "microshop-system")  # the namespaced install serves only it
 
     async def real_ready(api: Api, namespace: str, shop: str) -> None:
         return None  # the real controllers report readiness once the pods run
@@ -66,6 +65,5 @@ async def env(proxy_url: str) -> AsyncIterator[Env]:
         yield environment
     finally:
         await environment.cleanup()
-        await api.delete(f"/api/v1/namespaces/{namespace}")
         await api.close()
         await asyncio.sleep(0)

@@ -1,32 +1,42 @@
 """The operator under kopf's real runtime (``python -m microshop_operator``) against an extended kmock emulator.
 
-One emulator and one operator process serve the whole module; each test works in its own Shop.
-kopf's intervals are shortened by environment (resync 1s, backoff 0.5s) so that drift repair and
-retries are observable in seconds.
+One emulator serves the whole session. The operator chart is installed into it with its default
+values (a namespaced install serving its release namespace, ``shops``), except for shorter intervals
+given through the chart's ``env`` value (resync 1s, backoff 0.5s) so that drift repair and retries are
+observable in seconds; one replica runs as a local process under the chart's service account, so
+every call it makes is authorized against the chart's RBAC. Each test works in its own Shops there.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import kmock
 import pytest
 import pytest_asyncio
-import yaml
 
 from devtools.helm import ensure_helm
 from tests.operator.api import Api, eventually
 from tests.operator.emulator import ClusterEmulator
+from tests.operator.install import Release, install, render, start_pod, stop_pod
 from tests.operator.scenarios import Env, emulated_orders_unready, emulated_ready
 
 ROOT = Path(__file__).resolve().parents[2]
+RELEASE = "microshop-operator"
+NAMESPACE = "shops"
+# Only the operator's own settings differ from the chart's defaults (RBAC, args and lease are as installed).
+TEST_VALUES = {"env": {"MICROSHOP_OPERATOR_RESYNC_SECONDS": "1", "MICROSHOP_OPERATOR_BACKOFF_SECONDS": "0.5",
+                       "MICROSHOP_OPERATOR_BACKOFF_MAX_SECONDS": "2"}}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_rbac judges the calls of every other operator test: it runs last."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_rbac.py")
 
 
 def free_port() -> int:
@@ -37,6 +47,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def cluster() -> AsyncIterator[ClusterEmulator]:
     async with ClusterEmulator() as emulator, kmock.Server(emulator):
@@ -44,51 +59,36 @@ async def cluster() -> AsyncIterator[ClusterEmulator]:
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(cluster: ClusterEmulator, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kube") / "config"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-        "users": [{"name": "test", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "test"}}],
-    }))
-    return path
-
-
-@pytest.fixture(scope="session")
 def liveness_url() -> str:
     return f"http://127.0.0.1:{free_port()}/healthz"
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def release(api: Api, helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Release:
+    installed = Release(RELEASE, NAMESPACE, render(helm, RELEASE, NAMESPACE, TEST_VALUES,
+                                                   tmp_path_factory.mktemp("values")))
+    await install(api, installed)
+    return installed
+
+
 @pytest.fixture(scope="session")
-def operator_process(kubeconfig: Path, liveness_url: str, tmp_path_factory: pytest.TempPathFactory
-                     ) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "MICROSHOP_OPERATOR_CHART": str(ROOT / "charts" / "microshop"),
-        "MICROSHOP_OPERATOR_HELM": str(ensure_helm()),
-        "MICROSHOP_OPERATOR_RESYNC_SECONDS": "1",
-        "MICROSHOP_OPERATOR_BACKOFF_SECONDS": "0.5",
-        "MICROSHOP_OPERATOR_BACKOFF_MAX_SECONDS": "2",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "microshop_operator", "--standalone", "--all-namespaces",
-             f"--liveness={liveness_url}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session operator's log (JSON lines)."""
+    return tmp_path_factory.mktemp("operator") / f"{RELEASE}-0.log"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def operator_process(cluster: ClusterEmulator, release: Release, liveness_url: str, helm: Path,
+                           operator_log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    workdir = operator_log.parent
+    proc = start_pod(release, f"{RELEASE}-0", server=str(cluster.url).rstrip("/"), liveness_url=liveness_url,
+                     workdir=workdir, helm=helm)
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        await stop_pod(proc)
         if os.environ.get("OPERATOR_LOG"):
-            sys.stderr.write(log_path.read_text())
+            sys.stderr.write(operator_log.read_text())
 
 
 async def probe(url: str) -> bool:
@@ -118,8 +118,8 @@ async def api(cluster: ClusterEmulator) -> AsyncIterator[Api]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def env(api: Api, operator: subprocess.Popen[bytes]) -> AsyncIterator[Env]:
-    """A fresh namespace; the test's Shops are deleted afterwards so that resyncs do not pile up."""
-    environment = Env(api=api, namespace=f"t-{uuid.uuid4().hex[:6]}", timeout=30, make_ready=emulated_ready,
+    """The release namespace (the operator serves no other); the test's Shops are deleted afterwards."""
+    environment = Env(api=api, namespace=NAMESPACE, timeout=30, make_ready=emulated_ready,
                       make_orders_unready=emulated_orders_unready, ready_timeout=30)
     yield environment
     await environment.cleanup()

@@ -252,6 +252,7 @@ async def readiness_is_reported(env: Env, name: str) -> None:
     assert condition(shop, "Degraded")["status"] == "False"
     assert condition(shop, "Progressing")["status"] == "False"
     assert shop["status"]["components"]["gateway"] == {"kind": "Deployment", "ready": 1, "desired": 1}
+    assert shop["status"]["components"]["mongodb"]["kind"] == "StatefulSet", "the real kind, not the list item's"
     assert shop["status"]["url"]
     since = condition(shop, "Ready")["lastTransitionTime"]
 
@@ -328,20 +329,41 @@ async def invalid_spec_is_rejected(env: Env, name: str) -> None:
         assert failure.value.status == 422, failure.value
 
 
+async def _claim_of(env: Env, shop: str, component: str) -> str:
+    """The PVC a StatefulSet's controller makes from its volumeClaimTemplates (ordinal 0), made here if absent
+    (the emulator runs no controllers), with the template's labels as the controller copies them."""
+    sts = await env.api.get(env.statefulset(f"{shop}-{component}"))
+    assert sts is not None, f"the {component} StatefulSet"
+    template = sts["spec"]["volumeClaimTemplates"][0]
+    name = f"{template['metadata']['name']}-{shop}-{component}-0"
+    if await env.api.get(env.core("persistentvolumeclaims", name)) is None:
+        await env.api.create(env.core("persistentvolumeclaims"), {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": template["metadata"].get("labels") or {}},
+            "spec": template["spec"]})
+    return name
+
+
 async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool) -> None:
     await create_shop(env, name, {"deletion": {"deletePersistentVolumeClaims": delete_volumes}})
-    claim = f"data-{name}-mongodb-0"
+    claim = await _claim_of(env, name, "mongodb")
+    # A Helm release of the same name labels its PVCs with the same instance label: never the Shop's.
+    foreign = f"data-{name}-helm-0"
     await env.api.create(env.core("persistentvolumeclaims"), {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "labels": {"app.kubernetes.io/instance": name,
-                                               "app.kubernetes.io/component": "mongodb"}},
+        "metadata": {"name": foreign, "labels": {"app.kubernetes.io/instance": name,
+                                                 "app.kubernetes.io/component": "mongodb"}},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None
     if delete_volumes:
         async def finalized() -> bool:
             shop = await env.api.get(env.shop(name))
             return bool(shop and shop["metadata"].get("finalizers"))
 
         await eventually(finalized, timeout=env.timeout, what="the volume clean-up finalizer")
+    else:
+        assert not shop["metadata"].get("finalizers"), "no clean-up to do: no finalizer"
     await env.api.delete(env.shop(name))
 
     async def gone() -> bool:
@@ -355,9 +377,111 @@ async def deleting_a_shop_completes(env: Env, name: str, *, delete_volumes: bool
     await eventually(children_gone, timeout=env.timeout, what="owned Deployments garbage-collected")
     pvc = await env.api.get(env.core("persistentvolumeclaims", claim))
     infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert await env.api.get(env.core("persistentvolumeclaims", foreign)) is not None, "another release's PVC"
+    await env.api.delete(env.core("persistentvolumeclaims", foreign))
     if delete_volumes:
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "PVC kept despite deletePersistentVolumeClaims"
         assert infra is None or infra["metadata"].get("deletionTimestamp"), "the credentials go with the volumes"
     else:
         assert pvc is not None, "the data volume was deleted though the spec did not ask for it"
         assert infra is not None, "the kept volumes' credentials must survive the Shop"
+
+
+async def paused_shop_does_not_claim_new_generations(env: Env, name: str) -> None:
+    """While paused nothing is applied: observedGeneration stays at the last applied one, a Paused condition says so."""
+    shop = await create_shop(env, name, {})
+    applied = shop["metadata"]["generation"]
+    await env.api.merge(env.shop(name), {"spec": {"paused": True}})
+    patched = await env.api.merge(env.shop(name), {"spec": {"services": {"orders": {"replicas": 3}}}})
+
+    async def paused() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        cond = condition(shop or {}, "Paused")
+        ok = cond.get("status") == "True" and cond.get("observedGeneration") == patched["metadata"]["generation"]
+        return shop if ok else None
+
+    shop = await eventually(paused, timeout=env.timeout, what="Paused=True for the latest generation")
+    assert shop["status"]["observedGeneration"] == applied, "a paused generation is not applied"
+    assert shop["status"]["phase"] == "Paused"
+    assert condition(shop, "Ready").get("observedGeneration", applied) <= applied, "Ready speaks of what runs"
+    orders = await env.api.get(env.deployment(f"{name}-orders"))
+    assert orders is not None and orders["spec"]["replicas"] == 1, "nothing applied while paused"
+
+    resumed = await env.api.merge(env.shop(name), {"spec": {"paused": False}})
+
+    async def applied_again() -> bool:
+        shop = await env.api.get(env.shop(name))
+        orders = await env.api.get(env.deployment(f"{name}-orders"))
+        return bool(shop and orders and shop["status"].get("observedGeneration") == resumed["metadata"]["generation"]
+                    and condition(shop, "Paused").get("status") == "False" and orders["spec"]["replicas"] == 3)
+
+    await eventually(applied_again, timeout=env.timeout, what="the spec applied once unpaused")
+
+
+async def storage_change_is_rejected(env: Env, name: str) -> None:
+    """Volume claims are immutable: a storage change is refused by the API server with a clear message."""
+    await create_shop(env, name, {})
+    with pytest.raises(ApiFailure) as refused:
+        await env.api.merge(env.shop(name), {"spec": {"mongodb": {"storage": {"size": "20Gi"}}}})
+    assert refused.value.status == 422, refused.value
+    message = str(refused.value.body.get("message"))
+    assert "storage" in message and "cannot change" in message, message
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None and shop["spec"]["mongodb"]["storage"]["size"] == "2Gi"
+
+
+async def optional_kinds_are_applied_and_pruned(env: Env, name: str) -> None:
+    """HorizontalPodAutoscaler and HTTPRoute (Gateway API): applied when enabled, pruned when disabled."""
+    await create_shop(env, name, {
+        "services": {"orders": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}}},
+        "httpRoute": {"enabled": True, "parentRefs": [{"name": "public"}], "hostnames": ["shop.example.com"]}})
+    hpa = f"/apis/autoscaling/v2/namespaces/{env.namespace}/horizontalpodautoscalers/{name}-orders"
+    route = f"/apis/gateway.networking.k8s.io/v1/namespaces/{env.namespace}/httproutes/{name}-gateway"
+    assert await env.api.get(hpa) is not None
+    assert await env.api.get(route) is not None
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None and shop["status"]["url"] == "http://shop.example.com/api"
+    await env.api.merge(env.shop(name), {"spec": {
+        "services": {"orders": {"autoscaling": {"enabled": False}}}, "httpRoute": {"enabled": False}}})
+
+    async def pruned() -> bool:
+        return await env.api.get(hpa) is None and await env.api.get(route) is None
+
+    await eventually(pruned, timeout=env.timeout, what="the HPA and the HTTPRoute pruned")
+
+
+async def claims_of_an_existing_statefulset_are_kept(env: Env, name: str) -> None:
+    """A StatefulSet made before the claims carried the ownership labels (immutable since): still applied."""
+    await env.api.create(env.shops(), shop_body(name, _merged(env.base_spec, {"paused": True})))
+    env.created.append(name)
+
+    async def paused() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        return shop if condition(shop or {}, "Paused").get("status") == "True" else None
+
+    shop = await eventually(paused, timeout=env.timeout, what="the paused Shop's Paused condition")
+    owner = {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop", "name": name, "uid": shop["metadata"]["uid"],
+             "controller": True, "blockOwnerDeletion": True}
+    chart_labels = {"app.kubernetes.io/name": "microshop", "app.kubernetes.io/instance": name,
+                    "app.kubernetes.io/component": "redis"}
+    legacy_claims = [{"metadata": {"name": "data", "labels": chart_labels},  # no ownership labels
+                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "512Mi"}}}}]
+    await env.api.create(f"{APPS}/namespaces/{env.namespace}/statefulsets", {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": f"{name}-redis", "labels": {SHOP_LABEL: name}, "ownerReferences": [owner]},
+        "spec": {"serviceName": f"{name}-redis", "replicas": 1, "selector": {"matchLabels": chart_labels},
+                 "template": {"metadata": {"labels": chart_labels},
+                              "spec": {"containers": [{"name": "redis", "image": "legacy"}]}},
+                 "volumeClaimTemplates": legacy_claims}})
+    resumed = await env.api.merge(env.shop(name), {"spec": {"paused": False}})
+
+    async def applied() -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        ok = shop and (shop.get("status") or {}).get("observedGeneration") == resumed["metadata"]["generation"]
+        return shop if ok else None
+
+    shop = await eventually(applied, timeout=env.timeout, what="the Shop applied over the legacy StatefulSet")
+    assert condition(shop, "Degraded")["status"] == "False", condition(shop, "Degraded")
+    redis = await env.api.get(env.statefulset(f"{name}-redis"))
+    assert redis is not None and redis["spec"]["volumeClaimTemplates"] == legacy_claims, "claims untouched"
+    assert redis["spec"]["template"]["spec"]["containers"][0]["image"] != "legacy", "the rest applied"

@@ -1,8 +1,10 @@
-"""The operator under kopf's runtime against the emulator: every behaviour of issue 6, end to end."""
+"""The operator under kopf's runtime against the emulator: every behaviour of issues 6 and 11, end to end."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,29 @@ async def test_invalid_spec_is_rejected_by_the_schema(env: Env) -> None:
 @pytest.mark.parametrize("delete_volumes", [False, True], ids=["keep-volumes", "delete-volumes"])
 async def test_deleting_a_shop_completes(env: Env, delete_volumes: bool) -> None:
     await scenarios.deleting_a_shop_completes(env, shop_name(), delete_volumes=delete_volumes)
+
+
+async def test_paused_shop_does_not_claim_new_generations(env: Env) -> None:
+    await scenarios.paused_shop_does_not_claim_new_generations(env, shop_name())
+
+
+async def test_storage_change_is_rejected(env: Env) -> None:
+    await scenarios.storage_change_is_rejected(env, shop_name())
+
+
+async def test_optional_kinds_are_applied_and_pruned(env: Env) -> None:
+    await scenarios.optional_kinds_are_applied_and_pruned(env, shop_name())
+
+
+async def test_claims_of_an_existing_statefulset_are_kept(env: Env) -> None:
+    await scenarios.claims_of_an_existing_statefulset_are_kept(env, shop_name())
+
+
+async def test_per_event_handlers_are_quiet(env: Env, operator_log: Path) -> None:
+    """Child and Shop events are many: their handlers' "succeeded" lines are not logged at INFO."""
+    await scenarios.drift_is_repaired(env, shop_name())  # child events for sure
+    lines = [json.loads(line) for line in operator_log.read_text().splitlines() if line.startswith("{")]
+    assert any("created Secret" in line["message"] for line in lines), "the log is there and at INFO"
+    noisy = [line for line in lines if line["message"] in (
+        "Handler 'child_event' succeeded.", "Handler 'shop_event' succeeded.")]
+    assert not noisy, noisy[:3]

@@ -62,8 +62,10 @@ def test_cross_field_rules(spec: dict[str, object], field: str) -> None:
         values.validate(spec)
 
 
-def workload(name: str, ready: int, desired: int, generation: int = 1, observed: int = 1) -> dict[str, object]:
-    return {"kind": "Deployment", "metadata": {"name": f"x-{name}", "generation": generation,
+def workload(name: str, ready: int, desired: int, generation: int = 1, observed: int = 1
+             ) -> tuple[str, dict[str, object]]:
+    """As a real list returns it: no ``kind`` on the item; the kind comes from what was listed."""
+    return "Deployment", {"metadata": {"name": f"x-{name}", "generation": generation,
                                                "labels": {"app.kubernetes.io/component": name}},
             "spec": {"replicas": desired},
             "status": {"readyReplicas": ready, "observedGeneration": observed, "updatedReplicas": desired}}
@@ -101,13 +103,168 @@ def test_a_failure_degrades_and_keeps_observed_generation() -> None:
 
 
 def test_rollout_pending_is_not_ready() -> None:
-    comp = status.component_of(workload("orders", 1, 1, generation=3, observed=2))
+    comp = status.component_of(workload("orders", 1, 1, generation=3, observed=2)[1], "Deployment")
     assert not comp.is_ready and "rollout pending" in comp.describe()
 
 
 def test_cli_defaults_and_pass_through() -> None:
     assert kopf_args([], {}) == ["run", "-m", "microshop_operator.handlers", "--log-format=json",
-                                 "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+                                 "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]
     args = kopf_args(["--namespace=shop", "--peering=p", "--log-format=plain"], {"MICROSHOP_OPERATOR_LIVENESS": ""})
     assert args == ["run", "-m", "microshop_operator.handlers", "--namespace=shop", "--peering=p",
                     "--log-format=plain"]
+
+
+def test_components_name_the_kind_they_were_listed_as() -> None:
+    comps = status.components_of([workload("gateway", 1, 1), ("StatefulSet", workload("mongodb", 1, 1)[1])])
+    assert [(c.name, c.kind) for c in comps] == [("gateway", "Deployment"), ("mongodb", "StatefulSet")]
+    built = status.build_status(None, generation=1, observed_generation=1, components=comps, failure=None,
+                                paused=False, url=None)
+    assert built["components"]["mongodb"] == {"kind": "StatefulSet", "ready": 1, "desired": 1}
+
+
+def test_a_paused_shop_does_not_claim_the_new_generation() -> None:
+    comps = status.components_of([workload("gateway", 1, 1), workload("mongodb", 1, 1)])
+    applied = status.build_status(None, generation=3, observed_generation=3, components=comps, failure=None,
+                                  paused=False, url=None)
+    paused = status.build_status(applied, generation=4, observed_generation=None, components=comps,
+                                 failure=None, paused=True, url=None)
+    by_type = {c["type"]: c for c in paused["conditions"]}
+    assert paused["observedGeneration"] == 3 and paused["phase"] == "Paused"
+    assert by_type["Paused"]["status"] == "True" and by_type["Paused"]["observedGeneration"] == 4
+    assert by_type["Ready"]["observedGeneration"] == 3, "Ready speaks of the last applied generation"
+    assert by_type["Progressing"]["reason"] == "Paused"
+    resumed = status.build_status(paused, generation=5, observed_generation=5, components=comps, failure=None,
+                                  paused=False, url=None)
+    assert {c["type"]: c for c in resumed["conditions"]}["Paused"]["status"] == "False"
+    assert {c["type"]: c["observedGeneration"] for c in resumed["conditions"]} == {
+        t: 5 for t in status.CONDITION_TYPES}
+
+
+def test_liveness_endpoint_of_the_command_line() -> None:
+    from microshop_operator.__main__ import liveness_of
+
+    assert liveness_of(kopf_args([], {})) == "http://0.0.0.0:8080/healthz"
+    assert liveness_of(kopf_args(["-L", "http://127.0.0.1:9/h"], {"MICROSHOP_OPERATOR_LIVENESS": ""})) == \
+        "http://127.0.0.1:9/h"
+    assert liveness_of(kopf_args([], {"MICROSHOP_OPERATOR_LIVENESS": ""})) is None
+
+
+def test_event_handlers_success_lines_are_debug() -> None:
+    import logging
+
+    from microshop_operator.handlers import _QuietHandlers
+
+    quiet = _QuietHandlers()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        child = record("Handler 'child_event' succeeded.")
+        assert quiet.filter(child) is False and child.levelno == logging.DEBUG
+        assert quiet.filter(record("Handler 'shop_event' succeeded.")) is False
+        assert quiet.filter(record("Handler 'delete_volumes' succeeded.")) is True, "the rare ones stay"
+        root.setLevel(logging.DEBUG)
+        assert quiet.filter(record("Handler 'child_event' succeeded.")) is True, "shown with --debug"
+    finally:
+        root.setLevel(level)
+
+
+class _FakeLeases:
+    """The three Lease calls of LeaderElector against an in-memory store with resourceVersions."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, object] | None = None
+        self.version = 0
+        self.broken = False
+
+    async def get(self, kind: object, namespace: str, name: str) -> dict[str, object] | None:
+        if self.broken:
+            from microshop_operator.kube import KubeError
+            raise KubeError(0, "Unreachable", "the API server is gone")
+        return None if self.lease is None else {**self.lease, "metadata": {"resourceVersion": str(self.version)}}
+
+    async def create(self, kind: object, namespace: str, body: dict[str, object]) -> dict[str, object]:
+        from microshop_operator.kube import KubeError
+        if self.lease is not None:
+            raise KubeError(409, "AlreadyExists", "exists")
+        self.lease, self.version = body, self.version + 1
+        return body
+
+    async def replace(self, kind: object, namespace: str, body: dict[str, object]) -> dict[str, object]:
+        from microshop_operator.kube import KubeError
+        if str(body["metadata"]["resourceVersion"]) != str(self.version):  # type: ignore[index]
+            raise KubeError(409, "Conflict", "modified")
+        self.lease, self.version = body, self.version + 1
+        return body
+
+
+def test_leader_election_takes_over_only_after_the_lease_expires() -> None:
+    import asyncio
+    import logging
+    import time
+
+    from microshop_operator.config import LeaseConfig
+    from microshop_operator.leader import LeaderElector
+
+    async def scenario() -> None:
+        store = _FakeLeases()
+        log = logging.getLogger("test")
+
+        def elector(identity: str) -> LeaderElector:
+            lease = LeaseConfig(name="op", namespace="ns", identity=identity, duration=1.0, renew_deadline=0.6,
+                                retry_period=0.1)
+            return LeaderElector(store, lease, log)  # type: ignore[arg-type]
+
+        a, b = elector("a"), elector("b")
+        await asyncio.wait_for(a.acquire(), timeout=5)
+        assert a.leading and store.lease["spec"]["holderIdentity"] == "a"  # type: ignore[index]
+        lost: list[float] = []
+        holding = asyncio.create_task(a.hold(lambda: lost.append(time.monotonic())))
+        assert not await b._try(), "a renews: b must not take it"
+        waiting = asyncio.create_task(b.acquire())
+        await asyncio.sleep(1.5)  # several lease durations: a keeps renewing
+        assert not waiting.done() and store.lease["spec"]["holderIdentity"] == "a"  # type: ignore[index]
+        holding.cancel()  # a dies without releasing
+        died = time.monotonic()
+        await asyncio.wait_for(waiting, timeout=5)
+        took = time.monotonic() - died
+        assert b.leading and store.lease["spec"]["holderIdentity"] == "b"  # type: ignore[index]
+        assert 0.9 <= took <= 1.0 + 2 * 0.1 + 0.3, took  # the lease duration, within 2 retries
+        assert store.lease["spec"]["leaseTransitions"] == 1  # type: ignore[index]
+        # b cannot renew any more: it stops leading after the renew deadline, before the lease could expire.
+        store.broken = True
+        since = time.monotonic()
+        await asyncio.wait_for(b.hold(lambda: lost.append(time.monotonic())), timeout=5)
+        assert lost and 0.6 <= lost[-1] - since < 1.0 and not b.leading
+        store.broken = False
+        await b.release()  # not leading any more: nothing to release
+        assert store.lease["spec"]["holderIdentity"] == "b"  # type: ignore[index]
+
+    asyncio.run(scenario())
+
+
+def test_a_graceful_stop_releases_the_lease() -> None:
+    import asyncio
+    import dataclasses
+    import logging
+
+    from microshop_operator.config import LeaseConfig
+    from microshop_operator.leader import LeaderElector
+
+    async def scenario() -> None:
+        store = _FakeLeases()
+        lease = LeaseConfig(name="op", namespace="ns", identity="a", duration=30.0, renew_deadline=20.0,
+                            retry_period=0.1)
+        a = LeaderElector(store, lease, logging.getLogger("test"))  # type: ignore[arg-type]
+        await a.acquire()
+        await a.release()
+        assert store.lease["spec"]["holderIdentity"] is None  # type: ignore[index]
+        b = LeaderElector(store, dataclasses.replace(lease, identity="b"), logging.getLogger("test"))  # type: ignore[arg-type]
+        assert await b._try(), "a released lease is taken at once, not after 30 s"
+
+    asyncio.run(scenario())

@@ -24,56 +24,58 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- .Values.serviceAccount.name | default (include "operator.fullname" .) -}}
 {{- end -}}
 
+{{/* The namespaces served (JSON list): watchNamespaces, else the release namespace. */}}
+{{- define "operator.watchNamespaces" -}}
+{{- .Values.watchNamespaces | default (list .Release.Namespace) | toJson -}}
+{{- end -}}
+
 {{/*
-Rules for reconciling Shops: the Shop itself, everything the microshop chart renders (the operator
-applies, prunes and reads status of these), and events. Keep in step with charts/microshop/templates.
+Rules for reconciling Shops: exactly the calls the operator makes (tests/operator/test_rbac.py derives
+them from the operator test suite and fails when these grant more or less). Keep in step with
+microshop_operator.reconcile.PRUNABLE_KINDS and charts/microshop/templates.
 */}}
 {{- define "operator.shopRules" -}}
 - apiGroups: [microshop.dev]
+  # kopf watches Shops and patches its finalizer; the resync reads each Shop.
   resources: [shops]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [microshop.dev]
   resources: [shops/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
+- apiGroups: [microshop.dev]
+  # Children name their Shop with blockOwnerDeletion: clusters enforcing ownerReference permissions require this.
+  resources: [shops/finalizers]
+  verbs: [update]
 - apiGroups: [""]
-  resources: [services, secrets, configmaps]
-  verbs: [get, list, watch, create, patch, update, delete]
+  # The Shop's JWT, admin and infra Secrets: read, created when missing, the infra one deleted with the
+  # volumes (spec.deletion). Never listed, patched or updated.
+  resources: [secrets]
+  verbs: [get, create, delete]
 - apiGroups: [""]
-  # PVCs of managed infrastructure: read for status, deleted when a Shop asks for it (spec.deletion).
+  # Deleted with the Shop only when spec.deletion.deletePersistentVolumeClaims is true.
   resources: [persistentvolumeclaims]
-  verbs: [get, list, watch, delete]
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, delete]
 - apiGroups: [apps]
+  # Watched: a change of a workload wakes its Shop's reconcile.
   resources: [deployments, statefulsets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [""]
+  # Applied (server-side apply creates: create + patch), listed and deleted when pruned.
+  resources: [services]
+  verbs: [list, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [ingresses, networkpolicies]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [""]
-  # Listed and deleted only when pruning kinds an older chart may have rendered; never created.
-  resources: [serviceaccounts]
-  verbs: [get, list, watch, delete]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
-  verbs: [get, list, watch, delete]
-- apiGroups: [batch]
-  resources: [jobs]
-  verbs: [get, list, watch, delete]
-- apiGroups: ["", events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [get, list, watch, patch]
+  verbs: [create]
 {{- end -}}
