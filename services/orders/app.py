@@ -26,7 +26,8 @@ class Deps:
 
 async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
-    catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds)
+    catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds,
+                            res.settings.catalog_cache_seconds)
     await catalog.start()
     book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=res.settings.batch_max_size,
                      batch_linger_seconds=res.settings.batch_linger_ms / 1000)

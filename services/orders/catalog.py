@@ -5,12 +5,18 @@ source of truth and its reads are Redis-cached; a copy would need a bootstrap fo
 created before this service first ran and could serve a price that changed seconds ago.
 The cost is a dependency at order time: if the catalog is unreachable, placing an order
 answers 503 and nothing is stored.
+
+A popular product is asked for many times a second under load, so the answers are kept for
+``cache_seconds`` (``MICROSHOP_CATALOG_CACHE_SECONDS``, default 1 s; 0 turns it off) and
+concurrent lookups of one product share one request: an order may be priced with a name or
+price at most that old. A product that does not exist is not cached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,10 +42,14 @@ class CatalogUnavailable(Exception):
 
 
 class CatalogClient:
-    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+    def __init__(self, base_url: str, timeout_seconds: float, cache_seconds: float = 0.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.cache_seconds = cache_seconds
         self._session: aiohttp.ClientSession | None = None
+        # product id -> (when fetched, the lookup): a finished lookup is reused while fresh, a running
+        # one by every concurrent caller.
+        self._cache: dict[str, tuple[float, asyncio.Future[CatalogProduct | None]]] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=self.timeout, raise_for_status=False)
@@ -67,8 +77,28 @@ class CatalogClient:
         except ValidationError as exc:
             raise CatalogUnavailable(f"unexpected product shape for {product_id}") from exc
 
+    async def _cached(self, product_id: str) -> CatalogProduct | None:
+        if self.cache_seconds <= 0:
+            return await self._one(product_id)
+        now = time.monotonic()
+        hit = self._cache.get(product_id)
+        if hit is not None and (not hit[1].done() or now - hit[0] < self.cache_seconds):
+            return await asyncio.shield(hit[1])
+        if len(self._cache) > 10_000:
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
+        lookup = asyncio.ensure_future(self._one(product_id))
+        self._cache[product_id] = (now, lookup)
+        try:
+            product = await asyncio.shield(lookup)
+        except BaseException:
+            self._cache.pop(product_id, None)  # a failure is not remembered
+            raise
+        if product is None:
+            self._cache.pop(product_id, None)
+        return product
+
     async def products(self, product_ids: Iterable[str]) -> dict[str, CatalogProduct]:
         """The products that exist among ``product_ids`` (missing ones are absent from the result)."""
         ids = list(dict.fromkeys(product_ids))
-        found = await asyncio.gather(*(self._one(pid) for pid in ids))
+        found = await asyncio.gather(*(self._cached(pid) for pid in ids))
         return {pid: p for pid, p in zip(ids, found, strict=True) if p is not None}

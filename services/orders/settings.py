@@ -12,3 +12,5 @@ class Settings(ServiceSettings):
     # Where names and prices come from (the same variable the gateway routes /api/products with).
     products_url: str = "http://127.0.0.1:8002"
     catalog_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # How long a product's name and price read from the catalog are reused (0: every order asks).
+    catalog_cache_seconds: float = Field(default=1.0, ge=0, le=60)

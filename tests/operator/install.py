@@ -117,7 +117,6 @@ def start_pod(release: Release, pod: str, *, server: str, liveness_url: str, wor
         env[var["name"]] = var["value"] if "value" in var else field_refs[var["valueFrom"]["fieldRef"]["fieldPath"]]
     env.update({
         "KUBECONFIG": str(kubeconfig),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)]),
         # The image's paths, as they are in a checkout:
         "MICROSHOP_OPERATOR_CHART": str(ROOT / "charts" / "microshop"),
         "MICROSHOP_OPERATOR_HELM": str(helm),
