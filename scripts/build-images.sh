@@ -79,6 +79,7 @@ pick_client() {
   exit 1
 }
 pick_client
+say "client: $CLIENT_DESC"
 
 server="$("$CLIENT" version --format '{{.Server.Version}}' 2>/dev/null || true)"
 [[ -n "$server" ]] || die "no Docker engine answers ${DOCKER_HOST:-unix:///var/run/docker.sock}; start dockerd (as root: scripts/docker-engine.sh) or set DOCKER_HOST"
@@ -86,7 +87,7 @@ smajor="${server%%.*}"; sminor="${server#*.}"; sminor="${sminor%%.*}"
 if [[ "$smajor" =~ ^[0-9]+$ && "$sminor" =~ ^[0-9]+$ ]] && (( smajor < 20 || (smajor == 20 && sminor < 10) )); then
   die "Docker engine $server is too old: 20.10 or later (with BuildKit) is needed"
 fi
-say "client: $CLIENT_DESC; engine: Docker $server"
+say "engine: Docker $server"
 
 # ---- the base image: PYTHON_IMAGE when present or pullable, else the Debian-built stand-in ----
 if "$CLIENT" image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
