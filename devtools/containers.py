@@ -80,6 +80,9 @@ class ContainerShop(LocalShop):
 
     image: str = "microshop:0.1.0"
     docker: str = "docker"
+    # True: each service gets exactly its ``service_env`` (e.g. the chart's env, rewritten for this
+    # host), not the developer defaults LocalShop adds for every service.
+    exact_env: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _keydir: Path | None = field(default=None, init=False, repr=False)
 
@@ -102,7 +105,9 @@ class ContainerShop(LocalShop):
 
     def proc_for(self, name: str) -> Proc:
         local = super().proc_for(name)
-        env = {k: v for k, v in local.env.items() if k.startswith("MICROSHOP_")}
+        source = self.service_env.get(name, {}) if self.exact_env else local.env
+        env = {k: v for k, v in source.items() if k.startswith("MICROSHOP_")}
+        env["MICROSHOP_PORT"] = str(self.ports[name])
         env["MICROSHOP_HOST"] = "127.0.0.1"  # host networking: bind loopback only, as the tests do
         mounts: list[str] = []
         env.pop("MICROSHOP_JWT_PRIVATE_KEY_FILE", None)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from devtools.containers import docker_client
+from devtools.helm import ensure_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
@@ -36,6 +37,11 @@ def docker_or_reason() -> tuple[str | None, str]:
     if _docker is None:
         _docker = docker_client()
     return _docker
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return ensure_helm()
 
 
 @pytest.fixture(scope="session")
