@@ -6,10 +6,10 @@
 # Inputs: IMAGE_TAG; PYTHON_IMAGE (base image; a Debian-built stand-in is made when it cannot be pulled);
 # CA_BUNDLE (BuildKit secret for TLS-intercepting proxies; default $SSL_CERT_FILE); IMAGE_BUILD_ARGS
 # (extra `docker build` arguments, e.g. --network host); DOCKER (the docker client).
-# COMPOSE_FILES adds files: COMPOSE_FILES="compose.yaml compose.host.yaml" runs the app on this host's
+# COMPOSE_FILES picks the files: COMPOSE_FILES="compose.yaml compose.host.yaml" runs the app on this host's
 # own MongoDB/RabbitMQ/Redis (see compose.host.yaml).
 IMAGE_TAG ?= 0.1.0
-COMPOSE_FILES ?= compose.yaml
+COMPOSE_FILES ?= compose.yaml compose.override.yaml
 
 .PHONY: images compose-up compose-down
 
