@@ -31,7 +31,7 @@ JWT_KEY_PATH = "/var/run/secrets/microshop/jwt/private.pem"  # where the chart m
 SECURITY_FLAGS: tuple[str, ...] = (
     "--user", RUN_AS,
     "--read-only",
-    "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m",
+    "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m",  # noqa: S108 - the container's own tmpfs
     "--cap-drop", "ALL",
     "--security-opt", "no-new-privileges",
 )
@@ -41,7 +41,7 @@ LABEL = "dev.microshop.containershop"
 def docker_client() -> tuple[str | None, str]:
     """(a docker client whose engine answers, "") or (None, why not): ``$DOCKER``, then every ``docker``."""
     candidates = [os.environ["DOCKER"]] if os.environ.get("DOCKER") else []
-    for directory in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
         path = os.path.join(directory, "docker")
         if os.access(path, os.X_OK) and path not in candidates:
             candidates.append(path)
@@ -100,7 +100,7 @@ class ContainerShop(LocalShop):
                 os.chown(key, 10001, 10001)
                 os.chmod(key, 0o440)
             else:  # an unprivileged runner cannot hand the file to uid 10001: a throwaway test key only
-                os.chmod(key, 0o444)  # noqa: S103
+                os.chmod(key, 0o444)
         return self._keydir / "private.pem"
 
     def proc_for(self, name: str) -> Proc:

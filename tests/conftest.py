@@ -6,9 +6,10 @@ exchange, queue and Redis key names, never with sleeps.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -52,10 +53,27 @@ def mongo_url() -> Iterator[str]:
         proc.stop()
 
 
+def shop_factory() -> Callable[..., LocalShop]:
+    """LocalShop, or ContainerShop of the image named by ``MICROSHOP_TEST_IMAGE`` (the suite's one switch)."""
+    image = os.environ.get("MICROSHOP_TEST_IMAGE", "").strip()
+    if not image:
+        return LocalShop
+    from devtools.containers import ContainerShop, docker_client
+
+    docker, why = docker_client()
+    if docker is None:
+        pytest.exit(f"MICROSHOP_TEST_IMAGE={image}: {why}", returncode=3)
+    return functools.partial(ContainerShop, image=image, docker=docker)
+
+
 @pytest.fixture(scope="session")
 def shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
-    """Every service of this checkout and the gateway, as separate processes on free ports."""
-    local = LocalShop(
+    """Every service of this checkout and the gateway, as separate processes on free ports.
+
+    ``MICROSHOP_TEST_IMAGE=microshop:<tag>`` runs them as containers of that image instead (as the chart
+    runs them, on the host network; devtools.containers), so the whole suite tests the image.
+    """
+    local = shop_factory()(
         key_file=key_file,
         mongo=mongo_url,
         namespace=namespace,

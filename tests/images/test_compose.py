@@ -52,7 +52,8 @@ def compose_cli() -> list[str] | None:
 def cli() -> list[str]:
     argv = compose_cli()
     if argv is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)")
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed "
+                    "(Debian: apt-get install docker-compose)")
     return argv
 
 

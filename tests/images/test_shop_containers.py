@@ -105,7 +105,8 @@ def test_the_docker_flags_are_the_charts_security_context(chart_pods: dict[str, 
         sec = container["securityContext"]
         assert f"{ctx['runAsUser']}:{ctx['runAsGroup']}" == RUN_AS
         assert sec["readOnlyRootFilesystem"] is True and "--read-only" in SECURITY_FLAGS
-        assert sec["capabilities"] == {"drop": ["ALL"]} and SECURITY_FLAGS[SECURITY_FLAGS.index("--cap-drop") + 1] == "ALL"
+        assert sec["capabilities"] == {"drop": ["ALL"]}
+        assert SECURITY_FLAGS[SECURITY_FLAGS.index("--cap-drop") + 1] == "ALL"
         assert sec["allowPrivilegeEscalation"] is False and "no-new-privileges" in SECURITY_FLAGS
         tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
         assert "emptyDir" in tmp and {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -129,7 +130,8 @@ def test_containers_run_with_the_charts_args_env_and_security(chart_shop: Contai
         assert "no-new-privileges" in host["SecurityOpt"]
         assert host["NetworkMode"] == "host" and host["Privileged"] is False
         env_names = {e.split("=", 1)[0] for e in info["Config"]["Env"] if e.startswith("MICROSHOP_")}
-        chart_names = {e["name"] for e in chart_pods[name]["containers"][0]["env"] if e["name"].startswith("MICROSHOP_")}
+        chart_env = chart_pods[name]["containers"][0]["env"]
+        chart_names = {e["name"] for e in chart_env if e["name"].startswith("MICROSHOP_")}
         assert env_names == chart_names | {"MICROSHOP_NAMESPACE"}, name
 
 

@@ -19,6 +19,7 @@ from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from tests.conftest import shop_factory
 from tests.integration.test_saga_support import (
     WireTap,
     close_broker_connections,
@@ -38,7 +39,7 @@ from tests.integration.test_saga_support import (
 @pytest.fixture(scope="module")
 def own_shop(key_file: Path, namespace: str) -> Iterator[LocalShop]:
     # Under the session's namespace, so the session's clean-up deletes its queues too.
-    local = LocalShop(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
+    local = shop_factory()(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
                       services=["customers", "products", "orders"], out=None,
                       env={"MICROSHOP_LOG_LEVEL": "INFO"})
     try:
