@@ -38,7 +38,8 @@ RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
     mkdir /out && cp "$(python3 devtools/helm.py)" /out/helm && /out/helm version --short
 
-# ---- dependencies (uv.lock, frozen; no dev dependencies, the project itself is not installed) ----
+# ---- dependencies (uv.lock, frozen; no dev dependencies; the project itself is not installed: the
+#      images carry only their own import packages, on PYTHONPATH) ----
 FROM ${PYTHON_IMAGE} AS deps
 COPY --from=uv /out/uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
@@ -49,8 +50,9 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
 
-# The services: without the operator's packages (kopf, the kubernetes client). Once they live in
-# the `operator` dependency group the --no-install-package options are no-ops, kept as a guard.
+# The services: the project's dependencies only. The operator's packages (kopf, the kubernetes client)
+# are the `operator` dependency group; --no-install-package keeps them out even if one became a
+# transitive dependency of a service package, and the check fails the build if they got in anyway.
 FROM deps AS deps-shop
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
@@ -58,12 +60,11 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
       --no-install-package kubernetes --no-install-package kopf \
     && ! /opt/venv/bin/python -c "import kubernetes" 2>/dev/null
 
-# The operator: the project's dependencies plus the `operator` group (when pyproject.toml has one).
+# The operator: the project's dependencies plus the `operator` dependency group.
 FROM deps AS deps-operator
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    group=""; if grep -qE '^operator[[:space:]]*=' pyproject.toml; then group="--group operator"; fi; \
-    uv sync --frozen --no-dev --no-install-project $group \
+    uv sync --frozen --no-dev --no-install-project --group operator \
     && /opt/venv/bin/python -c "import kopf, kubernetes"
 
 # ---- the common runtime base: non-root user, no caches ----

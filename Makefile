@@ -4,13 +4,12 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 UV := $(shell $(PYTHON) scripts/install_uv.py)
-export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/operator:$(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
 
-.PHONY: help setup infra dev test lint typecheck check bench clean
+.PHONY: help setup infra dev test lint typecheck check bench clean asyncapi
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 setup: .venv/.synced ## create the virtualenv from uv.lock
 
@@ -28,6 +27,13 @@ dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database)
 test: infra ## run every test (PYTEST_ARGS to narrow)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
+.PHONY: test-unit test-integration
+test-unit: setup ## the unit tier alone: no services, no network, seconds
+	$(UV) run --frozen pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: infra ## the integration tier: RabbitMQ, Redis, SecantusDB, the shop as processes (~3 min)
+	$(UV) run --frozen pytest tests/integration $(PYTEST_ARGS)
+
 lint: setup ## ruff
 	$(UV) run --frozen ruff check .
 
@@ -43,3 +49,6 @@ clean: ## remove the virtualenv, dev data and caches
 	rm -rf .venv .dev .pytest_cache .mypy_cache .ruff_cache
 
 -include mk/*.mk
+
+asyncapi: setup ## regenerate docs/asyncapi.json from the event catalogue (a test checks it is current)
+	$(UV) run --frozen python -m shopkit.asyncapi > docs/asyncapi.json

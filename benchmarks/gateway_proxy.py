@@ -7,7 +7,7 @@ number of concurrent keep-alive connections, alternating the targets round by ro
 prints throughput, latency, the gateway's and the service's CPU per request (read from /proc,
 so it holds up on a busy machine) and the ratios.
 
-    PYTHONPATH=services:operator:. uv run python benchmarks/gateway_proxy.py [--seconds 3] [--concurrency 16]
+    uv run python benchmarks/gateway_proxy.py [--seconds 3] [--concurrency 16]
 
 Absolute numbers depend on the machine (the load generator shares its cores); compare ratios.
 """

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project is not installed as a package: services/ and operator/ are import roots.
-PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "services", ROOT / "operator", ROOT))
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 
 
@@ -98,7 +96,7 @@ class Proc:
     keep_lines: int = 2000
 
     def start(self) -> Proc:
-        env = {**os.environ, "PYTHONPATH": PYTHONPATH, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
             self.argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             preexec_fn=_detach_and_die_with_parent,

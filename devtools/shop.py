@@ -34,7 +34,7 @@ class ServiceSpec:
 
     @property
     def available(self) -> bool:
-        # A package without __main__ is still being written: it is not a runnable service yet.
+        # Only a package with a __main__ can be started (python -m <module>); every service has one today.
         find = importlib.util.find_spec
         return find(self.module) is not None and find(f"{self.module}.__main__") is not None
 
@@ -72,7 +72,7 @@ class LocalShop:
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra MICROSHOP_* for every service
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service
-    services: list[str] | None = None  # default: every service that exists in this checkout
+    services: list[str] | None = None  # default: every service (a subset runs a partial shop, e.g. without the gateway)
     out: IO[str] | None = sys.stdout
     group: ProcGroup = field(init=False)
     procs: dict[str, Proc] = field(default_factory=dict)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from litestar import Litestar
-from litestar.di import Provide
 
 from alerts import inbox as inbox_module
 from alerts.controllers import AlertController
@@ -14,71 +15,43 @@ from alerts.notifier import Notifier
 from alerts.push import Channels, PushHub
 from alerts.settings import Settings
 from alerts.ws import alerts_socket
-from shopkit.app import Resources, create_service_app
-from shopkit.broker import EventBus, create_broker
-from shopkit.events import ORDER_CREATED, ORDER_UPDATED, STOCK_LOW, CloudEvent
+from shopkit.app import Resources, Service, Uses
+from shopkit.contracts.events import OrderCreated, OrderUpdated, StockLow
 from shopkit.settings import ServiceSettings
 
 
 @dataclass
-class Runtime:
-    """What the handlers need, built once Mongo and Redis are connected."""
-
-    notifier: Notifier | None = None
-    inbox: Inbox | None = None
-    hub: PushHub | None = None
-
-    @property
-    def handlers(self) -> Notifier:
-        # Built at start-up; the kit starts consumers only after that.
-        assert self.notifier is not None
-        return self.notifier
+class Deps:
+    settings: Settings
+    inbox: Inbox
+    hub: PushHub
+    notifier: Notifier
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    settings = settings if isinstance(settings, Settings) else Settings()
-    bus = EventBus(settings, create_broker(settings))
-    runtime = Runtime()
+    config = settings if isinstance(settings, Settings) else Settings()
 
-    async def on_order_event(event: CloudEvent) -> None:
-        await runtime.handlers.on_order_event(event)
-
-    async def on_stock_low(event: CloudEvent) -> None:
-        await runtime.handlers.on_stock_low(event)
-
-    bus.subscribe(ORDER_CREATED, on_order_event)
-    bus.subscribe(ORDER_UPDATED, on_order_event)
-    bus.subscribe(STOCK_LOW, on_stock_low)
-
-    async def startup(resources: Resources) -> None:
-        assert resources.mongo_client is not None and resources.redis is not None and resources.relay is not None
-        db = resources.db
-        await inbox_module.ensure_indexes(db)
-        hub = PushHub(resources.redis, Channels(settings.namespace))
+    @contextlib.asynccontextmanager
+    async def build(res: Resources) -> AsyncIterator[Deps]:
+        await inbox_module.ensure_indexes(res.db)
+        hub = PushHub(res.cache, Channels(config.namespace))
         await hub.start()
-        runtime.hub = hub
-        runtime.inbox = Inbox(db)
-        runtime.notifier = Notifier(resources.mongo_client, db, resources.relay, hub)
-        resources.extras["push_hub"] = hub
+        try:
+            yield Deps(config, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub))
+        finally:
+            await hub.stop()
 
-    async def shutdown(resources: Resources) -> None:
-        if runtime.hub is not None:
-            await runtime.hub.stop()
-
-    def provide_inbox() -> Inbox:
-        assert runtime.inbox is not None
-        return runtime.inbox
-
-    return create_service_app(
-        settings,
+    service = Service(
+        config,
         title="microshop alerts",
         description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
                     "at /alerts/ws.",
-        route_handlers=[AlertController, alerts_socket],
-        use_redis=True,
-        bus=bus,
-        use_outbox=True,
-        on_startup=[startup],
-        on_shutdown=[shutdown],
-        dependencies={"inbox": Provide(provide_inbox, sync_to_thread=False)},
+        routes=[AlertController, alerts_socket],
+        deps=Deps,
+        build=build,
+        uses=Uses(redis=True, events=True, outbox=True),
     )
+    service.consume(OrderCreated, lambda deps: deps.notifier.on_order_events)
+    service.consume(OrderUpdated, lambda deps: deps.notifier.on_order_events)
+    service.consume(StockLow, lambda deps: deps.notifier.on_stock_low)
+    return service.app()

@@ -1,8 +1,9 @@
 """Turning order and stock events into alerts, ``alert_sent`` events and live pushes.
 
-Each handler runs one transaction holding the handled-event marker (``handle_once``), the
-alert, the order's last known status and the ``alert_sent`` event (outbox). Only after it
-commits are frames pushed: a redelivered event changes nothing and pushes nothing.
+Each batch of events (``shopkit.broker``) is one transaction holding the handled-event markers
+(``apply_batch_once``), the alerts, the orders' last known statuses and the ``alert_sent``
+events (outbox), one bulk statement per collection. Only after it commits are frames pushed:
+a redelivered event changes nothing and pushes nothing.
 
 Order events come on two queues and may be handled out of order; an event whose status is
 not further along than the one already seen for that order (``orderstatus.rank``) is stale:
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pydantic import Field
+from pymongo import UpdateOne
 
 from alerts.inbox import ADMINS, ALERTS, AlertOut, user_recipient
 from alerts.messages import (
@@ -31,40 +33,17 @@ from alerts.messages import (
     stock_low_message,
 )
 from alerts.push import PushHub
-from shopkit.events import ALERT_SENT, CloudEvent, EventPayload, new_event
-from shopkit.mongo import handle_once
-from shopkit.orderstatus import older_than
+from shopkit.broker import Delivery
+from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, StockLow
+from shopkit.events import CloudEvent, new_event
+from shopkit.mongo import apply_batch_once
+from shopkit.orderstatus import is_newer
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("alerts.notifier")
 
 SOURCE = "/microshop/alerts"
 ORDER_STATES = "order_states"
-
-
-class OrderEventData(EventPayload):
-    """``order_created`` and ``order_updated`` (``new_status``, else ``status``, is where the order is now)."""
-
-    order_id: str = Field(min_length=1)
-    customer_id: str = Field(min_length=1)
-    status: str | None = None
-    new_status: str | None = None
-    old_status: str | None = None
-    total: int | None = None
-    currency: str | None = None
-    reason: str | None = None
-
-    @property
-    def current(self) -> str:
-        return self.new_status or self.status or "pending"
-
-
-class StockLowData(EventPayload):
-    product_id: str = Field(min_length=1)
-    name: str = ""
-    sku: str | None = None
-    stock: int
-    low_stock_threshold: int | None = None
 
 
 def alert_id(event_id: str, recipient: str) -> str:
@@ -90,14 +69,18 @@ def _alert_doc(event: CloudEvent, recipient: str, type_: str, message: str, data
     return doc
 
 
-def _alert_sent(doc: dict[str, Any]) -> CloudEvent:
+def _alert_sent(doc: dict[str, Any], correlation_id: str) -> CloudEvent:
     recipient: str = doc["recipient"]
-    return new_event(ALERT_SENT, SOURCE, {
-        "alert_id": doc["_id"], "type": doc["type"],
-        "recipient": "admins" if recipient == ADMINS else "customer",
-        "customer_id": None if recipient == ADMINS else recipient.removeprefix("user:"),
+    return new_event(AlertSent(
+        alert_id=doc["_id"], type=doc["type"],
+        recipient="admins" if recipient == ADMINS else "customer",
+        customer_id=None if recipient == ADMINS else recipient.removeprefix("user:"),
         **{k: doc["data"][k] for k in ("order_id", "product_id", "status") if k in doc["data"]},
-    })
+    ), SOURCE, correlation_id=correlation_id)
+
+
+def current_status(data: OrderCreated | OrderUpdated) -> str:
+    return data.new_status if isinstance(data, OrderUpdated) else data.status
 
 
 class Notifier:
@@ -108,62 +91,95 @@ class Notifier:
         self.relay = relay
         self.hub = hub
 
-    async def _commit(self, consumer: str, event: CloudEvent, doc: dict[str, Any],
-                      state_update: tuple[dict[str, Any], dict[str, Any]] | None = None) -> bool:
-        async def effect(session: AsyncIOMotorClientSession) -> bool:
-            if state_update is not None:
-                flt, upd = state_update
-                # Guarded: only moves an order forward. No match (stale event) → no alert either.
-                result = await self.db[ORDER_STATES].update_one(flt, upd, upsert=False, session=session)
-                if result.matched_count == 0:
-                    existing = await self.db[ORDER_STATES].find_one({"_id": flt["_id"]}, session=session)
-                    if existing is not None:
-                        return False
-                    await self.db[ORDER_STATES].insert_one({"_id": flt["_id"], **upd["$set"]}, session=session)
-            await self.db[ALERTS].insert_one(doc, session=session)
-            await add_to_outbox(self.db, [_alert_sent(doc)], session)
-            return True
+    async def _commit(self, consumer: str, batch: Sequence[Delivery[Any]],
+                      decide: Callable[[AsyncIOMotorClientSession, list[Delivery[Any]]],
+                                       Awaitable[list[tuple[Delivery[Any], dict[str, Any]]]]]
+                      ) -> list[dict[str, Any]]:
+        """One transaction for the batch: markers, what ``decide`` writes, the alerts and their ``alert_sent``."""
+        made: list[dict[str, Any]] = []
 
-        applied, made = await handle_once(self.client, self.db, consumer, event.id, effect)
-        if applied and made:
+        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            made.clear()  # a retried transaction starts over
+            alerts = await decide(session, [batch[i] for i in fresh])
+            if alerts:
+                await self.db[ALERTS].insert_many([doc for _, doc in alerts], ordered=False, session=session)
+                await add_to_outbox(self.db, [_alert_sent(doc, d.correlation_id) for d, doc in alerts], session)
+            made.extend(doc for _, doc in alerts)
+
+        await apply_batch_once(self.client, self.db, consumer, [d.id for d in batch], effect)
+        if made:
             self.relay.notify()
-        return bool(applied and made)
+        return made
 
-    async def on_order_event(self, event: CloudEvent) -> list[Push]:
-        """``order_created`` / ``order_updated``: an alert for the customer and an ``order_status`` frame."""
-        data = OrderEventData.model_validate(event.data)
-        status = data.current
-        order_data: dict[str, Any] = {
-            "order_id": data.order_id, "status": status, "previous_status": data.old_status,
-            "total": data.total, "currency": data.currency, "at": event.time.isoformat(),
-        }
-        if data.reason:
-            order_data["reason"] = data.reason
-        recipient = user_recipient(data.customer_id)
-        doc = _alert_doc(event, recipient, ALERT_ORDER_STATUS, order_message(data.order_id, status), order_data)
-        state_filter = {"_id": data.order_id, "status": {"$in": older_than(status)}}
-        state_set = {"$set": {"status": status, "customer_id": data.customer_id, "updated_at": event.time}}
-        if not await self._commit(f"alerts.{event.type}", event, doc, (state_filter, state_set)):
-            log.debug("order %s: %s is stale or a redelivery; nothing pushed", data.order_id, status)
-            return []
-        channel = self.hub.channels.user(data.customer_id)
-        pushes = [Push(channel, frame(ORDER_STATUS, order_data)),
-                  Push(channel, frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(mode="json")))]
+    async def on_order_events(self, batch: Sequence[Delivery[OrderCreated]] | Sequence[Delivery[OrderUpdated]]
+                              ) -> list[Push]:
+        """``order_created`` / ``order_updated``: an alert for the customer and an ``order_status`` frame.
+
+        An event whose status is not further along than the one already seen for its order is stale:
+        no alert, no push (a socket never sees an order go back).
+        """
+        frames: dict[str, dict[str, Any]] = {}
+
+        async def decide(session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
+                         ) -> list[tuple[Delivery[Any], dict[str, Any]]]:
+            frames.clear()
+            ids = list({d.data.order_id for d in fresh})
+            known = {doc["_id"]: doc["status"] async for doc in self.db[ORDER_STATES].find(
+                {"_id": {"$in": ids}}, {"status": 1}, session=session)}
+            moved: dict[str, dict[str, Any]] = {}
+            alerts = []
+            for d in fresh:
+                data, status = d.data, current_status(d.data)
+                if not is_newer(status, known.get(data.order_id)):
+                    log.debug("order %s: %s is stale; nothing pushed", data.order_id, status)
+                    continue
+                known[data.order_id] = status
+                moved[data.order_id] = {"status": status, "customer_id": data.customer_id,
+                                        "updated_at": d.event.time}
+                order_data: dict[str, Any] = {
+                    "order_id": data.order_id, "status": status,
+                    "previous_status": getattr(data, "old_status", None),
+                    "total": data.total, "currency": data.currency, "at": d.event.time.isoformat(),
+                }
+                if getattr(data, "reason", None):
+                    order_data["reason"] = data.reason
+                doc = _alert_doc(d.event, user_recipient(data.customer_id), ALERT_ORDER_STATUS,
+                                 order_message(data.order_id, status), order_data)
+                frames[doc["_id"]] = order_data
+                alerts.append((d, doc))
+            if moved:
+                await self.db[ORDER_STATES].bulk_write(
+                    [UpdateOne({"_id": oid}, {"$set": state}, upsert=True) for oid, state in moved.items()],
+                    ordered=False, session=session)
+            return alerts
+
+        made = await self._commit(f"alerts.{batch[0].event.type}", batch, decide) if batch else []
+        pushes = []
+        for doc in made:
+            channel = self.hub.channels.user(doc["recipient"].removeprefix("user:"))
+            pushes += [Push(channel, frame(ORDER_STATUS, frames[doc["_id"]])),
+                       Push(channel, frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(mode="json")))]
         await self._push(pushes)
         return pushes
 
-    async def on_stock_low(self, event: CloudEvent) -> list[Push]:
+    async def on_stock_low(self, batch: Sequence[Delivery[StockLow]]) -> list[Push]:
         """``stock_low``: one alert addressed to the admins, pushed to every connected admin."""
-        data = StockLowData.model_validate(event.data)
-        payload = {"product_id": data.product_id, "name": data.name, "sku": data.sku, "stock": data.stock,
-                   "low_stock_threshold": data.low_stock_threshold}
-        doc = _alert_doc(event, ADMINS, ALERT_STOCK_LOW,
-                         stock_low_message(data.name or data.product_id, data.sku, data.stock,
-                                           data.low_stock_threshold), payload)
-        if not await self._commit(f"alerts.{event.type}", event, doc):
-            return []
-        pushes = [Push(self.hub.channels.role("admin"),
-                       frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(mode="json")))]
+
+        async def decide(session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
+                         ) -> list[tuple[Delivery[Any], dict[str, Any]]]:
+            alerts = []
+            for d in fresh:
+                data: StockLow = d.data
+                payload = {"product_id": data.product_id, "name": data.name, "sku": data.sku, "stock": data.stock,
+                           "low_stock_threshold": data.low_stock_threshold}
+                alerts.append((d, _alert_doc(d.event, ADMINS, ALERT_STOCK_LOW,
+                                             stock_low_message(data.name or data.product_id, data.sku, data.stock,
+                                                               data.low_stock_threshold), payload)))
+            return alerts
+
+        made = await self._commit("alerts.stock_low", batch, decide) if batch else []
+        pushes = [Push(self.hub.channels.role("admin"), frame(ALERT, AlertOut.for_viewer(doc, None).model_dump(
+            mode="json"))) for doc in made]
         await self._push(pushes)
         return pushes
 

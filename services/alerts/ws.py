@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.status_codes import WS_1011_INTERNAL_ERROR
 
 from alerts.messages import CONNECTED, frame, ping_frame
@@ -51,15 +52,12 @@ async def _read_until_closed(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 @websocket("/alerts/ws", name="alerts-ws")
-async def alerts_socket(socket: WebSocket[Any, Any, Any]) -> None:
+async def alerts_socket(socket: WebSocket[Any, Any, Any], hub: NamedDependency[PushHub],
+                        settings: NamedDependency[Settings]) -> None:
     principal = socket.scope.get("user")
     if not isinstance(principal, Principal):
         await socket.close(code=CLOSE_UNAUTHENTICATED, reason="authentication required")
         return
-    resources = socket.app.state["resources"]
-    settings: Settings = resources.settings
-    hub: PushHub = resources.extras["push_hub"]
-
     await socket.accept()
     sub = Subscriber(settings.ws_queue_size)
     await hub.register(sub, hub.channels.for_principal(principal.id, principal.role))

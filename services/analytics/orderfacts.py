@@ -27,9 +27,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
-
-from shopkit.events import EventPayload
+from shopkit.contracts.events import OrderCreated, OrderUpdated
 from shopkit.orderstatus import rank
 
 COUNTED = frozenset({"confirmed", "shipped", "delivered"})
@@ -38,32 +36,18 @@ SAGA_REJECTED = "rejected"
 STATUSES = ("pending", "confirmed", "rejected", "cancelled", "shipped", "delivered")
 
 
-class LineData(EventPayload):
-    product_id: str = Field(min_length=1)
-    name: str = ""
-    quantity: int = Field(ge=0)
+OrderEvent = OrderCreated | OrderUpdated
 
 
-class OrderEventData(EventPayload):
-    """The fields analytics reads from ``order_created`` / ``order_updated``."""
-
-    order_id: str = Field(min_length=1)
-    status: str | None = None
-    new_status: str | None = None
-    old_status: str | None = None
-    total: int | None = None
-    currency: str | None = None
-    items: list[LineData] | None = None
-
-    @property
-    def current(self) -> str:
-        return self.new_status or self.status or "pending"
+def current_status(data: OrderEvent) -> str:
+    return data.new_status if isinstance(data, OrderUpdated) else data.status
 
 
-def merge(facts: dict[str, Any] | None, data: OrderEventData, at: datetime) -> dict[str, Any]:
+def merge(facts: dict[str, Any] | None, data: OrderEvent, at: datetime) -> dict[str, Any]:
     """The order's facts after one more event (``at``: the event's time). Never mutates ``facts``."""
     new: dict[str, Any] = dict(facts or {})
-    status = data.current
+    status = current_status(data)
+    old_status = data.old_status if isinstance(data, OrderUpdated) else None
     if rank(status) > rank(new.get("status")):
         new["status"] = status
     if new.get("total") is None and data.total is not None:
@@ -71,13 +55,14 @@ def merge(facts: dict[str, Any] | None, data: OrderEventData, at: datetime) -> d
     if not new.get("currency") and data.currency:
         new["currency"] = data.currency
     if not new.get("items") and data.items:
-        new["items"] = [line.model_dump() for line in data.items]
+        new["items"] = [{"product_id": line.product_id, "name": line.name, "quantity": line.quantity}
+                        for line in data.items]
     if status in COUNTED:
         first = new.get("confirmed_at")
         if first is None or at < first:
             new["confirmed_at"] = at
     if new.get("saga") is None:
-        if status in COUNTED or data.old_status == SAGA_CONFIRMED:
+        if status in COUNTED or old_status == SAGA_CONFIRMED:
             new["saga"] = SAGA_CONFIRMED
         elif status == SAGA_REJECTED:
             new["saga"] = SAGA_REJECTED

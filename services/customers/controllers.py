@@ -5,26 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, patch, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from customers.schemas import CustomerOut, Jwks, TokenPair
 from customers.services import Accounts
-from shopkit.app import BEARER, Resources
+from shopkit.app import BEARER
 from shopkit.auth import Principal, requires_customer
 from shopkit.contracts.customers import LoginRequest, RefreshRequest, RegisterRequest, UpdateMeRequest
 from shopkit.errors import ProblemError
 
 
-def provide_accounts(resources: NamedDependency[Resources]) -> Accounts:
-    accounts: Accounts = resources.extras["accounts"]
-    return accounts
-
-
 class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
-    dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
 
     @post("/register", status_code=201, summary="Register a customer account")
     async def register(self, data: JSONBody[RegisterRequest], accounts: NamedDependency[Accounts]) -> CustomerOut:
@@ -53,7 +47,6 @@ class MeController(Controller):
     tags = ["customers"]
     guards = [requires_customer]
     security = BEARER
-    dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
 
     async def _load(self, principal: Principal, accounts: Accounts) -> Any:
         customer = await accounts.get(principal.id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.middleware import DefineMiddleware
 from litestar.types import Receive, Scope, Send
@@ -19,7 +21,7 @@ from gateway.ratelimit import RateLimiter, RateLimitMiddleware
 from gateway.routing import API_PREFIX
 from gateway.settings import Settings
 from gateway.ws import WebSocketUpstream, ws_route
-from shopkit.app import Resources, create_service_app
+from shopkit.app import Resources, Service, Uses
 from shopkit.settings import ServiceSettings
 
 
@@ -64,7 +66,7 @@ def swagger_ui() -> str:
 
 def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
     # A mount: every /api/... path the gateway does not serve itself goes to the proxy. Litestar
-    # matches static paths (health, docs, and later the /api/ws WebSocket route) before a mount.
+    # matches static paths (health, docs, the /api/ws WebSocket route) before a mount.
     # The mount cuts /api off scope["path"]; the proxy puts the public path back (so problem
     # documents name it), hence copy_scope=False on purpose.
     @asgi(API_PREFIX, is_mount=True, copy_scope=False)
@@ -74,44 +76,42 @@ def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
     return proxy_to_service
 
 
+@dataclass
+class Deps:
+    gateway: Gateway
+
+
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
     settings = settings if isinstance(settings, Settings) else Settings()
     gateway = Gateway(settings, load_registry())
     proxy = Proxy(settings, gateway.upstreams, gateway.contracts)
-
-    async def startup(resources: Resources) -> None:
-        assert resources.redis is not None
-        gateway.limiter.bind(resources.redis)
-        # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
-        # outage must not take the shop's only entry point out of the load balancer.
-        app.state["readiness_checks"].pop("redis", None)
-        await gateway.upstreams.start()
-
-    async def shutdown(_: Resources) -> None:
-        await gateway.upstreams.close()
-        await sockets.close()
-
     sockets = WebSocketUpstream(settings.alerts_url)
 
-    def provide_gateway() -> Gateway:
-        return gateway
+    @contextlib.asynccontextmanager
+    async def build(res: Resources) -> AsyncIterator[Deps]:
+        gateway.limiter.bind(res.cache)
+        await gateway.upstreams.start()
+        try:
+            yield Deps(gateway)
+        finally:
+            await gateway.upstreams.close()
+            await sockets.close()
 
-    app = create_service_app(
+    return Service(
         settings,
         title="microshop gateway",
         description="The single entry point: /api/<path> is routed to the service owning <path>.",
-        route_handlers=[shop_health, combined_openapi, swagger_ui,
-                        ws_route(sockets, settings.ws_send_timeout_seconds), proxy_route(proxy)],
-        use_mongo=False,
-        use_redis=True,
-        on_startup=[startup],
-        on_shutdown=[shutdown],
-        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        routes=[shop_health, combined_openapi, swagger_ui, ws_route(sockets, settings.ws_send_timeout_seconds),
+                proxy_route(proxy)],
+        deps=Deps,
+        build=build,
+        # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
+        # outage must not take the shop's only entry point out of the load balancer.
+        uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
         # Requests with an invalid token count against the caller's IP before they get their 401.
         defer_auth_rejection=True,
-        extra_middleware=[
+        middleware=[
             DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
                              trust_forwarded_for=settings.trust_forwarded_for),
         ],
-    )
-    return app
+    ).app()

@@ -1,6 +1,6 @@
 """``/api/health``: every service's readiness, probed concurrently within one timeout.
 
-Shape (fixed by the architecture contract)::
+Shape (fixed by the contract, docs/architecture.md)::
 
     {"status": "ok" | "degraded", "services": {"customers-service": "running" | "down", ...}}
 

@@ -88,7 +88,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            # WebSocket proxying (/api/ws) will be its own route; nothing else upgrades.
+            # /api/ws is a route of its own (gateway/ws.py); any other WebSocket path has no endpoint.
             await receive()
             await send({"type": "websocket.close", "code": 4404, "reason": "no such WebSocket endpoint"})
             return

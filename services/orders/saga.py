@@ -1,65 +1,94 @@
-"""The orders side of the saga: a stock reply settles a pending order as confirmed or rejected.
+"""The orders side of the saga: stock replies settle pending orders as confirmed or rejected.
 
-The status change, its ``order_updated`` event (outbox) and the handled-event marker commit
-in one transaction. A reply for an order that is no longer pending (cancelled meanwhile)
-changes nothing: the products service releases or never takes the stock when it handles
-the cancellation, whatever the arrival order.
+Replies come in batches (``shopkit.broker``); a batch is one transaction holding the
+handled-event markers, the status changes (one bulk statement, each update guarded by the
+status it was decided from) and their ``order_updated`` events (outbox, one statement). A
+reply for an order that is no longer pending (cancelled meanwhile) changes nothing: the
+products service releases or never takes the stock when it handles the cancellation,
+whatever the arrival order.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
-from pydantic import BaseModel, ConfigDict, Field
+from pymongo import UpdateOne
 
-from orders.service import IllegalTransition, OrderBook
-from orders.statuses import Actor, OrderStatus
-from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent
-from shopkit.mongo import handle_once, parse_object_id
+from orders.service import OrderBook, order_updated_event
+from orders.statuses import Actor, OrderStatus, can_transition
+from shopkit.broker import Delivery
+from shopkit.contracts.events import StockRejected, StockReserved
+from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
+from shopkit.outbox import add_to_outbox
 
 log = logging.getLogger("orders.saga")
 
-
-class StockReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    order_id: str = Field(min_length=1)
-    reason: str | None = None
+StockReply = StockReserved | StockRejected
 
 
-OUTCOME_OF: dict[str, OrderStatus] = {STOCK_RESERVED: OrderStatus.CONFIRMED, STOCK_REJECTED: OrderStatus.REJECTED}
+def target_of(reply: StockReply) -> OrderStatus:
+    return OrderStatus.CONFIRMED if isinstance(reply, StockReserved) else OrderStatus.REJECTED
+
+
+class StockChanged(Exception):
+    """A guarded status update matched fewer orders than decided (a concurrent change; the batch is retried)."""
 
 
 class OrderSaga:
     def __init__(self, book: OrderBook) -> None:
         self.book = book
 
-    async def settle(self, event: CloudEvent) -> str:
-        """Handle ``stock_reserved`` / ``stock_rejected``; returns what happened (for logs and tests)."""
-        target = OUTCOME_OF[event.type]
-        reply = StockReply.model_validate(event.data)
-        oid = parse_object_id(reply.order_id)
-        if oid is None:
-            log.warning("stock reply %s names an invalid order id %r; ignored", event.id, reply.order_id)
-            return "ignored"
+    async def settle(self, batch: Sequence[Delivery[StockReserved]] | Sequence[Delivery[StockRejected]]
+                     ) -> dict[str, str]:
+        """Handle a batch of ``stock_reserved`` or ``stock_rejected``; returns per order what happened."""
+        outcome: dict[str, str] = {}
+        if not batch:
+            return outcome
+        consumer = f"orders.{batch[0].event.type}"
 
-        async def effect(session: AsyncIOMotorClientSession) -> str:
-            doc: dict[str, Any] | None = await self.book.orders.find_one({"_id": oid}, {"status": 1},
-                                                                          session=session)
-            if doc is None:
-                return "unknown order"
-            try:
-                await self.book.transition_in(session, oid, target, Actor.SAGA, reply.reason)
-            except IllegalTransition as exc:
-                return f"left {exc.current}"
-            return target.value
+        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            replies: dict[Any, Delivery[Any]] = {}
+            for i in fresh:
+                oid = parse_object_id(batch[i].data.order_id)
+                if oid is None:
+                    log.warning("stock reply %s names an invalid order id %r; ignored", batch[i].id,
+                                batch[i].data.order_id)
+                    outcome[batch[i].data.order_id] = "ignored"
+                    continue
+                replies.setdefault(oid, batch[i])
+            docs = {doc["_id"]: doc async for doc in self.book.orders.find({"_id": {"$in": list(replies)}},
+                                                                            session=session)}
+            now = utcnow()
+            updates, events = [], []
+            for oid, delivery in replies.items():
+                doc = docs.get(oid)
+                if doc is None:
+                    outcome[str(oid)] = "unknown order"
+                    continue
+                target = target_of(delivery.data)
+                current = doc["status"]
+                if not can_transition(current, target, Actor.SAGA):
+                    outcome[str(oid)] = f"left {current}"
+                    continue
+                updates.append(UpdateOne({"_id": oid, "status": current},
+                                         {"$set": {"status": target.value, "updated_at": now}}))
+                doc.update(status=target.value, updated_at=now)
+                reason = getattr(delivery.data, "reason", None)
+                events.append(order_updated_event(doc, current, target.value, reason,
+                                                  correlation_id=delivery.correlation_id))
+                outcome[str(oid)] = target.value
+            if updates:
+                result = await self.book.orders.bulk_write(updates, ordered=True, session=session)
+                if result.modified_count != len(updates):
+                    raise StockChanged("an order changed under the batch")
+                await add_to_outbox(self.book.db, events, session)
 
-        applied, result = await handle_once(self.book.client, self.book.db, f"orders.{event.type}", event.id,
-                                            effect)
+        await apply_batch_once(self.book.client, self.book.db, consumer, [d.id for d in batch], effect)
         self.book.relay.notify()
-        outcome = result if applied and result is not None else "duplicate"
-        log.log(logging.DEBUG if outcome == "duplicate" else logging.INFO, "order %s: %s -> %s", reply.order_id,
-                event.type, outcome)
+        log.info("settled a batch of %d %s: %s", len(batch), batch[0].event.type,
+                 dict(Counter(outcome.values())) or "all duplicates")
         return outcome

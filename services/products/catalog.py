@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from products.cache import ProductCache
 from products.models import Product
 from products.schemas import ProductOut, ProductPage, SortKey
+from shopkit.contracts.events import ProductUpdated, StockLow
 from shopkit.contracts.products import CreateProductRequest, UpdateProductRequest
 from shopkit.errors import ProblemError
-from shopkit.events import PRODUCT_UPDATED, STOCK_LOW, CloudEvent, new_event
+from shopkit.events import CloudEvent, new_event
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
@@ -49,18 +50,16 @@ def not_found(product_id: str) -> ProblemError:
     return ProblemError(404, f"product {product_id} does not exist", type_="product-not-found")
 
 
-def product_event(doc: dict[str, Any], *, deleted: bool = False) -> CloudEvent:
-    data = ProductOut.from_doc(doc).model_dump()
-    data["product_id"] = data["id"]
-    data["deleted"] = deleted
-    return new_event(PRODUCT_UPDATED, SOURCE, data)
+def product_event(doc: dict[str, Any], *, deleted: bool = False, correlation_id: str | None = None) -> CloudEvent:
+    out = ProductOut.from_doc(doc)
+    data = ProductUpdated(product_id=out.id, deleted=deleted, **out.model_dump())
+    return new_event(data, SOURCE, correlation_id=correlation_id)
 
 
-def stock_low_event(doc: dict[str, Any]) -> CloudEvent:
-    return new_event(STOCK_LOW, SOURCE, {
-        "product_id": str(doc["_id"]), "sku": doc["sku"], "name": doc["name"],
-        "stock": doc["stock"], "low_stock_threshold": doc["low_stock_threshold"],
-    })
+def stock_low_event(doc: dict[str, Any], *, correlation_id: str | None = None) -> CloudEvent:
+    data = StockLow(product_id=str(doc["_id"]), sku=doc["sku"], name=doc["name"], stock=doc["stock"],
+                    low_stock_threshold=doc["low_stock_threshold"])
+    return new_event(data, SOURCE, correlation_id=correlation_id)
 
 
 def crossed_low_threshold(stock_before: int, stock_after: int, threshold: int) -> bool:

@@ -1,8 +1,15 @@
 """The products side of the order saga: reserve every line of an order or none, release on cancel.
 
-Each handler runs one transaction holding the handled-event marker, the stock change, the
-order's reservation record and the reply events (outbox). A redelivery finds the marker and
-changes nothing; a crash after commit still publishes (the relay drains the outbox).
+Events come in batches (``shopkit.broker``); each batch is one transaction holding the
+handled-event markers, the stock changes, the orders' reservation records and the reply
+events (outbox), each written with one bulk statement per collection. A redelivery finds its
+marker and changes nothing; a crash after commit still publishes (the relay drains the outbox).
+
+Reserving decides each order of a batch in arrival order against the running stock of its
+products, read once at the start: an order takes stock only when every line is available,
+exactly as if the orders had been handled one by one. The stock is then written with one
+guarded ``$inc`` per product (the filter re-checks the amount, so stock never goes below
+zero even if something else changed it: the batch then fails and is retried item by item).
 
 The reservation record (keyed by order id) makes the outcome independent of the order in
 which ``order_created`` and ``order_updated(cancelled)`` arrive: a cancel that comes first
@@ -11,26 +18,22 @@ leaves a ``cancelled`` tombstone, and the late ``order_created`` then takes noth
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pydantic import Field
+from pymongo import UpdateOne
 
-from products.catalog import (
-    PRODUCTS,
-    SOURCE,
-    crossed_low_threshold,
-    product_event,
-    stock_low_event,
-)
-from shopkit.events import STOCK_REJECTED, STOCK_RESERVED, CloudEvent, EventPayload, new_event
-from shopkit.mongo import AlreadyHandled, in_transaction, mark_handled, parse_object_id, utcnow
+from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
+from products.models import Reservation, ReservedLine
+from shopkit.broker import Delivery
+from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
+from shopkit.contracts.events import ReservedLine as ReplyLine
+from shopkit.events import CloudEvent, new_event
+from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
 log = logging.getLogger("products.reservations")
@@ -45,43 +48,48 @@ RELEASED = "released"
 CANCELLED = "cancelled"
 
 
-class OrderLineData(EventPayload):
-    product_id: str = Field(min_length=1)
-    quantity: int = Field(ge=1)
-
-
-class OrderCreatedData(EventPayload):
-    order_id: str = Field(min_length=1)
-    customer_id: str | None = None
-    items: list[OrderLineData] = Field(min_length=1)
-
-
-class OrderUpdatedData(EventPayload):
-    order_id: str = Field(min_length=1)
-    new_status: str
+class StockChanged(Exception):
+    """A guarded stock write matched fewer products than decided: something else changed the stock."""
 
 
 @dataclass
 class Outcome:
-    """What a handler did; ``touched`` are the products whose stock changed (cache to invalidate)."""
+    """What a batch did: per order id the result, and the products whose stock changed (cache to invalidate)."""
 
-    result: str
-    touched: list[str] = field(default_factory=list)
-
-
-class Shortage(Exception):
-    def __init__(self, product_id: str, wanted: int) -> None:
-        super().__init__(f"product {product_id}: not enough stock for {wanted}")
-        self.product_id = product_id
-        self.wanted = wanted
+    results: dict[str, str] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
 
 
-def merge_lines(items: Iterable[OrderLineData]) -> list[tuple[str, int]]:
-    """One entry per product (quantities added), in a stable order so concurrent orders lock alike."""
-    totals: dict[str, int] = {}
+def merge_lines(items: Iterable[Any]) -> list[tuple[str, int]]:
+    """One entry per product (quantities added), in a stable order."""
+    totals: Counter[str] = Counter()
     for line in items:
-        totals[line.product_id] = totals.get(line.product_id, 0) + line.quantity
+        totals[line.product_id] += line.quantity
     return sorted(totals.items())
+
+
+def decide(orders: Sequence[tuple[str, list[tuple[str, int]]]], stock: dict[str, int]
+           ) -> list[tuple[str, str, str | None]]:
+    """Each order in turn against the running ``stock`` (updated in place): ``(order_id, result, short product)``.
+
+    Pure: the whole batch's decisions, exactly as one-by-one handling would make them.
+    """
+    decisions: list[tuple[str, str, str | None]] = []
+    for order_id, lines in orders:
+        short = next((pid for pid, qty in lines if stock.get(pid, -1) < qty), None)
+        if short is None:
+            for pid, qty in lines:
+                stock[pid] -= qty
+            decisions.append((order_id, RESERVED, None))
+        else:
+            decisions.append((order_id, REJECTED, short))
+    return decisions
+
+
+def reservation_doc(order_id: str, status: str, lines: list[tuple[str, int]]) -> dict[str, Any]:
+    """A reservations document, shaped by its model (``products.models.Reservation``)."""
+    return Reservation(id=order_id, status=status,
+                       lines=[ReservedLine(product_id=pid, quantity=qty) for pid, qty in lines]).model_dump_doc()
 
 
 AfterCommit = Callable[[Iterable[str]], Awaitable[None]]
@@ -95,134 +103,124 @@ class StockReservations:
         self.products = db[PRODUCTS]
         self.reservations = db[RESERVATIONS]
         self.after_commit = after_commit
-        # Within one process, reservations touching the same product run one at a time: concurrent
-        # transactions on a hot product only abort each other with write conflicts (measured ~10x
-        # slower under load). Orders for different products still run concurrently. Locks are taken
-        # in sorted product order, so two multi-line orders cannot wait on each other.
-        self._product_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    @contextlib.asynccontextmanager
-    async def _serialised(self, product_ids: Iterable[str]) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            for pid in sorted(set(product_ids)):
-                await stack.enter_async_context(self._product_locks[pid])
-            yield
 
     # order_created -------------------------------------------------------------------------------
 
-    async def reserve(self, event: CloudEvent) -> Outcome:
-        data = OrderCreatedData.model_validate(event.data)
-        lines = merge_lines(data.items)
-        line_data = [{"product_id": pid, "quantity": qty} for pid, qty in lines]
+    async def reserve(self, batch: Sequence[Delivery[OrderCreated]]) -> Outcome:
+        outcome = Outcome()
 
-        async def take_all(session: AsyncIOMotorClientSession) -> Outcome:
-            await mark_handled(self.db, RESERVE_CONSUMER, event.id, session)
-            if await self.reservations.find_one({"_id": data.order_id}, session=session) is not None:
-                return Outcome("skipped")  # cancelled before it arrived, or already decided
+        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            # One delivery per order (a duplicate order id in a batch is decided once).
+            orders: dict[str, Delivery[OrderCreated]] = {}
+            for i in fresh:
+                orders.setdefault(batch[i].data.order_id, batch[i])
+            decided = {doc["_id"] async for doc in self.reservations.find(
+                {"_id": {"$in": list(orders)}}, {"_id": 1}, session=session)}
+            for order_id in decided:
+                outcome.results[order_id] = "skipped"  # cancelled before it arrived, or already decided
+            todo = [(oid, merge_lines(d.data.items)) for oid, d in orders.items() if oid not in decided]
+            if not todo:
+                return
+            wanted = {pid for _, lines in todo for pid, _ in lines}
+            oids = [oid for oid in (parse_object_id(pid) for pid in wanted) if oid is not None]
+            docs = {str(doc["_id"]): doc async for doc in self.products.find({"_id": {"$in": oids}},
+                                                                               session=session)}
+            before = {pid: doc["stock"] for pid, doc in docs.items()}
+            stock = dict(before)
+            decisions = decide(todo, stock)
+
+            taken = {pid: before[pid] - stock[pid] for pid in stock if stock[pid] != before[pid]}
+            if taken:
+                now = utcnow()
+                result = await self.products.bulk_write(
+                    [UpdateOne({"_id": docs[pid]["_id"], "stock": {"$gte": qty}},
+                               {"$inc": {"stock": -qty}, "$set": {"updated_at": now}})
+                     for pid, qty in sorted(taken.items())], ordered=True, session=session)
+                if result.modified_count != len(taken):
+                    raise StockChanged(f"stock of {sorted(taken)} changed under the batch")
+
+            lines_of = dict(todo)
             events: list[CloudEvent] = []
-            for pid, qty in lines:
-                oid = parse_object_id(pid)
-                if oid is None:
-                    raise Shortage(pid, qty)
-                # Guarded decrement: the filter is the check, so stock never goes below zero.
-                result = await self.products.update_one(
-                    {"_id": oid, "stock": {"$gte": qty}},
-                    {"$inc": {"stock": -qty}, "$set": {"updated_at": utcnow()}}, session=session)
-                if result.modified_count != 1:
-                    raise Shortage(pid, qty)  # aborts the transaction: lines already taken are undone
-                doc = await self.products.find_one({"_id": oid}, session=session)
-                assert doc is not None
-                # Every stock change is a product update (analytics keeps low-stock lists from them).
-                events.append(product_event(doc))
-                if crossed_low_threshold(doc["stock"] + qty, doc["stock"], doc["low_stock_threshold"]):
-                    events.append(stock_low_event(doc))
-            await self.reservations.insert_one(
-                {"_id": data.order_id, "status": RESERVED, "lines": line_data, "created_at": utcnow(),
-                 "updated_at": utcnow()}, session=session)
-            reply = new_event(STOCK_RESERVED, SOURCE, {
-                "order_id": data.order_id, "customer_id": data.customer_id, "items": line_data})
-            await add_to_outbox(self.db, [reply, *events], session)
-            return Outcome(RESERVED, [pid for pid, _ in lines])
+            records = []
+            for order_id, result_, short in decisions:
+                delivery = orders[order_id]
+                lines = lines_of[order_id]
+                reply_lines = tuple(ReplyLine(product_id=pid, quantity=qty) for pid, qty in lines)
+                records.append(reservation_doc(order_id, result_, lines))
+                reply = (StockReserved(order_id=order_id, customer_id=delivery.data.customer_id, items=reply_lines)
+                         if result_ == RESERVED else
+                         StockRejected(order_id=order_id, customer_id=delivery.data.customer_id, items=reply_lines,
+                                       product_id=short))
+                events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id))
+                outcome.results[order_id] = result_
+            await self.reservations.insert_many(records, ordered=False, session=session)
+            # Every stock change is a product update (analytics keeps low-stock lists from them): one
+            # per product per batch, with the stock after the batch.
+            cause = batch[fresh[0]].correlation_id
+            for pid in sorted(taken):
+                doc = {**docs[pid], "stock": stock[pid]}
+                events.append(product_event(doc, correlation_id=cause))
+                if crossed_low_threshold(before[pid], stock[pid], doc["low_stock_threshold"]):
+                    events.append(stock_low_event(doc, correlation_id=cause))
+            await add_to_outbox(self.db, events, session)
+            outcome.touched.update(taken)
 
-        def reject(shortage: Shortage) -> Callable[[AsyncIOMotorClientSession], Awaitable[Outcome]]:
-            async def work(session: AsyncIOMotorClientSession) -> Outcome:
-                await mark_handled(self.db, RESERVE_CONSUMER, event.id, session)
-                if await self.reservations.find_one({"_id": data.order_id}, session=session) is not None:
-                    return Outcome("skipped")
-                await self.reservations.insert_one(
-                    {"_id": data.order_id, "status": REJECTED, "lines": line_data, "created_at": utcnow(),
-                     "updated_at": utcnow()}, session=session)
-                reply = new_event(STOCK_REJECTED, SOURCE, {
-                    "order_id": data.order_id, "customer_id": data.customer_id, "items": line_data,
-                    "reason": "insufficient-stock", "product_id": shortage.product_id,
-                })
-                await add_to_outbox(self.db, [reply], session)
-                return Outcome(REJECTED)
-
-            return work
-
-        try:
-            async with self._serialised(pid for pid, _ in lines):
-                try:
-                    outcome = await in_transaction(self.client, take_all)
-                except Shortage as shortage:
-                    outcome = await in_transaction(self.client, reject(shortage))
-        except AlreadyHandled:
-            # Delivered again: the effect is committed; the cache and relay may not have heard of it.
-            outcome = Outcome("duplicate", [pid for pid, _ in lines])
-        await self.after_commit(outcome.touched)
-        log.log(logging.DEBUG if outcome.result == "duplicate" else logging.INFO,
-                "order %s: stock %s", data.order_id, outcome.result)
+        _, _ = await apply_batch_once(self.client, self.db, RESERVE_CONSUMER, [d.id for d in batch], effect)
+        # Also after a redelivery: the effect is committed; the cache and relay may not have heard of it.
+        await self.after_commit(outcome.touched or {pid for d in batch for pid, _ in merge_lines(d.data.items)})
+        counts = Counter(outcome.results.values())
+        log.info("reserved a batch of %d: %s", len(batch), dict(counts) or "all duplicates")
         return outcome
 
     # order_updated -------------------------------------------------------------------------------
 
-    async def release(self, event: CloudEvent) -> Outcome:
-        """On ``cancelled``: give the order's stock back exactly once (or forbid a later reservation)."""
-        data = OrderUpdatedData.model_validate(event.data)
-        if data.new_status != CANCELLED:
-            return Outcome("ignored")
+    async def release(self, batch: Sequence[Delivery[OrderUpdated]]) -> Outcome:
+        """On ``cancelled``: give each order's stock back exactly once (or forbid a later reservation)."""
+        cancels = [d for d in batch if d.data.new_status == CANCELLED]
+        outcome = Outcome()
+        if not cancels:
+            return outcome  # other status changes are nothing to products (no marker needed)
 
-        async def give_back(session: AsyncIOMotorClientSession) -> Outcome:
-            await mark_handled(self.db, RELEASE_CONSUMER, event.id, session)
-            reservation = await self.reservations.find_one({"_id": data.order_id}, session=session)
-            if reservation is None:
-                await self.reservations.insert_one(
-                    {"_id": data.order_id, "status": CANCELLED, "lines": [], "created_at": utcnow(),
-                     "updated_at": utcnow()}, session=session)
-                return Outcome("tombstoned")
-            changed = await self.reservations.update_one(
-                {"_id": data.order_id, "status": RESERVED},
-                {"$set": {"status": RELEASED, "updated_at": utcnow()}}, session=session)
-            if changed.modified_count != 1:
-                return Outcome(f"nothing to release ({reservation['status']})")
-            touched = []
-            events: list[CloudEvent] = []
-            for line in reservation["lines"]:
-                oid = parse_object_id(line["product_id"])
-                if oid is None:
-                    continue
-                await self.products.update_one(
-                    {"_id": oid}, {"$inc": {"stock": line["quantity"]}, "$set": {"updated_at": utcnow()}},
-                    session=session)
-                doc = await self.products.find_one({"_id": oid}, session=session)
-                if doc is not None:
-                    events.append(product_event(doc))
-                touched.append(line["product_id"])
+        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            orders: dict[str, Delivery[OrderUpdated]] = {}
+            for i in fresh:
+                orders.setdefault(cancels[i].data.order_id, cancels[i])
+            existing = {doc["_id"]: doc async for doc in self.reservations.find(
+                {"_id": {"$in": list(orders)}}, session=session)}
+            now = utcnow()
+            tombstones = [reservation_doc(oid, CANCELLED, []) for oid in orders if oid not in existing]
+            if tombstones:
+                await self.reservations.insert_many(tombstones, ordered=False, session=session)
+            for doc in tombstones:
+                outcome.results[doc["_id"]] = "tombstoned"
+            releasing = [doc for oid, doc in existing.items() if doc["status"] == RESERVED]
+            for oid, doc in existing.items():
+                if doc["status"] != RESERVED:
+                    outcome.results[oid] = f"nothing to release ({doc['status']})"
+            if not releasing:
+                return
+            result = await self.reservations.update_many(
+                {"_id": {"$in": [doc["_id"] for doc in releasing]}, "status": RESERVED},
+                {"$set": {"status": RELEASED, "updated_at": now}}, session=session)
+            if result.modified_count != len(releasing):
+                raise StockChanged("a reservation changed under the batch")
+            back: Counter[str] = Counter()
+            for doc in releasing:
+                for line in doc["lines"]:
+                    back[line["product_id"]] += line["quantity"]
+                outcome.results[doc["_id"]] = RELEASED
+            ids = {pid: oid for pid in back if (oid := parse_object_id(pid)) is not None}
+            if ids:
+                await self.products.bulk_write(
+                    [UpdateOne({"_id": ids[pid]}, {"$inc": {"stock": back[pid]}, "$set": {"updated_at": now}})
+                     for pid in sorted(ids)], ordered=True, session=session)
+            cause = cancels[fresh[0]].correlation_id
+            events = [product_event(doc, correlation_id=cause) async for doc in self.products.find(
+                {"_id": {"$in": list(ids.values())}}, session=session)]
             await add_to_outbox(self.db, events, session)
-            return Outcome(RELEASED, touched)
+            outcome.touched.update(ids)
 
-        try:
-            # The products a reservation holds never change once written; read them to lock them. (A
-            # reservation written after this read only costs a write conflict, which is retried.)
-            held = await self.reservations.find_one({"_id": data.order_id}, {"lines.product_id": 1}) or {}
-            async with self._serialised(line["product_id"] for line in held.get("lines", [])):
-                outcome = await in_transaction(self.client, give_back)
-        except AlreadyHandled:
-            reservation = await self.reservations.find_one({"_id": data.order_id}) or {}
-            released = reservation.get("status") == RELEASED
-            outcome = Outcome("duplicate", [line["product_id"] for line in reservation.get("lines", [])]
-                              if released else [])
+        await apply_batch_once(self.client, self.db, RELEASE_CONSUMER, [d.id for d in cancels], effect)
         await self.after_commit(outcome.touched)
-        log.info("order %s cancelled: %s", data.order_id, outcome.result)
+        log.info("cancellations: %s", outcome.results or "all duplicates")
         return outcome

@@ -1,4 +1,4 @@
-"""Response shapes of the products API (ARCHITECTURE.md, "Public API shapes")."""
+"""Response shapes of the products API (docs/architecture.md, "Routes of the services")."""
 
 from __future__ import annotations
 

@@ -1,16 +1,27 @@
-"""``create_service_app``: the one place a microshop service is assembled.
+"""``Service``: the one place a microshop service is assembled.
 
-A service passes its route handlers, which resources it uses and its startup work; the
-kit adds logging, request ids, JWT auth, problem+json errors, health, OpenAPI and the
-lifespan that connects Mongo / Redis / RabbitMQ and closes them again.
+A service says three things and the kit does the rest:
+
+1. what it connects to (``mongo``, ``redis``, ``events``, ``outbox``) — the kit connects each in
+   the app's lifespan, closes it again, and registers its readiness check;
+2. its dependencies object (a dataclass, ``deps``), built by an async context manager once those
+   resources are connected (``build``) — every field of it is injectable by name into routes
+   (Litestar DI), and subscribers are handed it;
+3. its routes and its subscriptions (``consume``: an event model and the handler of a batch of
+   such events, picked from the dependencies object).
+
+The kit adds logging, request ids, JWT auth, problem+json errors, health and OpenAPI, starts
+consumers only after ``build`` (so a first delivery finds every dependency) and stops them
+before the dependencies are torn down.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -26,7 +37,8 @@ from redis.asyncio import Redis
 
 from shopkit import mongo
 from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
-from shopkit.broker import EventBus
+from shopkit.broker import BatchHandler, EventBus, create_broker
+from shopkit.contracts.events import EventData
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
@@ -35,12 +47,13 @@ from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
 
-Hook = Callable[["Resources"], Awaitable[None]]
+D = TypeVar("D")
+P = TypeVar("P", bound=EventData)
 
 
 @dataclass
 class Resources:
-    """What a running service holds; on ``app.state.resources`` and injectable as ``resources``."""
+    """The connections of a running service, handed to its ``build``."""
 
     settings: ServiceSettings
     mongo_client: AsyncIOMotorClient[Any] | None = None
@@ -48,113 +61,187 @@ class Resources:
     redis: Redis | None = None
     bus: EventBus | None = None
     relay: OutboxRelay | None = None
-    verifier: TokenVerifier | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
     @property
     def db(self) -> AsyncIOMotorDatabase[Any]:
         assert self.mongo_client is not None, "this service does not use MongoDB"
         return self.mongo_client[self.settings.database_name]
 
+    # Typed accessors for ``build``: a service that declared the resource gets it, others fail loudly.
+    @property
+    def client(self) -> AsyncIOMotorClient[Any]:
+        assert self.mongo_client is not None, "this service does not use MongoDB"
+        return self.mongo_client
 
-def create_service_app(
-    settings: ServiceSettings,
-    *,
-    title: str,
-    route_handlers: Sequence[ControllerRouterHandler],
-    use_mongo: bool = True,
-    use_redis: bool = False,
-    bus: EventBus | None = None,
-    use_outbox: bool = False,
-    verifier: TokenVerifier | None = None,
-    on_startup: Sequence[Hook] = (),
-    on_shutdown: Sequence[Hook] = (),
-    dependencies: dict[str, Provide] | None = None,
-    extra_middleware: Sequence[Any] = (),
-    defer_auth_rejection: bool = False,
-    description: str | None = None,
-) -> Litestar:
-    configure_logging(settings.service_name, settings.log_level, settings.log_format)
-    resources = Resources(settings=settings, bus=bus, verifier=verifier or TokenVerifier(settings))
-    checks: dict[str, ReadinessCheck] = {}
+    @property
+    def odm(self) -> AIOEngine:
+        assert self.engine is not None, "this service does not use MongoDB"
+        return self.engine
+
+    @property
+    def cache(self) -> Redis:
+        assert self.redis is not None, "this service does not use Redis"
+        return self.redis
+
+    @property
+    def outbox(self) -> OutboxRelay:
+        assert self.relay is not None, "this service has no outbox"
+        return self.relay
+
+
+Build = Callable[[Resources], contextlib.AbstractAsyncContextManager[D]]
+
+
+@dataclass(frozen=True)
+class Uses:
+    """What a service connects to. ``ready_without`` names resources it serves without (not in readiness)."""
+
+    mongo: bool = True
+    redis: bool = False
+    events: bool = False
+    outbox: bool = False
+    ready_without: frozenset[str] = frozenset()
+
+    def infrastructure(self) -> list[str]:
+        """What this service connects to; the chart's NetworkPolicies are tested against it."""
+        used = (("mongodb", self.mongo), ("redis", self.redis), ("rabbitmq", self.events))
+        return sorted(name for name, on in used if on)
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: ServiceSettings, uses: Uses, bus: EventBus | None) -> AsyncIterator[Resources]:
+    """Connect what ``uses`` names, register each readiness check, and close everything on exit."""
+    res = Resources(settings=settings, bus=bus)
+    async with contextlib.AsyncExitStack() as stack:
+        if uses.mongo:
+            client = res.mongo_client = mongo.create_client(settings)
+            stack.callback(client.close)
+            res.engine = mongo.create_engine(client, settings)
+            res.checks["mongo"] = lambda: mongo.ping(client)
+        if uses.redis:
+            redis = res.redis = create_redis(settings)
+            stack.push_async_callback(redis.aclose)
+            res.checks["redis"] = redis.ping
+        if bus is not None:
+            await bus.connect()
+            stack.push_async_callback(bus.stop)
+            res.checks["broker"] = lambda: bus.broker.ping(timeout=2.0)
+        if uses.outbox:
+            assert bus is not None, "the outbox needs events"
+            await ensure_outbox_indexes(res.db)
+            relay = res.relay = OutboxRelay(res.db, bus)
+            relay.start()
+            stack.push_async_callback(relay.stop)
+        for name in uses.ready_without:
+            res.checks.pop(name, None)
+        yield res
+
+
+class Service(Generic[D]):
+    """A service's declaration; :meth:`app` builds its Litestar app."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        title: str,
+        description: str,
+        routes: Sequence[ControllerRouterHandler],
+        deps: type[D],
+        build: Build[D],
+        uses: Uses = Uses(),
+        verifier: TokenVerifier | None = None,
+        middleware: Sequence[DefineMiddleware] = (),
+        defer_auth_rejection: bool = False,
+    ) -> None:
+        configure_logging(settings.service_name, settings.log_level, settings.log_format)
+        self.settings = settings
+        self.title = title
+        self.description = description
+        self.routes = list(routes)
+        self.deps_type = deps
+        self.build = build
+        self.uses = uses
+        self.verifier = verifier or TokenVerifier(settings)
+        self.middleware = list(middleware)
+        self.defer_auth_rejection = defer_auth_rejection
+        self.bus = EventBus(settings, create_broker(settings)) if uses.events else None
+        self._deps: D | None = None
+        self._checks: dict[str, ReadinessCheck] = {}
+
+    @property
+    def deps(self) -> D:
+        if self._deps is None:
+            raise RuntimeError(f"{self.settings.service_name} is not started")
+        return self._deps
+
+    def consume(self, model: type[P], pick: Callable[[D], BatchHandler[P]], *, max_batch: int | None = None,
+                linger: float | None = None) -> None:
+        """Subscribe to ``model``'s event type; each batch goes to ``pick(deps)`` once the service runs."""
+        assert self.bus is not None, "declare uses=Uses(events=True) to consume events"
+
+        async def handle(batch: Sequence[Any]) -> None:
+            await pick(self.deps)(batch)
+
+        handle.__name__ = f"{self.settings.service_name}_{model.TYPE}"
+        self.bus.subscribe(model, handle, max_batch=max_batch, linger=linger)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if use_mongo:
-                client = mongo.create_client(settings)
-                stack.callback(client.close)
-                resources.mongo_client = client
-                resources.engine = mongo.create_engine(client, settings)
-                checks["mongo"] = lambda: mongo.ping(client)
-            if use_redis:
-                redis = create_redis(settings)
-                stack.push_async_callback(redis.aclose)
-                resources.redis = redis
-                checks["redis"] = redis.ping
-            if bus is not None:
-                await bus.connect()
-                stack.push_async_callback(bus.stop)
-                checks["broker"] = lambda: bus.broker.ping(timeout=2.0)
-            if use_outbox:
-                assert bus is not None and resources.mongo_client is not None, "the outbox needs Mongo and a bus"
-                await ensure_outbox_indexes(resources.db)
-                relay = resources.relay = OutboxRelay(resources.db, bus)
-                relay.start()
-                stack.push_async_callback(relay.stop)
-            for hook in on_startup:
-                await hook(resources)
-            for hook in reversed(on_shutdown):
-                stack.push_async_callback(hook, resources)
-            if bus is not None:
-                # Consumers start last: every handler's dependencies exist by the first delivery.
-                await bus.start()
-            yield
+    async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        async with connect(self.settings, self.uses, self.bus) as res, self.build(res) as deps:
+            self._deps = deps
+            self._checks.update(res.checks)
+            try:
+                if self.bus is not None:
+                    await self.bus.start()  # consumers last: every handler's dependencies exist now
+                yield
+            finally:
+                if self.bus is not None:
+                    await self.bus.stop()  # no delivery runs while the dependencies are torn down
+                self._deps = None
 
-    def provide_resources() -> Resources:
-        return resources
+    def _dependencies(self) -> dict[str, Provide]:
+        """``principal``, and every field of the dependencies object by its name."""
+        deps: dict[str, Provide] = {"principal": Provide(provide_principal, sync_to_thread=False)}
+        for name in (f.name for f in dataclasses.fields(self.deps_type)):  # type: ignore[arg-type]
+            deps[name] = Provide(_field_provider(self, name), sync_to_thread=False)
+        return deps
 
-    def provide_engine() -> AIOEngine:
-        assert resources.engine is not None
-        return resources.engine
+    def app(self) -> Litestar:
+        def store_state(app_config: AppConfig) -> AppConfig:
+            app_config.state["readiness_checks"] = self._checks
+            app_config.state["infrastructure"] = self.uses.infrastructure()
+            app_config.state["service"] = self
+            return app_config
 
-    deps: dict[str, Provide] = {
-        "resources": Provide(provide_resources, sync_to_thread=False),
-        "engine": Provide(provide_engine, sync_to_thread=False),
-        "principal": Provide(provide_principal, sync_to_thread=False),
-    }
-    deps.update(dependencies or {})
-
-    def store_state(app_config: AppConfig) -> AppConfig:
-        app_config.state["resources"] = resources
-        app_config.state["readiness_checks"] = checks
-        # What this service connects to; the chart's NetworkPolicies are tested against it.
-        app_config.state["infrastructure"] = sorted(
-            name for name, used in (("mongodb", use_mongo), ("redis", use_redis), ("rabbitmq", bus is not None))
-            if used
+        app = Litestar(
+            route_handlers=[*HEALTH_HANDLERS, *self.routes],
+            lifespan=[self._lifespan],
+            dependencies=self._dependencies(),
+            exception_handlers=EXCEPTION_HANDLERS,
+            middleware=[
+                DefineMiddleware(AuthMiddleware, verifier=self.verifier, defer_rejection=self.defer_auth_rejection),
+                *self.middleware,
+                # With deferral, the extra middleware (a rate limiter) sees a bad token's request before the 401.
+                *([RejectInvalidTokenMiddleware] if self.defer_auth_rejection else []),
+            ],
+            on_app_init=[store_state],
+            logging_config=None,
+            openapi_config=openapi_config(self.title, self.description),
+            debug=False,
         )
-        return app_config
+        # Outside the router, so 404/405 answers from routing carry a request id too.
+        app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+        return app
 
-    assert resources.verifier is not None
-    app = Litestar(
-        route_handlers=[*HEALTH_HANDLERS, *route_handlers],
-        lifespan=[lifespan],
-        dependencies=deps,
-        exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            DefineMiddleware(AuthMiddleware, verifier=resources.verifier, defer_rejection=defer_auth_rejection),
-            *extra_middleware,
-            # With deferral, the extra middleware (a rate limiter) sees a bad token's request before the 401.
-            *([RejectInvalidTokenMiddleware] if defer_auth_rejection else []),
-        ],
-        on_app_init=[store_state],
-        logging_config=None,
-        openapi_config=openapi_config(title, description),
-        debug=False,
-    )
-    # Outside the router, so 404/405 answers from routing carry a request id too.
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
-    return app
+
+def _field_provider(service: Service[Any], name: str) -> Callable[[], Any]:
+    def provide() -> Any:
+        return getattr(service.deps, name)
+
+    provide.__name__ = f"provide_{name}"
+    return provide
 
 
 def openapi_config(title: str, description: str | None = None) -> OpenAPIConfig:

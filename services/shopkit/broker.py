@@ -1,33 +1,66 @@
-"""RabbitMQ wiring shared by every service: exchanges, consumer queues with a DLX, typed subscribers.
+"""RabbitMQ wiring shared by every service: exchanges, consumer queues with a DLX, batched typed subscribers.
 
-Each consumer gets its own durable quorum queue per routing key. A handler that raises is
-nacked and redelivered; after ``max_deliveries`` RabbitMQ dead-letters the message to
-``<exchange>.dlx`` where it lands in ``<queue>.dlq``. Handlers are acked only after they
-return, i.e. after their effect is committed.
+Each consumer gets its own durable quorum queue per routing key. A subscription names its
+event model (``shopkit.contracts.events``): the kit validates the envelope and the payload
+once; one that does not validate is rejected, i.e. dead-lettered at once (a retry cannot fix
+it). Valid deliveries are handed to the handler in batches (``shopkit.batching``: up to
+``max_batch`` deliveries, gathered while the previous batch commits or for ``linger`` seconds),
+so one transaction serves many events. A batch that fails is retried item by item; a delivery
+whose handling raises is nacked and redelivered after a backoff; after ``max_deliveries``
+RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands in ``<queue>.dlq``. Deliveries
+are acked only after their batch committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from faststream import AckPolicy
+from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
+from pydantic import ValidationError
 
+from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
+from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.broker")
 
-EventHandler = Callable[[CloudEvent], Awaitable[None]]
+P = TypeVar("P", bound=EventData)
 
 
-DEFAULT_PREFETCH = 32
+@dataclass(frozen=True)
+class Delivery(Generic[P]):
+    """One event as a handler sees it: the envelope and its validated payload."""
+
+    event: CloudEvent
+    data: P
+
+    @property
+    def id(self) -> str:
+        return self.event.id
+
+    @property
+    def correlation_id(self) -> str:
+        """What events caused by this one carry (handlers of a batch pass it explicitly to ``new_event``)."""
+        return self.event.correlationid or self.event.id
+
+
+BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
+"""Handles a batch of deliveries, in arrival order, in one commit (or raises for the whole batch)."""
+
+DEFAULT_MAX_BATCH = 64
+# Deliveries a consumer holds unacked: a full batch committing plus the next one filling up.
+DEFAULT_PREFETCH = 2 * DEFAULT_MAX_BATCH
+DEFAULT_LINGER_SECONDS = 0.004
 
 
 def create_broker(settings: ServiceSettings, *, prefetch_count: int = DEFAULT_PREFETCH) -> RabbitBroker:
@@ -77,6 +110,7 @@ class Subscription:
     exchange: RabbitExchange
     dlx: RabbitExchange
     dlq: RabbitQueue
+    batcher: Batcher[Any, None] | None = None
 
 
 @dataclass
@@ -89,9 +123,14 @@ class EventBus:
     retry_backoff_seconds: float = 0.1
     subscriptions: list[Subscription] = field(default_factory=list)
     _connected: bool = field(default=False, init=False)
+    # One batch commits at a time per service: its consumers write the same hot documents (stock,
+    # counters), and concurrent transactions on them would only abort each other.
+    _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
-    def subscribe(self, routing_key: str, handler: EventHandler, *, consumer: str | None = None) -> Subscription:
-        """Register ``handler`` for events of type ``routing_key`` on this service's own queue."""
+    def subscribe(self, model: type[P], handler: BatchHandler[P], *, consumer: str | None = None,
+                  max_batch: int | None = None, linger: float | None = None) -> Subscription:
+        """Register ``handler`` for batches of ``model``'s events on this service's own queue."""
+        routing_key = model.TYPE
         consumer = consumer or self.settings.service_name
         exchange_name = EXCHANGE_OF[routing_key]
         name = queue_name(self.settings, consumer, routing_key)
@@ -106,6 +145,15 @@ class EventBus:
                 "x-delivery-limit": self.max_deliveries,
             },
         )
+
+        async def flush(batch: Sequence[Delivery[P]]) -> list[None]:
+            await handler(batch)
+            return [None] * len(batch)
+
+        batcher: Batcher[Delivery[P], None] = Batcher(
+            flush, max_size=max_batch or DEFAULT_MAX_BATCH,
+            linger=DEFAULT_LINGER_SECONDS if linger is None else linger,
+            lock=self._commit_lock, name=name)
         sub = Subscription(
             consumer=consumer,
             routing_key=routing_key,
@@ -113,13 +161,23 @@ class EventBus:
             exchange=exchange(self.settings, exchange_name),
             dlx=dead_letter_exchange(self.settings, exchange_name),
             dlq=RabbitQueue(name + ".dlq", durable=True, routing_key=name),
+            batcher=batcher,
         )
 
-        async def consume(event: CloudEvent, message: RabbitMessage) -> None:
+        async def consume(body: Any, message: RabbitMessage) -> None:
+            try:
+                event = CloudEvent.model_validate(body)
+                if event.type != routing_key:
+                    raise ValueError(f"event type {event.type!r} on the {routing_key!r} queue")
+                data = model.model_validate(event.data)
+            except (ValidationError, ValueError) as exc:
+                # Malformed: no retry can fix it. Rejected without requeue = dead-lettered now.
+                log.error("malformed %s event %s dead-lettered: %s", routing_key,
+                          getattr(message, "message_id", None), exc)
+                raise RejectMessage() from exc
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
-                log.debug("handling %s %s", event.type, event.id)
-                await handler(event)
+                await batcher.submit(Delivery(event, data))
             except Exception:
                 # Back off before the nack, exponentially per delivery, so a brief outage (database
                 # failover, network blip) is ridden out instead of burning the delivery limit at once.
@@ -175,4 +233,10 @@ class EventBus:
         await self.broker.start()
 
     async def stop(self) -> None:
-        await self.broker.stop()
+        """Stop consuming (idempotent)."""
+        if self._connected:
+            self._connected = False
+            await self.broker.stop()
+            for sub in self.subscriptions:
+                if sub.batcher is not None:
+                    await sub.batcher.close()

@@ -1,4 +1,4 @@
-"""The CloudEvents 1.0 envelope and the event catalogue (ARCHITECTURE.md, "Events")."""
+"""The CloudEvents 1.0 envelope. What each event carries is defined once, in ``shopkit.contracts.events``."""
 
 from __future__ import annotations
 
@@ -6,32 +6,40 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shopkit.context import current_correlation_id
+from shopkit.contracts.events import (
+    ALERT_EXCHANGE,
+    CATALOGUE,
+    ORDER_EXCHANGE,
+    PRODUCT_EXCHANGE,
+    AlertSent,
+    EventData,
+    OrderCreated,
+    OrderUpdated,
+    ProductUpdated,
+    StockLow,
+    StockRejected,
+    StockReserved,
+)
 
-# Exchanges (topic, durable) and routing keys; the routing key is also the event type.
-ORDER_EXCHANGE = "order_exchange"
-PRODUCT_EXCHANGE = "product_exchange"
-ALERT_EXCHANGE = "alert_exchange"
+__all__ = [
+    "ALERT_EXCHANGE", "ALERT_SENT", "EXCHANGE_OF", "ORDER_CREATED", "ORDER_EXCHANGE", "ORDER_UPDATED",
+    "PRODUCT_EXCHANGE", "PRODUCT_UPDATED", "STOCK_LOW", "STOCK_REJECTED", "STOCK_RESERVED", "CloudEvent",
+    "new_event",
+]
 
-ORDER_CREATED = "order_created"
-ORDER_UPDATED = "order_updated"
-STOCK_RESERVED = "stock_reserved"
-STOCK_REJECTED = "stock_rejected"
-PRODUCT_UPDATED = "product_updated"
-STOCK_LOW = "stock_low"
-ALERT_SENT = "alert_sent"
+# The routing key of an event is its type.
+ORDER_CREATED = OrderCreated.TYPE
+ORDER_UPDATED = OrderUpdated.TYPE
+STOCK_RESERVED = StockReserved.TYPE
+STOCK_REJECTED = StockRejected.TYPE
+PRODUCT_UPDATED = ProductUpdated.TYPE
+STOCK_LOW = StockLow.TYPE
+ALERT_SENT = AlertSent.TYPE
 
-EXCHANGE_OF: dict[str, str] = {
-    ORDER_CREATED: ORDER_EXCHANGE,
-    ORDER_UPDATED: ORDER_EXCHANGE,
-    STOCK_RESERVED: PRODUCT_EXCHANGE,
-    STOCK_REJECTED: PRODUCT_EXCHANGE,
-    PRODUCT_UPDATED: PRODUCT_EXCHANGE,
-    STOCK_LOW: PRODUCT_EXCHANGE,
-    ALERT_SENT: ALERT_EXCHANGE,
-}
+EXCHANGE_OF: dict[str, str] = {type_: model.EXCHANGE for type_, model in CATALOGUE.items()}
 
 
 def _now() -> datetime:
@@ -39,7 +47,7 @@ def _now() -> datetime:
 
 
 class CloudEvent(BaseModel):
-    """CloudEvents 1.0 attributes plus ``correlationid``; the payload is in ``data``."""
+    """CloudEvents 1.0 attributes plus ``correlationid``; the payload (a catalogue model, as JSON) is in ``data``."""
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
     source: str = Field(min_length=1)
@@ -51,15 +59,9 @@ class CloudEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-def new_event(type_: str, source: str, data: dict[str, Any], *, correlation_id: str | None = None) -> CloudEvent:
-    """A new event; the correlation id defaults to that of the request or message being handled."""
+def new_event(data: EventData, source: str, *, correlation_id: str | None = None) -> CloudEvent:
+    """A new event of ``data``'s type; the correlation id defaults to that of the request or message being handled."""
     return CloudEvent(
-        source=source, type=type_, data=data, correlationid=correlation_id or current_correlation_id()
+        source=source, type=data.TYPE, data=data.model_dump(mode="json"),
+        correlationid=correlation_id or current_correlation_id(),
     )
-
-
-class EventPayload(BaseModel):
-    """Base of a consumer's view of an event's ``data``: it reads the fields it needs and ignores the
-    rest (tolerant reader), so producers can add fields without breaking consumers."""
-
-    model_config = ConfigDict(extra="ignore")

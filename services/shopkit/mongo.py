@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -86,6 +86,44 @@ async def handle_once(
     except AlreadyHandled:
         log.info("event %s already handled by %s; skipped", event_id, consumer)
         return False, None
+
+
+async def apply_batch_once(
+    client: AsyncIOMotorClient[Any],
+    db: AsyncIOMotorDatabase[Any],
+    consumer: str,
+    event_ids: Sequence[str],
+    effect: Callable[[AsyncIOMotorClientSession, list[int]], Awaitable[T]],
+) -> tuple[list[bool], T | None]:
+    """Apply ``effect`` to the events of a batch not handled before, and record them, in one transaction.
+
+    ``effect`` gets the positions (in ``event_ids``) of the events to apply: those without a
+    marker, each id once (a redelivery within the same batch counts as a duplicate). Returns
+    per event whether it was applied now, and what ``effect`` returned (``None`` when every
+    event was a duplicate and ``effect`` did not run). Markers are written with one statement.
+    """
+    keys = [f"{consumer}:{event_id}" for event_id in event_ids]
+
+    async def work(session: AsyncIOMotorClientSession) -> tuple[list[bool], T | None]:
+        seen = {doc["_id"] async for doc in db[HANDLED_EVENTS].find({"_id": {"$in": keys}}, {"_id": 1},
+                                                                        session=session)}
+        fresh: list[int] = []
+        for i, key in enumerate(keys):
+            if key not in seen:
+                seen.add(key)
+                fresh.append(i)
+        if not fresh:
+            return [False] * len(keys), None
+        now = utcnow()
+        await db[HANDLED_EVENTS].insert_many([{"_id": keys[i], "at": now} for i in fresh], ordered=False,
+                                             session=session)
+        result = await effect(session, fresh)
+        applied = [False] * len(keys)
+        for i in fresh:
+            applied[i] = True
+        return applied, result
+
+    return await in_transaction(client, work)
 
 
 def utcnow() -> datetime:

@@ -16,15 +16,21 @@ import os
 import re
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from devtools import infra
+from devtools.broker_cleanup import delete_namespace
 from devtools.containers import docker_client
 from devtools.helm import ensure_helm
+from devtools.shop import ensure_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
+SHOP_CHART = ROOT / "charts" / "microshop"
 BUILD_SCRIPT = ROOT / "scripts" / "build-images.sh"
 # One tag per checkout (and per user): concurrent sessions of other checkouts keep their own images.
 TAG = "test-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
@@ -42,6 +48,30 @@ def docker_or_reason() -> tuple[str | None, str]:
 @pytest.fixture(scope="session")
 def helm() -> Path:
     return ensure_helm()
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_and_redis() -> None:
+    """The host's RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379), for the tests that run the shop."""
+    if not infra.ensure_all():
+        pytest.fail("RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) are required; see the messages above.")
+
+
+@pytest.fixture(scope="session")
+def namespace(rabbitmq_and_redis: None) -> Iterator[str]:
+    """This session's prefix for exchange, queue and Redis key names; its queues are deleted at the end."""
+    prefix = f"i{uuid.uuid4().hex[:8]}."
+    yield prefix
+    delete_namespace("amqp://guest:guest@127.0.0.1:5672/", prefix)
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_private_key(tmp_path_factory.mktemp("keys") / "jwt-private.pem")
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,13 @@ def test_the_shop_image_gets_no_operator_packages() -> None:
     assert "COPY --from=deps-shop /opt/venv /opt/venv" in s["shop"]
     assert "COPY --from=deps-operator /opt/venv /opt/venv" in s["operator"]
     shop_sync = next(step for step in run_steps(s["deps-shop"]) if "uv sync" in step)
-    assert "--group operator" not in shop_sync
+    assert "--group" not in shop_sync and "--all-groups" not in shop_sync
+    operator_sync = next(step for step in run_steps(s["deps-operator"]) if "uv sync" in step)
+    assert "--group operator" in operator_sync
+    import tomllib
+
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    assert {d.split(">")[0] for d in groups["operator"]} == {"kopf", "kubernetes"}
     assert "--no-install-package kubernetes" in shop_sync and "--no-install-package kopf" in shop_sync
 
 

@@ -24,9 +24,8 @@ from devtools.procs import Proc, free_port
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
-from tests.charts.conftest import SHOP_CHART, run_helm
-from tests.images.conftest import BuiltImages
-from tests.integration.test_saga_support import create_product, login, new_customer, place_order, wait_for_status
+from tests.images.conftest import SHOP_CHART, run_helm, BuiltImages
+from tests.support.saga import create_product, login, new_customer, place_order, wait_for_status
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -35,9 +34,9 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @pytest.fixture(scope="module")
-def chart_pods(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def chart_pods(helm: Path) -> dict[str, dict[str, Any]]:
     """service → its rendered pod spec (charts/microshop, default values)."""
-    out = run_helm(helm, "template", "shop", str(SHOP_CHART), tmp=tmp_path_factory.mktemp("chart"))
+    out = run_helm(helm, "template", "shop", str(SHOP_CHART))
     assert out.returncode == 0, out.stderr
     pods = {}
     for doc in yaml.safe_load_all(out.stdout):

@@ -18,8 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from devtools.procs import Proc, free_port
 from devtools.shop import LocalShop
-from tests.conftest import bearer, register_and_login
-from tests.integration.test_alerts_support import (
+from tests.support.alerts import (
     Feed,
     alerts_ws_url_of,
     create_product,
@@ -28,6 +27,7 @@ from tests.integration.test_alerts_support import (
     place_order,
     ws_url_for,
 )
+from tests.support.api import bearer, register_and_login
 from tests.support.tokens import claims, mint, signing_key
 
 DEADLINE = 20.0

@@ -21,8 +21,9 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
-from tests.conftest import bearer, register_and_login, shop_factory
-from tests.integration.test_alerts_support import create_product, eventually, order_status, place_order
+from tests.support.alerts import create_product, eventually, order_status, place_order
+from tests.support.api import bearer, register_and_login
+from tests.support.shops import shop_factory
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 EXCHANGES = ("order_exchange", "product_exchange", "alert_exchange")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devtools.shop import LocalShop
-from tests.conftest import bearer, register_and_login, unique_email
+from tests.support.api import bearer, register_and_login, unique_email
 from tests.support.tokens import attack_tokens, claims, mint, signing_key
 
 PASSWORD = "correct horse battery"

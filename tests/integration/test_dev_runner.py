@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devtools.infra import reachable
-from devtools.procs import PYTHONPATH, ROOT, wait_until
+from devtools.procs import ROOT, wait_until
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
 
 
@@ -78,7 +78,7 @@ def _get_json(url: str) -> tuple[int, dict[str, Any]]:
 @pytest.mark.parametrize("analytics", ["enabled", "disabled"])
 def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics: str, namespace: str) -> None:
     offset = _free_offset()
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "MICROSHOP_RATE_LIMIT_REQUESTS": "100000"}
+    env = {**os.environ, "MICROSHOP_RATE_LIMIT_REQUESTS": "100000"}
     if analytics == "disabled":
         env["MICROSHOP_ANALYTICS_ENABLED"] = "false"
     # The README's command, in its own session like a terminal's foreground job; Ctrl-C is a

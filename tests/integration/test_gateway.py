@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devtools.procs import free_port
 from devtools.shop import LocalShop
-from tests.integration.test_gateway_support import (
+from tests.support.gateway import (
     BIG_BODY,
     FakeService,
     GatewayProc,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devtools.shop import LocalShop
-from tests.integration.test_gateway_support import GatewayProc, start_gateways, stop_gateways
+from tests.support.gateway import GatewayProc, start_gateways, stop_gateways
 
 LIMIT = 5
 WINDOW = 60

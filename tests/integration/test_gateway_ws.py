@@ -10,8 +10,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devtools.shop import LocalShop
-from tests.conftest import bearer
-from tests.integration.test_alerts_support import create_product, feed, place_order
+from tests.support.alerts import create_product, feed, place_order
+from tests.support.api import bearer
 from tests.support.tokens import attack_tokens, signing_key
 
 
@@ -23,7 +23,7 @@ def gateway_ws(shop: LocalShop) -> str:
 async def test_order_updates_reach_the_owner_through_the_gateway_only(
         gateway_ws: str, api: httpx.AsyncClient, admin_token: str,
         customer: dict[str, str]) -> None:
-    from tests.conftest import register_and_login
+    from tests.support.api import register_and_login
 
     other = await register_and_login(api)
     product = await create_product(api, admin_token, stock=5)

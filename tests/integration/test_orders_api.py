@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration import test_saga_support as support
-from tests.integration.test_saga_support import auth, create_product, new_customer, place_order, wait_for_status
-
-shop_api, admin, buyer = support.shop_api, support.admin, support.buyer
+from tests.support.saga import auth, create_product, new_customer, place_order, wait_for_status
 
 
 async def test_place_order_prices_from_catalog_and_location(shop_api: httpx.AsyncClient, admin: str,

@@ -13,7 +13,8 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from shopkit.broker import EventBus, create_broker
-from shopkit.events import ORDER_CREATED, ORDER_EXCHANGE, new_event
+from shopkit.contracts.events import StockLow
+from shopkit.events import PRODUCT_EXCHANGE, STOCK_LOW, new_event
 from shopkit.mongo import in_transaction
 from shopkit.outbox import OUTBOX, OutboxRelay, add_to_outbox, ensure_outbox_indexes
 from shopkit.settings import ServiceSettings
@@ -32,9 +33,9 @@ async def setup(mongo_url: str, namespace: str) -> AsyncIterator[tuple[Any, Any,
     await bus.declare()
     connection = await aio_pika.connect(RABBIT)
     channel = await connection.channel()
-    exchange = await channel.get_exchange(namespace + ORDER_EXCHANGE)
+    exchange = await channel.get_exchange(namespace + PRODUCT_EXCHANGE)
     tap = await channel.declare_queue(exclusive=True)
-    await tap.bind(exchange, routing_key=ORDER_CREATED)
+    await tap.bind(exchange, routing_key=STOCK_LOW)
     try:
         yield client, db, bus, tap
     finally:
@@ -57,7 +58,7 @@ async def _take(tap: Any, n: int, timeout: float = 10.0) -> list[str]:
 
 async def test_relay_publishes_in_commit_order_and_marks_sent(setup: tuple[Any, Any, EventBus, Any]) -> None:
     client, db, bus, tap = setup
-    events = [new_event(ORDER_CREATED, "test", {"n": i}) for i in range(5)]
+    events = [new_event(StockLow(product_id=f"p{i}", stock=i), "test") for i in range(5)]
 
     async def write(session: Any) -> None:
         await add_to_outbox(db, events[:3], session)
@@ -74,7 +75,7 @@ async def test_relay_publishes_in_commit_order_and_marks_sent(setup: tuple[Any, 
 
 async def test_unpublishable_records_stay_pending(setup: tuple[Any, Any, EventBus, Any]) -> None:
     _, db, bus, _ = setup
-    await add_to_outbox(db, [new_event(ORDER_CREATED, "test", {})], None)
+    await add_to_outbox(db, [new_event(StockLow(product_id="p", stock=0), "test")], None)
     down = EventBus(bus.settings, create_broker(bus.settings))  # never connected: publishing fails
     with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the client raises, the record must stay
         await OutboxRelay(db, down).drain_once()
@@ -83,7 +84,7 @@ async def test_unpublishable_records_stay_pending(setup: tuple[Any, Any, EventBu
 
 async def test_sent_records_are_purged_after_retention(setup: tuple[Any, Any, EventBus, Any]) -> None:
     _, db, bus, tap = setup
-    await add_to_outbox(db, [new_event(ORDER_CREATED, "test", {}) for _ in range(3)], None)
+    await add_to_outbox(db, [new_event(StockLow(product_id="p", stock=0), "test") for _ in range(3)], None)
     relay = OutboxRelay(db, bus, retention_seconds=0)
     relay._purged_at = datetime.now(UTC) - timedelta(minutes=5)
     await relay.drain_once()  # publishes, marks sent, then purges what was sent before now

@@ -6,10 +6,7 @@ import uuid
 
 import httpx
 
-from tests.integration import test_saga_support as support
-from tests.integration.test_saga_support import auth, create_product, stock_of, unique_sku
-
-shop_api, admin, buyer = support.shop_api, support.admin, support.buyer
+from tests.support.saga import auth, create_product, stock_of, unique_sku
 
 FIELDS = {"id", "sku", "name", "description", "category", "price", "currency", "stock", "low_stock_threshold"}
 

@@ -10,8 +10,7 @@ import httpx
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from devtools.shop import LocalShop
-from tests.integration import test_saga_support as support
-from tests.integration.test_saga_support import (
+from tests.support.saga import (
     WireTap,
     auth,
     cloud_event,
@@ -25,9 +24,6 @@ from tests.integration.test_saga_support import (
     stock_of,
     wait_for_status,
 )
-
-shop_api, admin, buyer, wire, products_db = (support.shop_api, support.admin, support.buyer, support.wire,
-                                             support.products_db)
 
 
 async def test_order_is_confirmed_stock_drops_and_events_flow_in_order(

@@ -19,8 +19,8 @@ from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
-from tests.conftest import shop_factory
-from tests.integration.test_saga_support import (
+from tests.support.shops import shop_factory
+from tests.support.saga import (
     WireTap,
     close_broker_connections,
     cloud_event,

@@ -67,7 +67,6 @@ def operator_process(kubeconfig: Path, liveness_url: str, tmp_path_factory: pyte
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)]),
         "MICROSHOP_OPERATOR_CHART": str(ROOT / "charts" / "microshop"),
         "MICROSHOP_OPERATOR_HELM": str(ensure_helm()),
         "MICROSHOP_OPERATOR_RESYNC_SECONDS": "1",

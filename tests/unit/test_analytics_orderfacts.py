@@ -8,22 +8,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from analytics.dashboard import confirmed_ratio
-from analytics.orderfacts import OrderEventData, contribution, delta, merge
+from analytics.orderfacts import OrderEvent, contribution, delta, merge
+from shopkit.contracts.events import OrderCreated, OrderUpdated
 
 T0 = datetime(2026, 11, 21, 23, 59, 58, tzinfo=UTC)
 LINES = [{"product_id": "p1", "name": "Mug", "unit_price": 1250, "quantity": 2}]
 
 
-def ev(status: str, old: str | None, seconds: int) -> tuple[OrderEventData, datetime]:
+def ev(status: str, old: str | None, seconds: int) -> tuple[OrderEvent, datetime]:
     data: dict[str, Any] = {"order_id": "o1", "customer_id": "c1", "items": LINES, "total": 2500, "currency": "EUR"}
+    at = T0 + timedelta(seconds=seconds)
     if old is None:
-        data["status"] = status
-    else:
-        data.update(old_status=old, new_status=status, status=status)
-    return OrderEventData.model_validate(data), T0 + timedelta(seconds=seconds)
+        return OrderCreated.model_validate({**data, "status": status, "created_at": at}), at
+    return OrderUpdated.model_validate({**data, "old_status": old, "new_status": status, "status": status}), at
 
 
-def run(events: list[tuple[OrderEventData, datetime]]) -> tuple[dict[str, Any], Counter[str]]:
+def run(events: list[tuple[OrderEvent, datetime]]) -> tuple[dict[str, Any], Counter[str]]:
     facts: dict[str, Any] | None = None
     totals: Counter[str] = Counter()
     for data, at in events:

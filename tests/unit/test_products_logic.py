@@ -6,14 +6,30 @@ import pytest
 from pydantic import ValidationError
 
 from products.catalog import ListQuery, crossed_low_threshold
-from products.reservations import OrderCreatedData, OrderLineData, OrderUpdatedData, merge_lines
+from products.reservations import REJECTED, RESERVED, decide, merge_lines
+from shopkit.contracts.events import OrderCreated, OrderUpdated, ReservedLine
 from shopkit.contracts.products import CreateProductRequest, StockAdjustmentRequest, UpdateProductRequest
 
 
 def test_merge_lines_adds_quantities_and_orders_by_product() -> None:
-    lines = [OrderLineData(product_id="b", quantity=1), OrderLineData(product_id="a", quantity=2),
-             OrderLineData(product_id="b", quantity=3)]
+    lines = [ReservedLine(product_id="b", quantity=1), ReservedLine(product_id="a", quantity=2),
+             ReservedLine(product_id="b", quantity=3)]
     assert merge_lines(lines) == [("a", 2), ("b", 4)]
+
+
+def test_a_batch_is_decided_in_arrival_order_against_the_running_stock() -> None:
+    stock = {"a": 3, "b": 1}
+    orders = [("o1", [("a", 2)]), ("o2", [("a", 2)]),  # o2 finds only 1 left
+              ("o3", [("a", 1), ("b", 1)]), ("o4", [("b", 1)]), ("o5", [("zz", 1)])]
+    assert decide(orders, stock) == [("o1", RESERVED, None), ("o2", REJECTED, "a"), ("o3", RESERVED, None),
+                                     ("o4", REJECTED, "b"), ("o5", REJECTED, "zz")]
+    assert stock == {"a": 0, "b": 0}  # a rejected order takes nothing, not even its available lines
+
+
+def test_a_multi_line_order_short_on_one_line_takes_nothing() -> None:
+    stock = {"a": 5, "b": 0}
+    assert decide([("o1", [("a", 1), ("b", 1)])], stock) == [("o1", REJECTED, "b")]
+    assert stock == {"a": 5, "b": 0}
 
 
 @pytest.mark.parametrize(("before", "after", "threshold", "crossed"), [
@@ -37,13 +53,17 @@ def test_list_filter_escapes_search_and_combines_filters() -> None:
 
 
 def test_event_payloads_are_validated() -> None:
-    data = OrderCreatedData.model_validate({"order_id": "o", "items": [{"product_id": "p", "quantity": 1}]})
-    assert data.items[0].quantity == 1
-    for bad in ({"order_id": "o", "items": []}, {"order_id": "o", "items": [{"product_id": "p", "quantity": 0}]},
-                {"items": [{"product_id": "p", "quantity": 1}]}):
+    good = {"order_id": "o", "customer_id": "c", "items": [{"product_id": "p", "unit_price": 5, "quantity": 1}],
+            "total": 5, "currency": "EUR", "created_at": "2026-11-27T10:00:00Z"}
+    assert OrderCreated.model_validate(good).items[0].quantity == 1
+    for bad in ({"items": []}, {"items": [{"product_id": "p", "unit_price": 5, "quantity": 0}]}, {"order_id": ""}):
         with pytest.raises(ValidationError):
-            OrderCreatedData.model_validate(bad)
-    assert OrderUpdatedData.model_validate({"order_id": "o", "new_status": "cancelled"}).new_status == "cancelled"
+            OrderCreated.model_validate({**good, **bad})
+    update = {"order_id": "o", "customer_id": "c", "old_status": "confirmed", "new_status": "cancelled",
+              "status": "cancelled", "total": 5, "currency": "EUR"}
+    assert OrderUpdated.model_validate(update).new_status == "cancelled"
+    with pytest.raises(ValidationError):
+        OrderUpdated.model_validate({**update, "new_status": "lost"})
 
 
 BASE = {"sku": "SKU-1", "name": "Mug", "category": "kitchen", "price": 1299, "currency": "EUR", "stock": 3,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,7 +17,9 @@ from litestar.testing import AsyncTestClient
 from pydantic import BaseModel, Field
 
 from customers.keys import SigningKey
+from shopkit.app import Resources, Service, Uses
 from shopkit.auth import InvalidToken, JwksCache, TokenVerifier
+from shopkit.contracts.events import StockLow
 from shopkit.errors import EXCEPTION_HANDLERS, ProblemError
 from shopkit.events import CloudEvent, new_event
 from shopkit.logging import ContextFilter, JsonFormatter, redact
@@ -174,12 +179,12 @@ def test_event_envelope_is_cloudevents_with_correlation() -> None:
 
     token = correlation_id_var.set("corr-9")
     try:
-        event = new_event("order_created", "orders", {"order_id": "o1"})
+        event = new_event(StockLow(product_id="p1", stock=1), "products")
     finally:
         correlation_id_var.reset(token)
     wire = event.model_dump(mode="json")
     assert set(wire) == {"id", "source", "type", "time", "specversion", "datacontenttype", "correlationid", "data"}
-    assert wire["specversion"] == "1.0" and wire["correlationid"] == "corr-9"
+    assert wire["specversion"] == "1.0" and wire["correlationid"] == "corr-9" and wire["type"] == "stock_low"
     assert CloudEvent.model_validate(wire) == event
 
 
@@ -191,10 +196,18 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pw" not in repr(settings)
 
 
-async def test_service_app_puts_request_id_on_routing_errors() -> None:
-    from shopkit.app import create_service_app
+@dataclass
+class NoDeps:
+    pass
 
-    app = create_service_app(ServiceSettings(), title="t", route_handlers=[conflict], use_mongo=False)
+
+async def test_service_app_puts_request_id_on_routing_errors() -> None:
+    @contextlib.asynccontextmanager
+    async def build(_: Resources) -> AsyncIterator[NoDeps]:
+        yield NoDeps()
+
+    app = Service(ServiceSettings(), title="t", description="d", routes=[conflict], deps=NoDeps, build=build,
+                  uses=Uses(mongo=False)).app()
     async with AsyncTestClient(app) as client:
         missing = await client.get("/no-such-route")
         wrong_method = await client.post("/health/live")

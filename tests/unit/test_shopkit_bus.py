@@ -1,62 +1,118 @@
-"""The kit's EventBus wrapper under FastStream's TestRabbitBroker: typed envelopes, correlation, failures."""
+"""The kit's EventBus under FastStream's TestRabbitBroker: typed payloads, batches, correlation, failures."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 
 import pytest
 from faststream.rabbit import TestRabbitBroker
 
-from shopkit.broker import EventBus, create_broker
+from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.context import current_correlation_id
-from shopkit.events import ORDER_CREATED, CloudEvent, new_event
+from shopkit.contracts.events import StockLow
+from shopkit.events import CloudEvent, new_event
 from shopkit.settings import ServiceSettings
 
 
 def _bus() -> EventBus:
     settings = ServiceSettings(service_name="unit", namespace="unit.")
-    bus = EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
-    return bus
+    return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
 
 
-async def test_handler_gets_the_envelope_with_its_correlation_id_in_context() -> None:
+def low(product: str, correlation_id: str | None = None) -> CloudEvent:
+    return new_event(StockLow(product_id=product, stock=1), "test", correlation_id=correlation_id)
+
+
+async def test_handler_gets_typed_payloads_and_each_delivery_its_correlation_id() -> None:
     bus = _bus()
-    seen: list[tuple[CloudEvent, str | None]] = []
+    seen: list[Delivery[StockLow]] = []
 
-    async def handle(event: CloudEvent) -> None:
-        seen.append((event, current_correlation_id()))
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        seen.extend(batch)
+        assert current_correlation_id() is None  # a batch serves many callers: no one's context leaks in
 
-    bus.subscribe(ORDER_CREATED, handle)
-    event = new_event(ORDER_CREATED, "test", {"order_id": "o1"}, correlation_id="corr-1")
+    bus.subscribe(StockLow, handle)
+    event = low("p1", "corr-1")
     async with TestRabbitBroker(bus.broker):
         await bus.publish(event)
-    assert [(e.id, e.data, cid) for e, cid in seen] == [(event.id, {"order_id": "o1"}, "corr-1")]
-    assert current_correlation_id() is None  # reset after the handler
+    assert [(d.id, d.data, d.correlation_id) for d in seen] == [(event.id, StockLow(product_id="p1", stock=1),
+                                                                  "corr-1")]
+    assert current_correlation_id() is None
+
+
+async def test_concurrent_deliveries_share_a_batch() -> None:
+    bus = _bus()
+    batches: list[list[str]] = []
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        batches.append([d.data.product_id for d in batch])
+        await asyncio.sleep(0.01)  # a commit takes a while; meanwhile the next batch fills
+
+    sub = bus.subscribe(StockLow, handle, max_batch=8, linger=0.05)
+    async with TestRabbitBroker(bus.broker):
+        await asyncio.gather(*(bus.publish(low(f"p{i}")) for i in range(20)))
+    assert sorted(p for b in batches for p in b) == sorted(f"p{i}" for i in range(20))
+    assert max(len(b) for b in batches) > 1 and all(len(b) <= 8 for b in batches)
+    assert sub.batcher is not None and sub.batcher.stats.items == 20
+
+
+async def test_a_failing_batch_is_retried_one_by_one_so_only_the_poison_event_fails() -> None:
+    bus = _bus()
+    committed: list[str] = []
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        if any(d.data.product_id == "poison" for d in batch):
+            raise RuntimeError("poison")
+        committed.extend(d.data.product_id for d in batch)
+
+    bus.subscribe(StockLow, handle, linger=0.05)
+    async with TestRabbitBroker(bus.broker):
+        results = await asyncio.gather(*(bus.publish(low(p)) for p in ("a", "poison", "b")),
+                                       return_exceptions=True)
+    assert sorted(committed) == ["a", "b"]
+    assert [type(r).__name__ for r in results] == ["NoneType", "RuntimeError", "NoneType"]
 
 
 async def test_a_failing_handler_propagates_so_the_message_is_nacked() -> None:
     bus = _bus()
 
-    async def handle(event: CloudEvent) -> None:
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
         raise RuntimeError("database away")
 
-    bus.subscribe(ORDER_CREATED, handle)
+    bus.subscribe(StockLow, handle)
     async with TestRabbitBroker(bus.broker):
         with pytest.raises(RuntimeError, match="database away"):
-            await bus.publish(new_event(ORDER_CREATED, "test", {}))
+            await bus.publish(low("p1"))
+
+
+async def test_a_malformed_payload_never_reaches_the_handler() -> None:
+    bus = _bus()
+    seen: list[object] = []
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        seen.extend(batch)
+
+    bus.subscribe(StockLow, handle)
+    bad = CloudEvent(source="test", type="stock_low", data={"product_id": "p1", "stock": -5})
+    async with TestRabbitBroker(bus.broker):
+        await bus.publish(bad)  # rejected (dead-lettered by RabbitMQ), not retried
+    assert seen == []
 
 
 def test_each_consumer_has_its_own_quorum_queue_with_a_dead_letter_route() -> None:
     bus = _bus()
 
-    async def handle(event: CloudEvent) -> None:
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
         return None
 
-    sub = bus.subscribe(ORDER_CREATED, handle, consumer="products")
-    assert sub.queue.name == "unit.products.order_created"
+    sub = bus.subscribe(StockLow, handle, consumer="alerts")
+    assert sub.queue.name == "unit.alerts.stock_low"
     assert sub.queue.arguments == {
         "x-queue-type": "quorum",
-        "x-dead-letter-exchange": "unit.order_exchange.dlx",
-        "x-dead-letter-routing-key": "unit.products.order_created",
+        "x-dead-letter-exchange": "unit.product_exchange.dlx",
+        "x-dead-letter-routing-key": "unit.alerts.stock_low",
         "x-delivery-limit": 5,
     }
-    assert sub.dlq.name == "unit.products.order_created.dlq"
-    assert sub.exchange.name == "unit.order_exchange"
+    assert sub.dlq.name == "unit.alerts.stock_low.dlq"
+    assert sub.exchange.name == "unit.product_exchange"

@@ -30,23 +30,6 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/*
-What each service talks to. This is architecture, not configuration, so it lives here and not in values:
-  ports    the HTTP port of each service (ARCHITECTURE.md)
-  callers  services that call it over HTTP besides the gateway (every service fetches customers' JWKS;
-           orders reads the catalog from products)
-  infra    which managed infrastructure it may reach (NetworkPolicies); tests/charts/test_network_topology.py
-           checks it against what each app connects to
-*/}}
-{{- define "microshop.topology" -}}
-gateway:   {port: 8000, callers: [],                                                 infra: [redis]}
-customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb]}
-products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, redis, rabbitmq]}
-orders:    {port: 8003, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
-alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
-analytics: {port: 8005, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
-{{- end -}}
-
 {{- define "microshop.port" -}}
 {{- $topology := include "microshop.topology" .root | fromYaml -}}
 {{- $entry := required (printf "services.%s: unknown service (known: %s)" .name (keys $topology | sortAlpha | join ", ")) (get $topology .name) -}}
@@ -155,7 +138,8 @@ NetworkPolicy would not let it).
 {{- end -}}
 
 {{/*
-Environment of one service: the MICROSHOP_* names its Settings class reads (services/<svc>/settings.py).
+Environment of one service: the MICROSHOP_* names its Settings class reads (services/<svc>/settings.py):
+what every service needs, then its own entries from the component data (_components.tpl).
 Rule (tests/charts/test_env_contract.py): every name set here is read by that service, and every setting
 whose default only suits a developer machine (loopback URLs, console logs) or that replicas must share
 (signing key, first admin) is set here.
@@ -175,41 +159,9 @@ whose default only suits a developer machine (loopback URLs, console logs) or th
 {{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "mongodb" "env" "MICROSHOP_MONGO_URL") }}
 {{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "redis" "env" "MICROSHOP_REDIS_URL") }}
 {{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "rabbitmq" "env" "MICROSHOP_RABBITMQ_URL") }}
-- name: MICROSHOP_JWKS_URL
-  value: {{ printf "%s/auth/jwks" (include "microshop.url" (dict "root" $root "name" "customers")) | quote }}
-{{- if eq $name "customers" }}
-- name: MICROSHOP_JWT_PRIVATE_KEY_FILE
-  value: /var/run/secrets/microshop/jwt/private.pem
-- name: MICROSHOP_ACCESS_TOKEN_TTL_SECONDS
-  value: {{ $v.auth.accessTokenTtlSeconds | int64 | quote }}
-- name: MICROSHOP_REFRESH_TOKEN_TTL_SECONDS
-  value: {{ $v.auth.refreshTokenTtlSeconds | int64 | quote }}
-- name: MICROSHOP_ADMIN_EMAIL
-  value: {{ $v.auth.adminSecret.email | quote }}
-- name: MICROSHOP_ADMIN_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "microshop.adminSecretName" $root }}
-      key: password
-{{- end }}
-{{- if eq $name "gateway" }}
-{{- range $upstream := list "customers" "products" "orders" "alerts" "analytics" }}
-- name: {{ printf "MICROSHOP_%s_URL" (upper $upstream) }}
-  value: {{ include "microshop.url" (dict "root" $root "name" $upstream) | quote }}
-{{- end }}
-- name: MICROSHOP_ANALYTICS_ENABLED
-  value: {{ $v.services.analytics.enabled | quote }}
-- name: MICROSHOP_RATE_LIMIT_REQUESTS
-  value: {{ $v.rateLimit.requests | int64 | quote }}
-- name: MICROSHOP_RATE_LIMIT_WINDOW_SECONDS
-  value: {{ $v.rateLimit.windowSeconds | int64 | quote }}
-{{- /* Behind an Ingress or a Gateway the client address is in X-Forwarded-For; rate limits need it. */}}
-- name: MICROSHOP_TRUST_FORWARDED_FOR
-  value: {{ or $v.ingress.enabled $v.httpRoute.enabled | quote }}
-{{- end }}
-{{- if eq $name "orders" }}
-- name: MICROSHOP_PRODUCTS_URL
-  value: {{ include "microshop.url" (dict "root" $root "name" "products") | quote }}
+{{ include "microshop.sharedEnv" $root }}
+{{- with (include "microshop.componentPod" . | fromYaml).env }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 

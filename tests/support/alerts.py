@@ -1,4 +1,4 @@
-"""Helpers for the alerts and analytics tests (this module holds no tests).
+"""Helpers for the alerts and analytics integration tests.
 
 ``alerts_ws_url_of`` is the one place the WebSocket address comes from: the gateway's
 ``/api/ws`` (use ``ws_url_for(shop.url("alerts"))`` to test the alerts service on its own).
@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from devtools.shop import LocalShop
-from tests.conftest import bearer
+from tests.support.api import bearer
 
 Frame = dict[str, Any]
 

@@ -1,9 +1,9 @@
-"""Helpers and fixtures for the products / orders / saga tests (this module holds no tests).
+"""Helpers for the products / orders / saga integration tests (their fixtures: tests/integration/conftest.py).
 
-``shop_api`` talks to the public API through the gateway when the shop runs one, and routes
-by path prefix straight to the owning service otherwise, so the same tests run before and
-after the gateway exists. ``WireTap`` binds its own temporary queue to the session's
-exchanges to watch events on the wire.
+``public_client`` (behind the ``shop_api`` fixture) talks to the public API through the gateway
+when the shop runs one, and routes by path prefix straight to the owning service otherwise, so
+the same tests run before and after the gateway exists. ``WireTap`` binds its own temporary
+queue to the session's exchanges to watch events on the wire.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import httpx
-import pytest
 from aio_pika.abc import AbstractIncomingMessage
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
-from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from devtools.shop import LocalShop
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TERMINAL = {"confirmed", "rejected", "cancelled"}
@@ -38,7 +36,7 @@ def via_gateway(shop: LocalShop) -> bool:
 
 
 class _PrefixRouter(httpx.AsyncBaseTransport):
-    """Until the gateway exists: ``/products/...`` goes to the products service, and so on."""
+    """For a shop started without its gateway: ``/products/...`` goes to the products service, and so on."""
 
     def __init__(self, shop: LocalShop) -> None:
         self.shop = shop
@@ -61,12 +59,6 @@ def public_client(shop: LocalShop) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url="http://shop.invalid", transport=_PrefixRouter(shop), timeout=30.0)
 
 
-@pytest.fixture
-async def shop_api(shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
-    async with public_client(shop) as client:
-        yield client
-
-
 async def login(client: httpx.AsyncClient, email: str, password: str) -> str:
     r = await client.post("/auth/login", json={"email": email, "password": password})
     assert r.status_code == 200, r.text
@@ -79,26 +71,6 @@ async def new_customer(client: httpx.AsyncClient) -> str:
                                                   "name": "Saga Tester"})
     assert r.status_code == 201, r.text
     return await login(client, email, "correct horse battery")
-
-
-@pytest.fixture
-async def admin(shop_api: httpx.AsyncClient) -> str:
-    return await login(shop_api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
-
-
-@pytest.fixture
-async def buyer(shop_api: httpx.AsyncClient) -> str:
-    return await new_customer(shop_api)
-
-
-@pytest.fixture
-async def products_db(mongo_url: str) -> AsyncIterator[AsyncIOMotorDatabase[Any]]:
-    """The session shop's products database, to observe what the saga recorded."""
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
-    try:
-        yield client["products"]
-    finally:
-        client.close()
 
 
 def auth(token: str) -> dict[str, str]:
@@ -161,9 +133,10 @@ async def wait_for_status(client: httpx.AsyncClient, token: str, order_id: str, 
 
 @dataclass
 class WireTap:
-    """A temporary exclusive queue bound (``#``) to the session's order and product exchanges."""
+    """A temporary exclusive queue bound (``#``) to the session's order and product exchanges (or ``exchanges``)."""
 
     namespace: str
+    exchanges: tuple[str, ...] = ("order_exchange", "product_exchange")
     messages: list[dict[str, Any]] = field(default_factory=list)
     connection: aio_pika.abc.AbstractRobustConnection | None = None
 
@@ -172,7 +145,7 @@ class WireTap:
         channel = await self.connection.channel()
         queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
                                             auto_delete=True)
-        for name in ("order_exchange", "product_exchange"):
+        for name in self.exchanges:
             exchange = await channel.declare_exchange(self.namespace + name, aio_pika.ExchangeType.TOPIC,
                                                       durable=True)
             await queue.bind(exchange, routing_key="#")
@@ -200,15 +173,6 @@ class WireTap:
     async def close(self) -> None:
         if self.connection is not None:
             await self.connection.close()
-
-
-@pytest.fixture
-async def wire(namespace: str) -> AsyncIterator[WireTap]:
-    tap = await WireTap(namespace).start()
-    try:
-        yield tap
-    finally:
-        await tap.close()
 
 
 async def publish_raw(namespace: str, exchange: str, routing_key: str, body: bytes,

@@ -1,19 +1,25 @@
-"""Session-wide fixtures: one SecantusDB, one shop (every service as a real process), a real broker and Redis.
+"""The integration tier: real RabbitMQ and Redis, one SecantusDB, the whole shop as processes.
+
+RabbitMQ and Redis must answer on 127.0.0.1 (5672, 6379); ``rabbitmq_and_redis`` makes sure of
+it before the first test of this tier, starting or installing them as ``make infra`` does, so
+a run that selects no integration test never touches them.
 
 Tests isolate themselves with unique names (emails, SKUs) and a per-session namespace for
-exchange, queue and Redis key names, never with sleeps.
+exchange, queue and Redis key names, never with sleeps. Helpers shared by the modules live in
+``tests/support`` (``api``, ``alerts``, ``gateway``, ``saga``); the fixtures are here.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from devtools import infra
 from devtools.broker_cleanup import delete_namespace
@@ -21,9 +27,14 @@ from devtools.procs import Proc
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
+from tests.support.api import register_and_login
+from tests.support.saga import WireTap, login, new_customer, public_client
+from tests.support.shops import shop_factory
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq_and_redis() -> None:
+    """RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 answer (started or installed when missing)."""
     if not infra.ensure_all():
         pytest.exit("RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) are required; see the messages above.",
                     returncode=3)
@@ -51,19 +62,6 @@ def mongo_url() -> Iterator[str]:
         yield secantus_url(port_of(proc))
     finally:
         proc.stop()
-
-
-def shop_factory() -> Callable[..., LocalShop]:
-    """LocalShop, or ContainerShop of the image named by ``MICROSHOP_TEST_IMAGE`` (the suite's one switch)."""
-    image = os.environ.get("MICROSHOP_TEST_IMAGE", "").strip()
-    if not image:
-        return LocalShop
-    from devtools.containers import ContainerShop, docker_client
-
-    docker, why = docker_client()
-    if docker is None:
-        pytest.exit(f"MICROSHOP_TEST_IMAGE={image}: {why}", returncode=3)
-    return functools.partial(ContainerShop, image=image, docker=docker)
 
 
 @pytest.fixture(scope="session")
@@ -96,30 +94,6 @@ async def api(shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@Example.com"
-
-
-async def register_and_login(api: httpx.AsyncClient, email: str | None = None,
-                             password: str = "correct horse battery") -> dict[str, str]:
-    email = email or unique_email()
-    r = await api.post("/auth/register", json={"email": email, "password": password, "name": "Test User"})
-    assert r.status_code == 201, r.text
-    r = await api.post("/auth/login", json={"email": email, "password": password})
-    assert r.status_code == 200, r.text
-    return {**r.json(), "email": email, "id": (await me(api, r.json()["access_token"]))["id"]}
-
-
-async def me(api: httpx.AsyncClient, token: str) -> dict[str, str]:
-    r = await api.get("/customers/me", headers=bearer(token))
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 async def customer(api: httpx.AsyncClient) -> dict[str, str]:
     """A fresh customer: ``access_token``, ``refresh_token``, ``email``, ``id``."""
@@ -131,3 +105,41 @@ async def admin_token(api: httpx.AsyncClient) -> str:
     r = await api.post("/auth/login", json={"email": DEV_ADMIN_EMAIL, "password": DEV_ADMIN_PASSWORD})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+# The products / orders / saga modules' fixtures (helpers in tests/support/saga.py).
+
+@pytest.fixture
+async def shop_api(shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
+    """The public API through the gateway (or straight to the owning service when the shop runs none)."""
+    async with public_client(shop) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(shop_api: httpx.AsyncClient) -> str:
+    return await login(shop_api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+
+
+@pytest.fixture
+async def buyer(shop_api: httpx.AsyncClient) -> str:
+    return await new_customer(shop_api)
+
+
+@pytest.fixture
+async def products_db(mongo_url: str) -> AsyncIterator[AsyncIOMotorDatabase[Any]]:
+    """The session shop's products database, to observe what the saga recorded."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    try:
+        yield client["products"]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def wire(namespace: str) -> AsyncIterator[WireTap]:
+    tap = await WireTap(namespace).start()
+    try:
+        yield tap
+    finally:
+        await tap.close()

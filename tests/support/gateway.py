@@ -1,4 +1,4 @@
-"""Helpers for the gateway's integration tests (this module holds no tests).
+"""Helpers for the gateway's integration tests.
 
 ``FakeService`` is a tiny aiohttp server in the test process standing in for a service: it
 records every request it gets and answers by path (echo, slow, large, with a Location...).

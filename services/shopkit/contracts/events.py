@@ -1,0 +1,170 @@
+"""The event catalogue: one pydantic model per event type, the only definition of what an event carries.
+
+Producers build every event from these models (``shopkit.events.new_event(model, source)``);
+a subscription names its model and the kit validates ``data`` once, before the handler runs
+(a payload that does not validate is dead-lettered at once: retrying cannot fix it). The
+AsyncAPI document in ``docs/asyncapi.json`` is generated from these models.
+
+Readers are tolerant: unknown fields are ignored (``extra="ignore"``), so a producer may add a
+field without breaking an older consumer, and a field is *required* only when some consumer
+cannot work without it; the others have defaults (producers in this repository always set
+them). Removing or retyping a field is a breaking change of the contract (docs/architecture.md).
+Amounts are integers in minor units (cents), timestamps ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Exchanges (topic, durable); the routing key of an event is its type.
+ORDER_EXCHANGE = "order_exchange"
+PRODUCT_EXCHANGE = "product_exchange"
+ALERT_EXCHANGE = "alert_exchange"
+
+OrderStatusName = Literal["pending", "confirmed", "rejected", "cancelled", "shipped", "delivered"]
+
+
+class EventData(BaseModel):
+    """Base of every payload: its event type and exchange are class attributes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    TYPE: ClassVar[str]
+    EXCHANGE: ClassVar[str]
+
+
+# ---- orders -------------------------------------------------------------------------------------
+
+class OrderLine(BaseModel):
+    """A line of an order as priced when it was placed."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    product_id: str = Field(min_length=1)
+    name: str = ""
+    unit_price: int = Field(default=0, ge=0, description="minor units, at the time the order was placed")
+    quantity: int = Field(ge=1)
+
+
+class OrderCreated(EventData):
+    """orders → products (reserve stock), alerts (order alert), analytics (counters)."""
+
+    TYPE = "order_created"
+    EXCHANGE = ORDER_EXCHANGE
+
+    order_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    status: OrderStatusName = "pending"
+    items: tuple[OrderLine, ...] = Field(min_length=1)
+    total: int | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    created_at: datetime | None = None
+
+
+class OrderUpdated(EventData):
+    """orders → products (release on ``cancelled``), alerts, analytics. ``status`` equals ``new_status``."""
+
+    TYPE = "order_updated"
+    EXCHANGE = ORDER_EXCHANGE
+
+    order_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    old_status: OrderStatusName | None = None
+    new_status: OrderStatusName
+    status: OrderStatusName | None = None
+    items: tuple[OrderLine, ...] = ()
+    total: int | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    reason: str | None = None
+
+
+# ---- products -----------------------------------------------------------------------------------
+
+class ReservedLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    product_id: str = Field(min_length=1)
+    quantity: int = Field(ge=1)
+
+
+class StockReserved(EventData):
+    """products → orders: every line of the order is reserved (the order becomes ``confirmed``)."""
+
+    TYPE = "stock_reserved"
+    EXCHANGE = PRODUCT_EXCHANGE
+
+    order_id: str = Field(min_length=1)
+    customer_id: str | None = None
+    items: tuple[ReservedLine, ...] = ()
+
+
+class StockRejected(EventData):
+    """products → orders: nothing was reserved (the order becomes ``rejected``)."""
+
+    TYPE = "stock_rejected"
+    EXCHANGE = PRODUCT_EXCHANGE
+
+    order_id: str = Field(min_length=1)
+    customer_id: str | None = None
+    items: tuple[ReservedLine, ...] = ()
+    reason: str = "insufficient-stock"
+    product_id: str | None = Field(default=None, description="the first line that could not be reserved")
+
+
+class ProductUpdated(EventData):
+    """products → analytics: a product's current state after any change (admin write or stock change)."""
+
+    TYPE = "product_updated"
+    EXCHANGE = PRODUCT_EXCHANGE
+
+    product_id: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="the same as product_id (the catalog's own field name)")
+    sku: str = ""
+    name: str = ""
+    description: str = ""
+    category: str = ""
+    price: int = Field(default=0, ge=0)
+    currency: str = ""
+    stock: int = Field(ge=0)
+    low_stock_threshold: int = Field(ge=0)
+    deleted: bool = False
+
+
+class StockLow(EventData):
+    """products → alerts (admin alert), analytics: a stock change crossed the product's low threshold."""
+
+    TYPE = "stock_low"
+    EXCHANGE = PRODUCT_EXCHANGE
+
+    product_id: str = Field(min_length=1)
+    sku: str | None = None
+    name: str = ""
+    stock: int = Field(ge=0)
+    low_stock_threshold: int | None = Field(default=None, ge=0)
+
+
+# ---- alerts -------------------------------------------------------------------------------------
+
+class AlertSent(EventData):
+    """alerts → analytics: an alert was stored for a customer or for the admins."""
+
+    TYPE = "alert_sent"
+    EXCHANGE = ALERT_EXCHANGE
+
+    alert_id: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    recipient: Literal["customer", "admins"]
+    customer_id: str | None = None
+    order_id: str | None = None
+    product_id: str | None = None
+    status: str | None = None
+
+
+CATALOGUE: dict[str, type[EventData]] = {
+    model.TYPE: model
+    for model in (OrderCreated, OrderUpdated, StockReserved, StockRejected, ProductUpdated, StockLow, AlertSent)
+}
+"""Every event type of the shop and its payload model."""
