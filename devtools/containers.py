@@ -63,10 +63,33 @@ def docker_client() -> tuple[str | None, str]:
 
 @dataclass
 class ContainerProc(Proc):
-    """A service in a container; signals go to the container (``docker kill``), not to the client."""
+    """A service in a container; signals go to the container (``docker kill``), not to the client.
+
+    ``argv`` is ``docker run`` up to the image; every ``MICROSHOP_*`` name of ``env`` at ``start()`` is
+    passed with ``--env NAME`` (its value travels in the client's environment, never on a command line),
+    so a copy made with a changed env (``dataclasses.replace``) runs with that env.
+    """
 
     docker: str = "docker"
     container: str = ""
+    command: tuple[str, ...] = ()  # the image and its arguments
+
+    def start(self) -> Proc:
+        run = [*self.argv]
+        self.argv = [*run, *[arg for key in sorted(self.env) if key.startswith("MICROSHOP_")
+                             for arg in ("--env", key)], *self.command]
+        try:
+            return super().start()
+        finally:
+            self.argv = run
+
+    @property
+    def pid(self) -> int | None:
+        """The containerised program's pid on this machine (it shares the host's network namespace)."""
+        out = subprocess.run([self.docker, "inspect", "--format", "{{.State.Pid}}", self.container],
+                             capture_output=True, text=True, timeout=30, check=False)
+        value = out.stdout.strip()
+        return int(value) if out.returncode == 0 and value.isdigit() and value != "0" else None
 
     def signal(self, sig: int) -> None:
         if self.popen and self.popen.poll() is None:
@@ -116,12 +139,9 @@ class ContainerShop(LocalShop):
             mounts = ["--volume", f"{self.readable_key()}:{JWT_KEY_PATH}:ro"]
         container = self.container_name(name)
         argv = [self.docker, "run", "--rm", "--name", container, "--label", f"{LABEL}={self.run_id}",
-                "--network", "host", *SECURITY_FLAGS, *mounts,
-                # values travel in the client's environment, not on its command line (ps shows argv)
-                *[arg for key in sorted(env) for arg in ("--env", key)],
-                self.image, name]
+                "--network", "host", *SECURITY_FLAGS, *mounts]
         return ContainerProc(name=name, argv=argv, env=env, ready_url=local.ready_url,
-                             docker=self.docker, container=container)
+                             docker=self.docker, container=container, command=(self.image, name))
 
     def containers(self) -> list[str]:
         out = subprocess.run([self.docker, "ps", "-aq", "--filter", f"label={LABEL}={self.run_id}"],

@@ -21,7 +21,7 @@ from devtools.procs import Proc, free_port, wait_until
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
-from tests.images.conftest import SHOP_CHART, run_helm, ROOT, BuiltImages
+from tests.images.conftest import ROOT, SHOP_CHART, BuiltImages, run_helm
 from tests.support.saga import create_product, login, new_customer, place_order, wait_for_status
 
 pytestmark = pytest.mark.timeout(1800)
