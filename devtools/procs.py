@@ -117,6 +117,11 @@ class Proc:
                 self.out.flush()
 
     @property
+    def pid(self) -> int | None:
+        """The pid of the program itself, in this machine's pid namespace (None before it started)."""
+        return self.popen.pid if self.popen else None
+
+    @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 

@@ -2,12 +2,9 @@
 KIND_CLUSTER ?= microshop
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: kind-up kind-down images
+.PHONY: kind-up kind-down
 
-images: ## build the shop and operator images (docker)
-	IMAGE_TAG=$(IMAGE_TAG) bash scripts/kind-images.sh
-
-kind-up: ## kind cluster + images + operator + example Shop; prints the URL
+kind-up: ## kind cluster + images (make images) + operator + example Shop; prints the URL
 	KIND_CLUSTER=$(KIND_CLUSTER) IMAGE_TAG=$(IMAGE_TAG) bash scripts/kind-up.sh
 
 kind-down: ## delete the kind cluster

@@ -23,7 +23,7 @@ if ! pgrep -x cloud-provider-kind >/dev/null; then
   echo "         sudo cloud-provider-kind --enable-lb-port-mapping" >&2
 fi
 
-IMAGE_TAG="$IMAGE_TAG" bash scripts/kind-images.sh
+IMAGE_TAG="$IMAGE_TAG" bash scripts/build-images.sh   # what `make images` runs
 kind load docker-image --name "$KIND_CLUSTER" "microshop:${IMAGE_TAG}" "microshop-operator:${IMAGE_TAG}"
 
 # The operator serves only the namespaces it is given (default: its own); the example Shop lives in default.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 HANDLERS_MODULE = "microshop_operator.handlers"
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -51,7 +51,37 @@ def liveness_of(args: Sequence[str]) -> str | None:
     return found or None
 
 
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
+
+
+def cluster_config_problem(environ: Mapping[str, str] | None = None,
+                           token_file: str = SERVICE_ACCOUNT_TOKEN) -> str | None:
+    """Why no cluster can be reached (no in-cluster config and no kubeconfig), or None when one can.
+
+    Without this, kopf retries its login forever and never serves the liveness endpoint.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT") and os.path.isfile(token_file):
+        return None
+    if env.get("KUBECONFIG"):
+        paths = [p for p in env["KUBECONFIG"].split(os.pathsep) if p]
+        if any(os.path.isfile(p) for p in paths):
+            return None
+        return f"KUBECONFIG={env['KUBECONFIG']} names no existing file"
+    home = env.get("HOME") or os.path.expanduser("~")
+    default = os.path.join(home, ".kube", "config")
+    if os.path.isfile(default):
+        return None
+    return (f"no in-cluster configuration (KUBERNETES_SERVICE_HOST/PORT and {token_file}) "
+            f"and no kubeconfig (KUBECONFIG unset, {default} missing)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    problem = cluster_config_problem()
+    if problem:
+        print(f"microshop_operator: cannot reach a Kubernetes cluster: {problem}. Run it in a pod with a "
+              "ServiceAccount, or point KUBECONFIG at a kubeconfig.", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     from kopf.cli import main as kopf_main
 
     from microshop_operator import leader

@@ -22,7 +22,10 @@ _SECRET_PATTERNS = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), "[REDACTED-KEY]"),
 ]
 
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# uvicorn adds ``color_message`` (the message with ANSI colour codes) to its records: terminal-only,
+# never a field of a JSON line.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def redact(text: str) -> str:
@@ -51,7 +54,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": redact(_ANSI.sub("", record.getMessage())),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and value is not None:

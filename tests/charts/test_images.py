@@ -1,6 +1,6 @@
 """Images, build context and skaffold: what the charts run is what skaffold builds, and the Docker
 build context (computed from .dockerignore with Docker's own matching rules) carries no tests,
-caches or VCS files."""
+caches or VCS files. The Dockerfile's own rules and the built images: tests/images."""
 
 from __future__ import annotations
 
@@ -123,29 +123,6 @@ def test_dockerfile_copies_only_what_the_context_keeps() -> None:
         assert any(p == prefix or p.startswith(prefix + "/") for p in context), f"COPY {source}: not in context"
 
 
-def test_dockerfile_image_rules() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim-bookworm$", dockerfile, re.M)
-    assert re.search(r"^FROM ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ AS uv$", dockerfile, re.M), "uv pinned by version"
-    assert "uv sync --frozen --no-dev --no-install-project" in dockerfile
-    assert not re.search(r"^HEALTHCHECK", dockerfile, re.M), "Kubernetes probes, not a Docker HEALTHCHECK"
-    stages = re.split(r"^FROM ", dockerfile, flags=re.M)
-    final = {s.split()[2]: s for s in stages[1:] if " AS " in s.split("\n")[0]}
-    for target in ("shop", "operator"):
-        assert "USER 10001:10001" in final[target]
-        assert "apt-get" not in final[target] and "gcc" not in final[target]
-    assert 'ENTRYPOINT ["python", "-m"]' in final["shop"]
-    assert 'ENTRYPOINT ["python", "-m", "microshop_operator"]' in final["operator"]
-    assert stages[-1].startswith("runtime AS shop"), "the shop image is the default (last) target"
-    helm_digest = re.search(r"HELM_SHA256=([0-9a-f]{64})", dockerfile)
-    assert helm_digest is not None
-    from devtools.helm import HELM_SHA256, HELM_VERSION
-
-    assert helm_digest.group(1) == HELM_SHA256
-    assert f"HELM_VERSION={HELM_VERSION}" in dockerfile
-    assert "sha256sum -c" in dockerfile
-
-
 def _skaffold() -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
     return config
@@ -173,9 +150,12 @@ def test_skaffold_config_validates() -> None:
 def test_skaffold_paths_exist() -> None:
     config = _skaffold()
     for artifact in config["build"]["artifacts"]:
-        assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
-        target = artifact["docker"]["target"]
-        assert re.search(rf"^FROM \S+ AS {target}$", (ROOT / "Dockerfile").read_text(), re.M)
+        # Built by the same script as `make images`, one target each (tests/images/test_dockerfile.py).
+        custom = artifact["custom"]
+        assert (ROOT / artifact["context"] / custom["dependencies"]["dockerfile"]["path"]).is_file()
+        target = re.fullmatch(r"TARGETS=(\w+) bash scripts/build-images\.sh", custom["buildCommand"])
+        assert target is not None, custom["buildCommand"]
+        assert re.search(rf"^FROM \S+ AS {target.group(1)}$", (ROOT / "Dockerfile").read_text(), re.M)
     for path in config["manifests"]["rawYaml"]:
         assert (ROOT / path).is_file()
     for release in config["deploy"]["helm"]["releases"]:

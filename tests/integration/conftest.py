@@ -29,6 +29,7 @@ from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
 from tests.support.api import register_and_login
 from tests.support.saga import WireTap, login, new_customer, public_client
+from tests.support.shops import shop_factory
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,8 +66,12 @@ def mongo_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
-    """Every service of this checkout and the gateway, as separate processes on free ports."""
-    local = LocalShop(
+    """Every service of this checkout and the gateway, as separate processes on free ports.
+
+    ``MICROSHOP_TEST_IMAGE=microshop:<tag>`` runs them as containers of that image instead (as the chart
+    runs them, on the host network; devtools.containers), so the whole suite tests the image.
+    """
+    local = shop_factory()(
         key_file=key_file,
         mongo=mongo_url,
         namespace=namespace,

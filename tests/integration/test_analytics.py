@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.alerts import create_product, eventually, order_status, place_order
 from tests.support.api import bearer, register_and_login
+from tests.support.shops import shop_factory
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 EXCHANGES = ("order_exchange", "product_exchange", "alert_exchange")
@@ -32,7 +33,7 @@ DEADLINE = 30.0
 def own_shop(mongo_url: str, namespace: str, key_file: Path, services: list[str],
              env: dict[str, str] | None = None) -> LocalShop:
     suffix = uuid.uuid4().hex[:6]
-    return LocalShop(
+    return shop_factory()(
         key_file=key_file, mongo=mongo_url, namespace=namespace, out=None, services=services,
         env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", **(env or {})},
         # Own databases: a shared orders outbox would be drained by the session shop's relay too.

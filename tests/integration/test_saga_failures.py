@@ -33,12 +33,13 @@ from tests.support.saga import (
     stock_of,
     wait_for_status,
 )
+from tests.support.shops import shop_factory
 
 
 @pytest.fixture(scope="module")
 def own_shop(key_file: Path, namespace: str) -> Iterator[LocalShop]:
     # Under the session's namespace, so the session's clean-up deletes its queues too.
-    local = LocalShop(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
+    local = shop_factory()(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
                       services=["customers", "products", "orders"], out=None,
                       env={"MICROSHOP_LOG_LEVEL": "INFO"})
     try:
@@ -140,9 +141,9 @@ async def test_broker_connections_dropped_and_restored_publishing_and_consuming_
 
     pids = set()
     for name in ("products", "orders"):
-        popen = own_shop.procs[name].popen
-        assert popen is not None
-        pids.add(popen.pid)
+        pid = own_shop.procs[name].pid  # the service's own pid, also when it runs in a container
+        assert pid is not None
+        pids.add(pid)
     assert close_broker_connections(pids) >= 2
     # Orders placed while the services reconnect wait in the outbox and go out afterwards.
     orders = await asyncio.gather(*(place_order(client, buyer, [(product["id"], 1)]) for _ in range(20)))

@@ -1,0 +1,29 @@
+"""Which shop the integration tier runs: processes of this checkout, or containers of an image.
+
+``MICROSHOP_TEST_IMAGE=microshop:<tag>`` is the one switch: every shop the tier starts (the session
+shop and the modules' own) becomes a :class:`devtools.containers.ContainerShop` of that image, run as
+the chart runs it on the host network, so the whole integration suite tests the image.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import pytest
+
+from devtools.shop import LocalShop
+
+
+def shop_factory() -> Callable[..., LocalShop]:
+    """LocalShop, or ContainerShop of the image named by ``MICROSHOP_TEST_IMAGE``."""
+    image = os.environ.get("MICROSHOP_TEST_IMAGE", "").strip()
+    if not image:
+        return LocalShop
+    from devtools.containers import ContainerShop, docker_client
+
+    docker, why = docker_client()
+    if docker is None:
+        pytest.exit(f"MICROSHOP_TEST_IMAGE={image}: {why}", returncode=3)
+    return functools.partial(ContainerShop, image=image, docker=docker)
