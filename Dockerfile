@@ -38,8 +38,8 @@ RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
     mkdir /out && cp "$(python3 devtools/helm.py)" /out/helm && /out/helm version --short
 
-# ---- dependencies (uv.lock, frozen; no dev dependencies; the project itself is not installed: the
-#      images carry only their own import packages, on PYTHONPATH) ----
+# ---- dependencies (uv.lock, frozen; no dev dependencies), then the project itself installed into the
+#      venv (a wheel, not editable), so `python -m <service>` works with no path set ----
 FROM ${PYTHON_IMAGE} AS deps
 COPY --from=uv /out/uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
@@ -59,6 +59,15 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     uv sync --frozen --no-dev --no-install-project \
       --no-install-package kubernetes --no-install-package kopf \
     && ! /opt/venv/bin/python -c "import kubernetes" 2>/dev/null
+# Then the project itself, installed (not editable) into the venv: `python -m orders` needs no path.
+COPY README.md ./
+COPY services/ services/
+COPY operator/ operator/
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    uv sync --frozen --no-dev --no-editable \
+      --no-install-package kubernetes --no-install-package kopf \
+    && cd / && /opt/venv/bin/python -c "import orders, gateway, shopkit"
 
 # The operator: the project's dependencies plus the `operator` dependency group.
 FROM deps AS deps-operator
@@ -66,6 +75,13 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
     uv sync --frozen --no-dev --no-install-project --group operator \
     && /opt/venv/bin/python -c "import kopf, kubernetes"
+COPY README.md ./
+COPY services/ services/
+COPY operator/ operator/
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    uv sync --frozen --no-dev --no-editable --group operator \
+    && cd / && /opt/venv/bin/python -c "import microshop_operator"
 
 # ---- the common runtime base: non-root user, no caches ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -81,12 +97,9 @@ WORKDIR /app
 FROM runtime AS operator
 COPY --from=deps-operator /opt/venv /opt/venv
 COPY --from=helm /out/helm /usr/local/bin/helm
-COPY operator/ /app/operator/
 COPY charts/microshop/ /opt/microshop/charts/microshop/
-RUN python -m compileall -q /app/operator
 # helm needs a HOME; the root filesystem is read-only in the cluster, /tmp is an emptyDir.
-ENV PYTHONPATH=/app/operator \
-    HOME=/tmp \
+ENV HOME=/tmp \
     MICROSHOP_OPERATOR_CHART=/opt/microshop/charts/microshop
 USER 10001:10001
 EXPOSE 8080
@@ -95,10 +108,7 @@ ENTRYPOINT ["python", "-m", "microshop_operator"]
 # ---- the services (last stage: the default target) ----
 FROM runtime AS shop
 COPY --from=deps-shop /opt/venv /opt/venv
-COPY services/ /app/services/
-RUN python -m compileall -q /app/services
-ENV PYTHONPATH=/app/services \
-    MICROSHOP_HOST=0.0.0.0 \
+ENV MICROSHOP_HOST=0.0.0.0 \
     MICROSHOP_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 8000 8001 8002 8003 8004 8005

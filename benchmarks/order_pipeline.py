@@ -656,9 +656,11 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int) -> tuple[d
               ld["drain_s"] <= TARGET_DRAIN_S, False),
         Check(f"p99 POST->confirmed at paced {args.paced_rate:g}/s", f"<= {TARGET_PACED_P99_S:g} s",
               f"{pc['latency_p99_s']:.3f} s", pc["latency_p99_s"] <= TARGET_PACED_P99_S, False),
-        Check("CPU per confirmed order (load, attributable)", f"<= {TARGET_CPU_MS:.0f} ms",
-              f"{cpu_load:.1f} ms (machine {cpu_machine:.0f})", cpu_load <= TARGET_CPU_MS and ld["dashboard_exact"],
-              False),
+        # The measure: all of the machine's CPU (so run it on a quiet machine), until analytics
+        # caught up with the burst; "attributable" (shop, broker, Redis, load generator) is printed beside it.
+        Check("machine CPU per confirmed order (load)", f"<= {TARGET_CPU_MS:.0f} ms",
+              f"{cpu_machine:.1f} ms (attributable {cpu_load:.1f})",
+              cpu_machine <= TARGET_CPU_MS and ld["dashboard_exact"], False),
         Check("stock exact", "initial - confirmed", f"{stock:,} vs {args.stock:,} - {confirmed_qty:,}", stock_ok,
               True),
         Check("every order settled", "0 pending", f"{statuses['pending']} pending", statuses["pending"] == 0, True),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from microshop_operator.__main__ import cluster_config_problem
-from tests.images.conftest import ROOT, BuiltImages, docker_run
+from tests.images.conftest import BuiltImages, docker_run
 
 # The operator's own render path (config.get_config → Renderer → helm template), as the handlers use it.
 RENDER = """
@@ -67,8 +67,7 @@ def test_cluster_config_problem(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_operator_process_without_a_cluster_exits_at_once(tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "services", "."))}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # the venv has the project installed
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "microshop_operator"], env=env, capture_output=True, text=True,
                          timeout=50, check=False)
