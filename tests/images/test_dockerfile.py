@@ -64,7 +64,7 @@ def test_uv_and_helm_come_from_the_projects_pinned_installers() -> None:
 def test_downloads_get_the_ca_secret_and_no_layer_keeps_it() -> None:
     downloading = [step for step in run_steps(DOCKERFILE)
                    if re.search(r"install_uv\.py|devtools/helm\.py|uv sync", step)]
-    assert len(downloading) == 4, downloading  # uv, helm, shop deps, operator deps
+    assert len(downloading) == 6, downloading  # uv, helm, shop deps + project, operator deps + project
     for step in downloading:
         assert "--mount=type=secret,id=ca" in step, step
         assert 'export SSL_CERT_FILE=/run/secrets/ca' in step, step
