@@ -10,7 +10,7 @@ from litestar import Litestar
 
 from customers.controllers import AuthController, MeController
 from customers.keys import load_signing_key
-from customers.models import Customer, RefreshToken
+from customers.models import Customer, RefreshFamily, RefreshToken
 from customers.services import Accounts
 from customers.settings import Settings
 from shopkit.app import Resources, Service
@@ -32,7 +32,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         return key.jwks()
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-        await res.odm.configure_database([Customer, RefreshToken])  # type: ignore[arg-type]
+        await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
         accounts = Accounts(res.odm, config, key)
         if config.admin_email and config.admin_password:
             # The configured admin goes through the same rules as a registration, so a typo in the
@@ -40,7 +40,10 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
             admin = RegisterRequest(email=config.admin_email, password=config.admin_password.get_secret_value(),
                                     name="Administrator")
             await accounts.ensure_admin(str(admin.email), admin.password)
-        yield Deps(accounts)
+        try:
+            yield Deps(accounts)
+        finally:
+            accounts.passwords.close()
 
     return Service(Settings, config, build=build, routes=[AuthController, MeController],
                    verifier=TokenVerifier(config, source=local_jwks),

@@ -15,14 +15,36 @@ class Customer(Model):
     name: str
     role: str = "customer"
     password_hash: str
+    # Bumped by a password change: refresh-token families started under an older epoch are dead.
+    token_epoch: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
     model_config = {"collection": "customers"}
 
 
+class RefreshFamily(Model):
+    """The tokens of one login. The family, not the token, decides whether a refresh token is alive.
+
+    A token is alive only while its ``generation`` equals the family's, the family is not revoked and
+    the family's ``epoch`` equals the customer's ``token_epoch``. Rotating is one compare-and-set on
+    this document (``generation`` + 1, only if unrevoked and still at the token's generation), and
+    revoking is one write to it (or to the customer's epoch), so a token minted by a refresh that
+    raced a revocation is dead on arrival, whatever order the writes landed in.
+    """
+
+    family_id: str = Field(primary_field=True)
+    customer_id: str = Field(index=True)
+    epoch: int = 0
+    generation: int = 0
+    revoked: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+    model_config = {"collection": "refresh_families"}
+
+
 class RefreshToken(Model):
-    """A refresh token, stored by its SHA-256 only. Tokens of one login form a family.
+    """A refresh token, stored by its SHA-256 only. Tokens of one login form a family (``RefreshFamily``).
 
     Presenting a token that was already rotated means it leaked: the whole family is revoked.
     """
@@ -32,6 +54,7 @@ class RefreshToken(Model):
     customer_id: str
     expires_at: datetime
     created_at: datetime = Field(default_factory=utcnow)
+    generation: int = 0  # the family's generation this token was issued at
     rotated_at: datetime | None = None
     revoked: bool = False
 

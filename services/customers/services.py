@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets
@@ -12,39 +11,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from odmantic import AIOEngine
 from odmantic.exceptions import DuplicateKeyError
 
 from customers.keys import SigningKey
-from customers.models import Customer, RefreshToken
+from customers.models import Customer, RefreshFamily, RefreshToken
+from customers.passwords import PasswordHashing
 from customers.settings import Settings
 from shopkit.errors import ProblemError
 from shopkit.mongo import parse_object_id, utcnow
 
 log = logging.getLogger("customers")
-_hasher = PasswordHasher()
-# Verified when the email is unknown, so a login takes as long whether or not the account exists.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 def email_key(email: str) -> str:
     return email.strip().lower()
-
-
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
-
-
-async def verify_password(password_hash: str, password: str) -> bool:
-    def check() -> bool:
-        try:
-            return _hasher.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await asyncio.to_thread(check)
 
 
 def _token_hash(token: str) -> str:
@@ -56,16 +37,18 @@ def _aware(value: datetime) -> datetime:
 
 
 class Accounts:
-    def __init__(self, engine: AIOEngine, settings: Settings, key: SigningKey) -> None:
+    def __init__(self, engine: AIOEngine, settings: Settings, key: SigningKey,
+                 passwords: PasswordHashing | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.key = key
+        self.passwords = passwords or PasswordHashing(settings)
 
     # --- accounts -------------------------------------------------------------------------
     async def register(self, email: str, password: str, name: str, role: str = "customer") -> Customer:
         customer = Customer(  # type: ignore[call-arg]  # odmantic generates the id
             email=email.strip(), email_key=email_key(email), name=name, role=role,
-            password_hash=await hash_password(password),
+            password_hash=await self.passwords.hash(password),
         )
         try:
             await self.engine.save(customer)
@@ -80,28 +63,34 @@ class Accounts:
 
     async def authenticate(self, email: str, password: str) -> Customer:
         customer = await self.engine.find_one(Customer, Customer.email_key == email_key(email))
-        ok = await verify_password(customer.password_hash if customer else _DUMMY_HASH, password)
+        ok = await self.passwords.verify(customer.password_hash if customer else self.passwords.dummy_hash, password)
         if customer is None or not ok:
             raise ProblemError(401, "invalid email or password", type_="invalid-credentials")
-        if _hasher.check_needs_rehash(customer.password_hash):
-            customer.password_hash = await hash_password(password)
+        if self.passwords.needs_rehash(customer.password_hash):
+            customer.password_hash = await self.passwords.hash(password)
             await self.engine.save(customer)
         return customer
 
     async def update_profile(self, customer: Customer, name: str | None, password: str | None,
                              current_password: str | None) -> Customer:
+        changes: dict[str, Any] = {}
         if password is not None:
-            if current_password is None or not await verify_password(customer.password_hash, current_password):
+            if current_password is None or not await self.passwords.verify(customer.password_hash, current_password):
                 raise ProblemError(403, "current_password is required and must be correct to change the password",
                                    type_="current-password-required")
-            customer.password_hash = await hash_password(password)
+            changes["password_hash"] = await self.passwords.hash(password)
         if name is not None:
-            customer.name = name.strip()
-        customer.updated_at = utcnow()
-        await self.engine.save(customer)
+            changes["name"] = name.strip()
+        changes["updated_at"] = utcnow()
+        update: dict[str, Any] = {"$set": changes}
         if password is not None:
-            await self.revoke_all(str(customer.id))
-        return customer
+            # One write changes the password and kills every refresh-token family started before it
+            # (their epoch no longer matches), including one a concurrent refresh is rotating right now.
+            update["$inc"] = {"token_epoch": 1}
+        await self.engine.get_collection(Customer).update_one({"_id": customer.id}, update)
+        if password is not None:
+            await self.revoke_all(str(customer.id))  # tidiness: the epoch already made them unusable
+        return await self.get(str(customer.id)) or customer
 
     async def ensure_admin(self, email: str, password: str) -> None:
         """Create the configured first admin if no account has that email (idempotent, replica-safe)."""
@@ -132,13 +121,22 @@ class Accounts:
         }
         return jwt.encode(claims, self.key.private_key, algorithm="EdDSA", headers={"kid": self.key.kid})
 
-    async def issue_tokens(self, customer: Customer, family_id: str | None = None) -> dict[str, Any]:
+    async def issue_tokens(self, customer: Customer) -> dict[str, Any]:
+        """A new login: a new refresh-token family at the customer's current token epoch."""
+        family = RefreshFamily(  # type: ignore[call-arg]  # family_id is the primary key
+            family_id=uuid.uuid4().hex, customer_id=str(customer.id), epoch=customer.token_epoch,
+        )
+        await self.engine.save(family)
+        return await self._mint(customer, family.family_id, generation=0)
+
+    async def _mint(self, customer: Customer, family_id: str, generation: int) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
         await self.engine.save(
             RefreshToken(  # type: ignore[call-arg]  # odmantic generates the id
                 token_hash=_token_hash(refresh),
-                family_id=family_id or uuid.uuid4().hex,
+                family_id=family_id,
                 customer_id=str(customer.id),
+                generation=generation,
                 expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
             )
         )
@@ -149,33 +147,67 @@ class Accounts:
             "expires_in": self.settings.access_token_ttl_seconds,
         }
 
+    async def _family(self, stored: RefreshToken) -> RefreshFamily | None:
+        family = await self.engine.find_one(RefreshFamily, RefreshFamily.family_id == stored.family_id)
+        if family is not None or stored.revoked or stored.rotated_at is not None:
+            return family
+        # A token issued before families existed: its family starts at its generation (one writer wins).
+        customer = await self.get(stored.customer_id)
+        legacy = RefreshFamily(  # type: ignore[call-arg]  # family_id is the primary key
+            family_id=stored.family_id, customer_id=stored.customer_id, generation=stored.generation,
+            epoch=customer.token_epoch if customer is not None else 0,
+        )
+        await self.engine.get_collection(RefreshFamily).update_one(
+            {"_id": stored.family_id}, {"$setOnInsert": legacy.model_dump_doc()}, upsert=True
+        )
+        return await self.engine.find_one(RefreshFamily, RefreshFamily.family_id == stored.family_id)
+
     async def refresh(self, token: str) -> dict[str, Any]:
+        """Rotate a refresh token.
+
+        Alive means: the token is at its family's generation, the family is unrevoked and at the
+        customer's token epoch. The rotation is one compare-and-set on the family, so of two
+        concurrent uses exactly one wins, and a revocation (family or password change) landing at any
+        moment leaves the token it races dead: validity is read from the family at each use, never
+        from the token document alone.
+        """
         invalid = ProblemError(401, "refresh token is invalid, expired or revoked", type_="invalid-refresh-token")
         stored = await self.engine.find_one(RefreshToken, RefreshToken.token_hash == _token_hash(token))
         if stored is None or stored.revoked or _aware(stored.expires_at) <= utcnow():
             raise invalid
-        if stored.rotated_at is not None:
+        family = await self._family(stored)
+        if family is None or family.revoked:
+            raise invalid
+        if stored.generation != family.generation or stored.rotated_at is not None:
             await self._revoke_family(stored.family_id, reason="reuse of a rotated refresh token")
             raise invalid
-        # Guarded rotation: of two concurrent uses of one token, exactly one wins; the other is reuse.
-        result = await self.engine.get_collection(RefreshToken).update_one(
-            {"_id": stored.id, "rotated_at": None, "revoked": False}, {"$set": {"rotated_at": utcnow()}}
+        customer = await self.get(stored.customer_id)
+        if customer is None or customer.token_epoch != family.epoch:
+            raise invalid
+        # The compare-and-set: of two concurrent uses of one token, exactly one moves the generation.
+        result = await self.engine.get_collection(RefreshFamily).update_one(
+            {"_id": family.family_id, "generation": stored.generation, "revoked": False, "epoch": family.epoch},
+            {"$inc": {"generation": 1}},
         )
         if result.modified_count != 1:
             await self._revoke_family(stored.family_id, reason="concurrent reuse of a refresh token")
             raise invalid
-        customer = await self.get(stored.customer_id)
-        if customer is None:
-            raise invalid
-        return await self.issue_tokens(customer, family_id=stored.family_id)
+        await self.engine.get_collection(RefreshToken).update_one(
+            {"_id": stored.id}, {"$set": {"rotated_at": utcnow()}}
+        )
+        return await self._mint(customer, family.family_id, generation=stored.generation + 1)
 
     async def _revoke_family(self, family_id: str, reason: str) -> None:
+        await self.engine.get_collection(RefreshFamily).update_one({"_id": family_id}, {"$set": {"revoked": True}})
         await self.engine.get_collection(RefreshToken).update_many(
             {"family_id": family_id}, {"$set": {"revoked": True}}
         )
         log.warning("revoked refresh token family %s: %s", family_id, reason)
 
     async def revoke_all(self, customer_id: str) -> None:
+        await self.engine.get_collection(RefreshFamily).update_many(
+            {"customer_id": customer_id}, {"$set": {"revoked": True}}
+        )
         await self.engine.get_collection(RefreshToken).update_many(
             {"customer_id": customer_id}, {"$set": {"revoked": True}}
         )

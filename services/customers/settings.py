@@ -18,6 +18,15 @@ class Settings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
 
+    # Password hashing (argon2id). Each running hash holds memory_kib of memory: the chart's memory limit
+    # must cover concurrency x memory_kib on top of the baseline (a chart test checks it). Beyond
+    # concurrency + queue waiting hashes, logins and registrations get 503 + Retry-After at once.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=8, le=1048576)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
+    password_hash_concurrency: int = Field(default=2, ge=1, le=64)
+    password_hash_queue: int = Field(default=16, ge=0, le=10000)
+
     # The first admin (a Secret in the cluster; `make dev` passes documented dev-only values).
     admin_email: str | None = None
     admin_password: SecretStr | None = None
