@@ -22,18 +22,21 @@ class AuthController(Controller):
 
     @post("/register", status_code=201, summary="Register a customer account")
     async def register(self, data: JSONBody[RegisterRequest], accounts: NamedDependency[Accounts]) -> CustomerOut:
-        """Public. Emails are unique case-insensitively (409); the password policy is in the schema."""
+        """Public. Emails are unique case-insensitively (409); the password policy is in the schema.
+        503 + Retry-After when the password-hash pool is full."""
         return CustomerOut.of(await accounts.register(str(data.email), data.password, data.name))
 
     @post("/login", status_code=200, summary="Log in with email and password")
     async def login(self, data: JSONBody[LoginRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
-        """Public. 401 for a wrong email or password (the same answer for both)."""
+        """Public. 401 for a wrong email or password (the same answer for both); 503 + Retry-After when the
+        password-hash pool is full."""
         customer = await accounts.authenticate(str(data.email), data.password)
         return TokenPair(**await accounts.issue_tokens(customer))
 
     @post("/refresh", status_code=200, summary="Rotate a refresh token")
     async def refresh(self, data: JSONBody[RefreshRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
-        """Public (the refresh token is the credential). Reusing a rotated token revokes its whole family."""
+        """Public (the refresh token is the credential). Reusing a rotated token revokes its whole family,
+        and a password change every family of the account, including tokens a concurrent refresh mints."""
         return TokenPair(**await accounts.refresh(data.refresh_token))
 
     @get("/jwks", summary="Public keys that verify access tokens", cache=60, sync_to_thread=False)

@@ -69,6 +69,18 @@ customers:
       value: {{ $v.auth.accessTokenTtlSeconds | int64 | quote }}
     - name: MICROSHOP_REFRESH_TOKEN_TTL_SECONDS
       value: {{ $v.auth.refreshTokenTtlSeconds | int64 | quote }}
+    {{- with $v.auth.passwordHashing }}
+    - name: MICROSHOP_PASSWORD_HASH_CONCURRENCY
+      value: {{ .concurrency | int64 | quote }}
+    - name: MICROSHOP_PASSWORD_HASH_QUEUE
+      value: {{ .queue | int64 | quote }}
+    - name: MICROSHOP_PASSWORD_HASH_MEMORY_KIB
+      value: {{ .memoryKiB | int64 | quote }}
+    - name: MICROSHOP_PASSWORD_HASH_TIME_COST
+      value: {{ .timeCost | int64 | quote }}
+    - name: MICROSHOP_PASSWORD_HASH_PARALLELISM
+      value: {{ .parallelism | int64 | quote }}
+    {{- end }}
     - name: MICROSHOP_ADMIN_EMAIL
       value: {{ $v.auth.adminSecret.email | quote }}
     - name: MICROSHOP_ADMIN_PASSWORD
