@@ -1,8 +1,8 @@
 """JWT verification against the customers service's JWKS, and role guards.
 
 Only EdDSA is accepted: ``alg: none`` and HS256-signed-with-the-public-key tokens fail
-before any key is used. Keys are cached and refetched when a token names an unknown ``kid``
-(at most once per ``MIN_REFRESH_SECONDS``, so garbage kids cannot hammer the JWKS endpoint).
+before any key is used. Keys are cached, refreshed in the background when old, and refetched when a
+token names an unknown ``kid`` (see :class:`JwksCache`).
 """
 
 from __future__ import annotations
@@ -63,19 +63,47 @@ def http_jwks_source(url: str, timeout: float = 3.0) -> JwksSource:
 
 
 class JwksCache:
-    MIN_REFRESH_SECONDS = 5.0
+    """The verification keys, fetched from ``source``; requests never wait on a fetch they don't need.
 
-    def __init__(self, source: JwksSource, ttl_seconds: float) -> None:
+    - Keys older than ``ttl_seconds`` keep being served while one background fetch replaces them.
+    - A token naming an unknown ``kid`` (a key rotation) waits for one shared fetch, at most once per
+      ``MIN_REFRESH_SECONDS`` (garbage kids cannot hammer the JWKS endpoint).
+    - A failed fetch is remembered: no fetch is tried again before a backoff (``BACKOFF_SECONDS``,
+      doubling up to ``MAX_BACKOFF_SECONDS``), so an outage of the JWKS endpoint costs each request
+      nothing: known keys keep working, unknown ones are refused at once.
+    - Concurrent callers share one in-flight fetch; there is no lock to queue behind.
+    """
+
+    MIN_REFRESH_SECONDS = 5.0
+    BACKOFF_SECONDS = 1.0
+    MAX_BACKOFF_SECONDS = 60.0
+
+    def __init__(self, source: JwksSource, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._source = source
         self._ttl = ttl_seconds
+        self._clock = clock
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
+        self._fetched_at: float | None = None  # the last successful fetch
+        self._next_attempt_at = float("-inf")  # no fetch before this (throttle after success, backoff after failure)
+        self._failures = 0
+        self._inflight: asyncio.Task[None] | None = None
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed fetches (0 once one succeeds)."""
+        return self._failures
+
+    def _fetch(self) -> asyncio.Task[None] | None:
+        """The in-flight fetch, started now if none runs and the throttle/backoff allows one."""
+        if self._inflight is not None and not self._inflight.done():
+            return self._inflight
+        if self._clock() < self._next_attempt_at:
+            return None
+        self._inflight = asyncio.get_running_loop().create_task(self._refresh(), name="jwks-refresh")
+        return self._inflight
 
     async def _refresh(self) -> None:
-        async with self._lock:
-            if time.monotonic() - self._fetched_at < self.MIN_REFRESH_SECONDS and self._keys:
-                return
+        try:
             data = await self._source()
             keys: dict[str, PyJWK] = {}
             for raw in data.get("keys", []):
@@ -86,22 +114,33 @@ class JwksCache:
                     continue
                 if key.key_id:
                     keys[key.key_id] = key
-            self._keys = keys
-            self._fetched_at = time.monotonic()
+        except Exception as exc:
+            self._failures += 1
+            backoff = min(self.MAX_BACKOFF_SECONDS, self.BACKOFF_SECONDS * 2 ** (self._failures - 1))
+            self._next_attempt_at = self._clock() + backoff
+            log.warning("JWKS fetch failed (%d in a row; next try in %.0f s, serving %d cached keys): %s",
+                        self._failures, backoff, len(self._keys), exc)
+            return
+        self._keys = keys
+        self._failures = 0
+        self._fetched_at = self._clock()
+        self._next_attempt_at = self._fetched_at + self.MIN_REFRESH_SECONDS
 
     async def get(self, kid: str) -> PyJWK:
-        stale = time.monotonic() - self._fetched_at > self._ttl
-        if stale or kid not in self._keys:
-            try:
-                await self._refresh()
-            except Exception as exc:
-                if kid not in self._keys:
-                    log.warning("JWKS fetch failed: %s", exc)
-                    raise InvalidToken("signing keys are unavailable") from exc
-        try:
-            return self._keys[kid]
-        except KeyError:
-            raise InvalidToken("token signed with an unknown key") from None
+        key = self._keys.get(kid)
+        if key is not None:
+            if self._fetched_at is not None and self._clock() - self._fetched_at > self._ttl:
+                self._fetch()  # in the background: the last good keys serve meanwhile
+            return key
+        fetch = self._fetch()
+        if fetch is not None:
+            await asyncio.shield(fetch)  # one fetch for every waiter; a cancelled request leaves it running
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if self._failures:
+            raise InvalidToken("signing keys are unavailable")
+        raise InvalidToken("token signed with an unknown key")
 
 
 class TokenVerifier:

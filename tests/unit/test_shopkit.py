@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -133,6 +134,14 @@ def _key() -> SigningKey:
     return SigningKey.from_private_key(Ed25519PrivateKey.generate())
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_jwks_cache_refetches_on_unknown_kid_but_not_in_a_loop() -> None:
     keys = [_key()]
     calls = 0
@@ -142,18 +151,84 @@ async def test_jwks_cache_refetches_on_unknown_kid_but_not_in_a_loop() -> None:
         calls += 1
         return {"keys": [k.public_jwk for k in keys]}
 
-    cache = JwksCache(source, ttl_seconds=300)
+    clock = Clock()
+    cache = JwksCache(source, ttl_seconds=300, clock=clock)
     assert (await cache.get(keys[0].kid)).key_id == keys[0].kid
     assert calls == 1
     await cache.get(keys[0].kid)
     assert calls == 1  # cached
     keys.append(_key())
-    cache._fetched_at = time.monotonic() - JwksCache.MIN_REFRESH_SECONDS - 1
+    clock.now += JwksCache.MIN_REFRESH_SECONDS + 1
     assert (await cache.get(keys[1].kid)).key_id == keys[1].kid  # unknown kid → refetch
     assert calls == 2
     with pytest.raises(InvalidToken):
         await cache.get("no-such-kid")  # refetch throttled: no third call right away
     assert calls == 2
+
+
+async def test_jwks_cache_serves_stale_keys_while_refetching_in_the_background_with_backoff() -> None:
+    """Old keys and a failing JWKS endpoint: requests never wait for it, and it is not retried per request."""
+    key = _key()
+    calls = 0
+    down = False
+    hang = asyncio.Event()
+
+    async def source() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if down:
+            await asyncio.wait_for(hang.wait(), 0.05)  # a slow, failing endpoint (the timeout)
+        return key.jwks()
+
+    clock = Clock()
+    cache = JwksCache(source, ttl_seconds=300, clock=clock)
+    await cache.get(key.kid)
+    assert calls == 1
+    down = True
+    clock.now += 301  # the keys are past their lifetime
+    started = time.monotonic()
+    got = await asyncio.gather(*(cache.get(key.kid) for _ in range(50)))
+    assert all(k.key_id == key.kid for k in got)
+    assert time.monotonic() - started < 0.04  # nobody waited for the fetch
+    await asyncio.sleep(0.1)  # the one background fetch fails
+    assert calls == 2 and cache.failures == 1
+    for _ in range(50):  # remembered: no fetch before the backoff
+        assert (await cache.get(key.kid)).key_id == key.kid
+    with pytest.raises(InvalidToken, match="unavailable"):
+        await cache.get("rotated-kid")  # refused at once, no fetch
+    assert calls == 2
+    clock.now += JwksCache.BACKOFF_SECONDS + 0.1
+    await cache.get(key.kid)
+    await asyncio.sleep(0.1)
+    assert calls == 3 and cache.failures == 2  # retried after 1 s; the next wait is 2 s
+    clock.now += JwksCache.BACKOFF_SECONDS + 0.1
+    await cache.get(key.kid)
+    assert calls == 3
+    clock.now += JwksCache.BACKOFF_SECONDS
+    down = False
+    await cache.get(key.kid)
+    await asyncio.sleep(0.01)
+    assert calls == 4 and cache.failures == 0  # recovered: fresh keys again
+    await cache.get(key.kid)
+    assert calls == 4
+
+
+async def test_jwks_cache_without_keys_shares_one_fetch_and_remembers_its_failure() -> None:
+    calls = 0
+
+    async def source() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        raise OSError("connection refused")
+
+    cache = JwksCache(source, ttl_seconds=300, clock=Clock())
+    results = await asyncio.gather(*(cache.get("kid") for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, InvalidToken) for r in results)
+    assert calls == 1
+    with pytest.raises(InvalidToken, match="unavailable"):
+        await cache.get("kid")
+    assert calls == 1
 
 
 async def test_token_verifier_accepts_good_and_refuses_every_attack() -> None:
