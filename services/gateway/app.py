@@ -15,12 +15,14 @@ from litestar.types import Receive, Scope, Send
 from gateway.contracts import ContractRegistry, load_registry
 from gateway.health import aggregate_health
 from gateway.openapi import DocsCache, swagger_page
+from gateway.pathguard import NormalPathMiddleware
 from gateway.proxy import Proxy, Upstreams
 from gateway.ratelimit import RateLimiter, RateLimitMiddleware
 from gateway.routing import API_PREFIX
 from gateway.settings import Settings
 from gateway.ws import WebSocketUpstream, ws_route
 from shopkit.app import Resources, Service, Uses
+from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
 
 
@@ -99,9 +101,15 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     # Requests with an invalid token count against the caller's IP before they get their 401.
     limit = DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
                              trust_forwarded_for=config.trust_forwarded_for)
-    return Service(Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
-                   # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
-                   # outage must not take the shop's only entry point out of the load balancer.
-                   uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
-                   title="microshop gateway",
-                   description="The single entry point: /api/<path> is routed to the service owning <path>.").app()
+    app = Service(Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
+                  # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
+                  # outage must not take the shop's only entry point out of the load balancer.
+                  uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
+                  title="microshop gateway",
+                  description="The single entry point: /api/<path> is routed to the service owning <path>.").app()
+    # Non-normal paths are refused before routing (so before any access rule or contract), inside the
+    # request-id layer (so the 400 carries one).
+    request_ids = app.asgi_handler
+    assert isinstance(request_ids, RequestIdMiddleware)
+    request_ids.app = NormalPathMiddleware(request_ids.app)
+    return app

@@ -45,6 +45,34 @@ def has_dot_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c|25)", re.IGNORECASE)
+
+
+def non_normal_path(raw_path: bytes) -> str | None:
+    """Why the raw request path is not in normal form, or None when it is.
+
+    The edge's access rules and body contracts match normal paths; a path that a service (or anything
+    in between) could read differently from the gateway is refused instead of guessed at: empty
+    segments (``//api//products``), ``.``/``..`` segments (also percent-encoded), an encoded ``/``,
+    ``\\`` or ``%`` (``%2F``, ``%5C``, double encoding), backslashes and control characters.
+    A single trailing slash is normal (``/api/products/``).
+    """
+    raw = raw_path.decode("latin-1")
+    if _ENCODED_SEPARATOR.search(raw):
+        return "an encoded '/', '\\' or '%' in the path"
+    path = unquote(raw)
+    if not path.startswith("/"):
+        return "a path that does not start with '/'"
+    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a backslash or control character in the path"
+    segments = path.split("/")[1:]
+    if any(segment == "" for segment in segments[:-1]):
+        return "an empty path segment ('//')"
+    if any(segment in (".", "..") for segment in segments):
+        return "a '.' or '..' path segment"
+    return None
+
+
 class Access(StrEnum):
     PUBLIC = "public"  # no token needed (a valid token is still verified and forwarded)
     SIGNED_IN = "signed-in"  # any customer or admin

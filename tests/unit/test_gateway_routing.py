@@ -13,7 +13,15 @@ from gateway.headers import (
     upstream_request_headers,
 )
 from gateway.ratelimit import identity_of
-from gateway.routing import Access, access_for, compile_template, has_dot_segment, public_path, service_for
+from gateway.routing import (
+    Access,
+    access_for,
+    compile_template,
+    has_dot_segment,
+    non_normal_path,
+    public_path,
+    service_for,
+)
 from shopkit.auth import Principal
 
 
@@ -217,3 +225,21 @@ def test_response_headers_keep_end_to_end_ones() -> None:
         ("Set-Cookie", "b=2"),
     ]
     assert CIMultiDict(out).getall("set-cookie") == ["a=1", "b=2"]
+
+
+@pytest.mark.parametrize("raw", [
+    b"/api/products", b"/api/products/", b"/api/products/p1/stock", b"/api/products/a..b", b"/api/auth/jwks",
+    b"/health/ready", b"/api/products/caf%C3%A9",
+])
+def test_normal_paths_pass(raw: bytes) -> None:
+    assert non_normal_path(raw) is None
+
+
+@pytest.mark.parametrize("raw", [
+    b"//api//products", b"/api//products", b"//api/products", b"/api/products//p1/stock", b"/api/./products",
+    b"/api/products/../orders", b"/api/products/%2e%2e/orders", b"/api/products/%2E/x", b"/api/products%2Fp1",
+    b"/api/products%2fp1%2fstock", b"/api/products%5Cp1", b"/api/products\\p1", b"/api/products/%252F",
+    b"/api/products/%00", b"/api/products/%0d%0aX-Evil:1", b"api/products", b"/api/products/p1/stock//",
+])
+def test_non_normal_paths_are_named(raw: bytes) -> None:
+    assert non_normal_path(raw)
