@@ -41,7 +41,7 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
     alerts = Service(
         Settings, settings, build=build, routes=[AlertController, alerts_socket],
-        uses=Uses(redis=True, events=True, outbox=True), title="microshop alerts",
+        uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop alerts",
         description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
                     "at /alerts/ws.",
     )

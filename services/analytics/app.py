@@ -41,7 +41,7 @@ FEEDS = {(OrderCreated, OrderUpdated, StockLow, ProductUpdated, AlertSent): lamb
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
     return Service(Settings, settings, build=build, routes=[DashboardController], consumes=FEEDS,
-                   uses=Uses(redis=True, events=True),
+                   uses=Uses(redis=True, events=True, ready_without=frozenset({"broker"})),
                    title="microshop analytics",
                    description="Aggregates of orders, revenue, products and stock, fed by events; the admin dashboard.",
                    ).app()

@@ -44,7 +44,8 @@ class Gateway:
 
 
 @get(f"{API_PREFIX}/health", summary="Health of every service", tags=["gateway"],
-     description="Public. Each service's readiness probed concurrently; `status` is `ok` only when all run. "
+     description="Public. Each service's readiness probed concurrently; `status` is `ok` only when all run "
+                 "and none is `degraded` (missing a dependency it works without, listed per service). "
                  "A service disabled by configuration is not listed.")
 async def shop_health(gateway: NamedDependency[Gateway]) -> dict[str, object]:
     return await aggregate_health(

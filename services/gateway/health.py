@@ -2,14 +2,19 @@
 
 Shape (fixed by the contract, docs/architecture.md)::
 
-    {"status": "ok" | "degraded", "services": {"customers-service": "running" | "down", ...}}
+    {"status": "ok" | "degraded", "services": {"customers-service": "running" | "down", ...},
+     "degraded": {"products-service": ["broker", "redis"], ...}}
 
+A service is ``running`` while its readiness probe answers 200 (it has what it cannot work without);
+``degraded`` lists, per running service, the dependencies it works without that are down right now
+(its ``/health/ready`` ``degraded``). ``status`` is ``ok`` only when every service runs undegraded.
 A service disabled by configuration (analytics) has no key, so it cannot degrade the shop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Literal
 
@@ -18,15 +23,25 @@ import aiohttp
 ServiceState = Literal["running", "down"]
 
 
-async def probe(session: aiohttp.ClientSession, base_url: str, timeout_seconds: float) -> ServiceState:
+Probe = tuple[ServiceState, list[str]]
+
+
+async def probe(session: aiohttp.ClientSession, base_url: str, timeout_seconds: float) -> Probe:
+    """The service's state and the optional dependencies it reports down."""
     try:
         async with session.get(
             f"{base_url}/health/ready", timeout=aiohttp.ClientTimeout(total=timeout_seconds), allow_redirects=False
         ) as resp:
-            await resp.read()
-            return "running" if resp.status == 200 else "down"
+            raw = await resp.read()
+            if resp.status != 200:
+                return "down", []
     except (aiohttp.ClientError, TimeoutError):
-        return "down"
+        return "down", []
+    try:
+        degraded = json.loads(raw).get("degraded", [])
+    except (ValueError, AttributeError):
+        degraded = []
+    return "running", sorted(str(d) for d in degraded) if isinstance(degraded, list) else []
 
 
 async def aggregate_health(
@@ -38,8 +53,11 @@ async def aggregate_health(
     done, pending = await asyncio.wait(tasks, timeout=timeout_seconds + 0.25)
     for task in pending:
         task.cancel()
-    states: dict[str, ServiceState] = {
-        f"{name}-service": task.result() if task in done else "down" for name, task in zip(names, tasks, strict=True)
+    probes: dict[str, Probe] = {
+        f"{name}-service": task.result() if task in done else ("down", [])
+        for name, task in zip(names, tasks, strict=True)
     }
-    status = "ok" if all(state == "running" for state in states.values()) else "degraded"
-    return {"status": status, "services": states}
+    states = {name: state for name, (state, _) in probes.items()}
+    degraded = {name: deps for name, (_, deps) in probes.items() if deps}
+    status = "ok" if all(state == "running" for state in states.values()) and not degraded else "degraded"
+    return {"status": status, "services": states, "degraded": degraded}

@@ -42,6 +42,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     # Both replies share their batches: one transaction settles the confirmed and the rejected.
     settle = {(StockReserved, StockRejected): lambda deps: deps.saga.settle}
     return Service(Settings, settings, build=build, routes=[OrderController], consumes=settle,
-                   uses=Uses(events=True, outbox=True), title="microshop orders",
+                   # Serves without RabbitMQ: the outbox holds the events until it is back.
+                   uses=Uses(events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop orders",
                    description="Orders: placement, the status state machine and the orders side of the order saga.",
                    ).app()

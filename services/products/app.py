@@ -39,7 +39,8 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         Settings, settings, build=build, routes=[ProductController],
         consumes={OrderCreated: lambda deps: deps.reservations.reserve,
                   OrderUpdated: lambda deps: deps.reservations.release},
-        uses=Uses(redis=True, events=True, outbox=True),
+        # Serves without Redis (the cache falls back to MongoDB) and without RabbitMQ (the outbox holds events).
+        uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"redis", "broker"})),
         title="microshop products",
         description="The catalog (public reads, admin writes) and stock reservations for the order saga.",
     ).app()

@@ -3,7 +3,8 @@
 A service says three things and the kit does the rest:
 
 1. what it connects to (``mongo``, ``redis``, ``events``, ``outbox``) — the kit connects each in
-   the app's lifespan, closes it again, and registers its readiness check;
+   the app's lifespan, closes it again, and registers its readiness check (``ready_without`` marks
+   the ones the service works without: still checked and reported, never failing readiness);
 2. its dependencies object (a dataclass), yielded by an async generator once those resources are
    connected (``build``) — every field of it is injectable by name into routes (Litestar DI),
    and subscribers are handed it;
@@ -17,8 +18,10 @@ before the dependencies are torn down.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
 
+log = logging.getLogger("shopkit.app")
+
 D = TypeVar("D")
 P = TypeVar("P", bound=EventData)
 S = TypeVar("S", bound=ServiceSettings)
@@ -64,6 +69,8 @@ class Resources(Generic[S]):
     bus: EventBus | None = None
     relay: OutboxRelay | None = None
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    optional: set[str] = field(default_factory=set)  # checks reported as degraded, never failing readiness
+    broker_connected: bool = False
 
     @property
     def db(self) -> AsyncIOMotorDatabase[Any]:
@@ -101,7 +108,14 @@ Consumers = Mapping[Any, Callable[[D], BatchHandler[Any]]]
 
 @dataclass(frozen=True)
 class Uses:
-    """What a service connects to. ``ready_without`` names resources it serves without (not in readiness)."""
+    """What a service connects to.
+
+    ``ready_without`` names the resources (``"mongo"``, ``"redis"``, ``"broker"``) the service keeps
+    serving without: their checks still run and show in ``/health/ready`` (and the gateway's
+    ``/api/health``) as ``degraded``, but never make the service unready. A service ready without the
+    broker also starts without it: it connects (and starts its consumers) in the background, with
+    backoff, while its outbox keeps the events it writes meanwhile.
+    """
 
     mongo: bool = True
     redis: bool = False
@@ -130,7 +144,11 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
         if bus is not None:
-            await bus.connect()
+            if "broker" in uses.ready_without:
+                res.broker_connected = await _try_connect(bus)  # else the lifespan keeps trying in the background
+            else:
+                await bus.connect()
+                res.broker_connected = True
             stack.push_async_callback(bus.stop)
             res.checks["broker"] = lambda: bus.broker.ping(timeout=2.0)
         if uses.outbox:
@@ -140,9 +158,45 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
                                             retention_seconds=settings.outbox_retention_seconds)
             relay.start()
             stack.push_async_callback(relay.stop)
-        for name in uses.ready_without:
-            res.checks.pop(name, None)
+        res.optional = set(uses.ready_without) & set(res.checks)
         yield res
+
+
+BROKER_CONNECT_TIMEOUT_SECONDS = 15.0  # a refused connection fails at once; this bounds a hanging broker
+BROKER_RETRY_MAX_SECONDS = 10.0
+
+
+async def _try_connect(bus: EventBus) -> bool:
+    try:
+        await asyncio.wait_for(bus.connect(), BROKER_CONNECT_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("RabbitMQ unavailable (%s): serving without it, connecting in the background", exc)
+        return False
+    return True
+
+
+async def _try_start(bus: EventBus) -> bool:
+    try:
+        await asyncio.wait_for(bus.start(), BROKER_CONNECT_TIMEOUT_SECONDS * 2)
+    except Exception as exc:
+        log.warning("could not start consuming (%s): retrying in the background", exc)
+        return False
+    return True
+
+
+async def _start_consuming(bus: EventBus) -> None:
+    """Connect and start the consumers, retrying with capped backoff until it works (a background task)."""
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.wait_for(bus.start(), BROKER_CONNECT_TIMEOUT_SECONDS * 2)
+        except Exception as exc:
+            log.warning("RabbitMQ still unavailable (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BROKER_RETRY_MAX_SECONDS)
+        else:
+            log.info("connected to RabbitMQ; consumers started")
+            return
 
 
 class Service(Generic[S, D]):
@@ -182,6 +236,7 @@ class Service(Generic[S, D]):
         self.bus = EventBus(self.settings, create_broker(self.settings)) if uses.events else None
         self._deps: D | None = None
         self._checks: dict[str, ReadinessCheck] = {}
+        self._optional_checks: set[str] = set()
         for model, pick in (consumes or {}).items():
             self.consume(model, pick)
 
@@ -216,11 +271,21 @@ class Service(Generic[S, D]):
         async with connect(self.settings, self.uses, self.bus) as res, self.build(res) as deps:
             self._deps = deps
             self._checks.update(res.checks)
+            self._optional_checks.update(res.optional)
+            consuming: asyncio.Task[None] | None = None
             try:
-                if self.bus is not None:
-                    await self.bus.start()  # consumers last: every handler's dependencies exist now
+                if self.bus is not None:  # consumers last: every handler's dependencies exist now
+                    if "broker" not in self.uses.ready_without:
+                        await self.bus.start()
+                    elif not (res.broker_connected and await _try_start(self.bus)):
+                        # Serving without RabbitMQ: the consumers start once it answers.
+                        consuming = asyncio.create_task(_start_consuming(self.bus), name="broker-connect")
                 yield
             finally:
+                if consuming is not None:
+                    consuming.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await consuming
                 if self.bus is not None:
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None
@@ -235,6 +300,7 @@ class Service(Generic[S, D]):
     def app(self) -> Litestar:
         def store_state(app_config: AppConfig) -> AppConfig:
             app_config.state["readiness_checks"] = self._checks
+            app_config.state["optional_checks"] = self._optional_checks
             app_config.state["infrastructure"] = self.uses.infrastructure()
             app_config.state["service"] = self
             return app_config

@@ -1,4 +1,9 @@
-"""``/health/live`` (the process answers) and ``/health/ready`` (its dependencies answer)."""
+"""``/health/live`` (the process answers) and ``/health/ready`` (what it cannot work without answers).
+
+Dependencies a service works without (``Uses(ready_without=...)``) are checked and reported as
+``degraded`` but never make it unready: a RabbitMQ outage must not take the API out of the load
+balancer when the outbox holds the events meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +25,13 @@ def live() -> dict[str, str]:
 
 
 @get("/health/ready", summary="Readiness probe", tags=["health"],
-     description="Public. 200 when every dependency this service uses (Mongo, Redis, broker) answers, else 503.")
+     description="Public. 200 while every dependency the service cannot work without answers (`status` `ok`, "
+                 "or `degraded` when one it works without is down), else 503 `unavailable`. `checks` gives each "
+                 "dependency's `status` (`up`/`down`) and whether it is `required`; `degraded` lists the optional "
+                 "ones that are down.")
 async def ready(state: State) -> Response[dict[str, Any]]:
     checks: dict[str, ReadinessCheck] = state.get("readiness_checks", {})
+    optional: set[str] = state.get("optional_checks", set())
 
     async def run(check: ReadinessCheck) -> str:
         try:
@@ -32,8 +41,12 @@ async def ready(state: State) -> Response[dict[str, Any]]:
         return "down" if result is False else "up"
 
     results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values())), strict=True))
-    ok = all(v == "up" for v in results.values())
-    return Response({"status": "ok" if ok else "unavailable", "checks": results}, status_code=200 if ok else 503)
+    ok = all(v == "up" for name, v in results.items() if name not in optional)
+    degraded = sorted(name for name, v in results.items() if name in optional and v != "up")
+    status = "unavailable" if not ok else "degraded" if degraded else "ok"
+    body = {"status": status, "degraded": degraded,
+            "checks": {name: {"status": v, "required": name not in optional} for name, v in results.items()}}
+    return Response(body, status_code=200 if ok else 503)
 
 
 HEALTH_HANDLERS = [live, ready]

@@ -289,3 +289,26 @@ async def test_service_app_puts_request_id_on_routing_errors() -> None:
         assert len(r.headers["x-request-id"]) == 32
         assert r.json()["request_id"] == r.headers["x-request-id"]
     assert (missing.status_code, wrong_method.status_code) == (404, 405)
+
+
+@pytest.mark.allow_connect
+@pytest.mark.parametrize(("ready_without", "code", "status"), [
+    (frozenset(), 503, "unavailable"),
+    (frozenset({"redis"}), 200, "degraded"),
+])
+async def test_readiness_fails_only_on_required_dependencies(
+        ready_without: frozenset[str], code: int, status: str) -> None:
+    """A dependency the service works without (``ready_without``) is reported degraded, never unready."""
+    from devtools.procs import free_port
+
+    async def build(_: Resources[ServiceSettings]) -> AsyncIterator[NoDeps]:
+        yield NoDeps()
+
+    settings = ServiceSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # type: ignore[arg-type]
+    app = Service(ServiceSettings, settings, title="t", description="d", routes=[], build=build,
+                  uses=Uses(mongo=False, redis=True, ready_without=ready_without)).app()
+    async with AsyncTestClient(app) as client:
+        r = await client.get("/health/ready")
+    assert r.status_code == code
+    assert r.json() == {"status": status, "degraded": ["redis"] if ready_without else [],
+                        "checks": {"redis": {"status": "down", "required": not ready_without}}}
