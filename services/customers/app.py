@@ -13,7 +13,8 @@ from customers.keys import load_signing_key
 from customers.models import Customer, RefreshFamily, RefreshToken
 from customers.services import Accounts
 from customers.settings import Settings
-from shopkit.app import Resources, Service
+from customers.throttle import LoginThrottle
+from shopkit.app import Resources, Service, Uses
 from shopkit.auth import TokenVerifier
 from shopkit.contracts.customers import RegisterRequest
 from shopkit.settings import ServiceSettings
@@ -33,7 +34,11 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
-        accounts = Accounts(res.odm, config, key)
+        throttle = LoginThrottle(res.cache, config.namespace, threshold=config.login_failures_before_lockout,
+                                 lockout_seconds=config.login_lockout_seconds,
+                                 max_lockout_seconds=config.login_lockout_max_seconds,
+                                 window_seconds=config.login_failure_window_seconds)
+        accounts = Accounts(res.odm, config, key, throttle=throttle)
         if config.admin_email and config.admin_password:
             # The configured admin goes through the same rules as a registration, so a typo in the
             # Secret fails the start-up loudly instead of creating an account nobody can use.
@@ -47,5 +52,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     return Service(Settings, config, build=build, routes=[AuthController, MeController],
                    verifier=TokenVerifier(config, source=local_jwks),
+                   # Redis holds the per-account login throttle, which fails open: not a readiness dependency.
+                   uses=Uses(redis=True, ready_without=frozenset({"redis"})),
                    title="microshop customers",
                    description="Registration, login, token refresh, JWKS and the caller's profile.").app()

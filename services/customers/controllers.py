@@ -28,8 +28,9 @@ class AuthController(Controller):
 
     @post("/login", status_code=200, summary="Log in with email and password")
     async def login(self, data: JSONBody[LoginRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
-        """Public. 401 for a wrong email or password (the same answer for both); 503 + Retry-After when the
-        password-hash pool is full."""
+        """Public. 401 for a wrong email or password (the same answer for both); 429 + Retry-After while the
+        account is locked after repeated failures (per email, whatever the caller); 503 + Retry-After when
+        the password-hash pool is full."""
         customer = await accounts.authenticate(str(data.email), data.password)
         return TokenPair(**await accounts.issue_tokens(customer))
 

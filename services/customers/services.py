@@ -18,6 +18,7 @@ from customers.keys import SigningKey
 from customers.models import Customer, RefreshFamily, RefreshToken
 from customers.passwords import PasswordHashing
 from customers.settings import Settings
+from customers.throttle import LoginThrottle
 from shopkit.errors import ProblemError
 from shopkit.mongo import parse_object_id, utcnow
 
@@ -38,11 +39,15 @@ def _aware(value: datetime) -> datetime:
 
 class Accounts:
     def __init__(self, engine: AIOEngine, settings: Settings, key: SigningKey,
-                 passwords: PasswordHashing | None = None) -> None:
+                 passwords: PasswordHashing | None = None, throttle: LoginThrottle | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.key = key
         self.passwords = passwords or PasswordHashing(settings)
+        self.throttle = throttle or LoginThrottle(
+            None, settings.namespace, threshold=settings.login_failures_before_lockout,
+            lockout_seconds=settings.login_lockout_seconds, max_lockout_seconds=settings.login_lockout_max_seconds,
+            window_seconds=settings.login_failure_window_seconds)
 
     # --- accounts -------------------------------------------------------------------------
     async def register(self, email: str, password: str, name: str, role: str = "customer") -> Customer:
@@ -62,10 +67,15 @@ class Accounts:
         return None if oid is None else await self.engine.find_one(Customer, Customer.id == oid)
 
     async def authenticate(self, email: str, password: str) -> Customer:
-        customer = await self.engine.find_one(Customer, Customer.email_key == email_key(email))
+        key = email_key(email)
+        await self.throttle.check(key)  # 429 while this account is locked, before any hashing
+        customer = await self.engine.find_one(Customer, Customer.email_key == key)
         ok = await self.passwords.verify(customer.password_hash if customer else self.passwords.dummy_hash, password)
         if customer is None or not ok:
+            if lockout := await self.throttle.failed(key):
+                raise self.throttle.refusal(lockout)
             raise ProblemError(401, "invalid email or password", type_="invalid-credentials")
+        await self.throttle.succeeded(key)
         if self.passwords.needs_rehash(customer.password_hash):
             customer.password_hash = await self.passwords.hash(password)
             await self.engine.save(customer)

@@ -27,6 +27,13 @@ class Settings(ServiceSettings):
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
     password_hash_queue: int = Field(default=16, ge=0, le=10000)
 
+    # Per-account throttling of failed logins (Redis; customers.throttle): from the Nth consecutive failure
+    # for one email the account is locked for lockout_seconds, doubling per further failure up to the max.
+    login_failures_before_lockout: int = Field(default=5, ge=1, le=1000)
+    login_lockout_seconds: int = Field(default=30, ge=1, le=86400)
+    login_lockout_max_seconds: int = Field(default=900, ge=1, le=86400)
+    login_failure_window_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+
     # The first admin (a Secret in the cluster; `make dev` passes documented dev-only values).
     admin_email: str | None = None
     admin_password: SecretStr | None = None

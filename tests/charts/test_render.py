@@ -251,7 +251,7 @@ def test_network_policies(render: Render) -> None:
         assert _allowed_from(policies[f"shop-{name}"]) == {"gateway"}
     assert "gateway" not in _allowed_from(policies["shop-mongodb"])
     # Exactly who uses what is checked against the apps in test_network_topology.py.
-    assert _allowed_from(policies["shop-redis"]) == {"gateway", "products", "alerts", "analytics"}
+    assert _allowed_from(policies["shop-redis"]) == {"gateway", "customers", "products", "alerts", "analytics"}
     assert _allowed_from(policies["shop-rabbitmq"]) == {"products", "orders", "alerts", "analytics"}
 
 

@@ -18,7 +18,7 @@ What each service talks to (static: other templates read it often, so it is chea
 */}}
 {{- define "microshop.topology" -}}
 gateway:   {port: 8000, public: true, callers: [],                                    infra: [redis]}
-customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb]}
+customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb, redis]}
 products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, redis, rabbitmq]}
 orders:    {port: 8003, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
 alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
