@@ -13,6 +13,7 @@ from alerts.inbox import Inbox
 from alerts.notifier import Notifier
 from alerts.push import Channels, PushHub
 from alerts.settings import Settings
+from alerts.sockets import SocketLimits
 from alerts.ws import alerts_socket
 from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockLow
@@ -25,6 +26,7 @@ class Deps:
     inbox: Inbox
     hub: PushHub
     notifier: Notifier
+    sockets: SocketLimits
 
 
 async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
@@ -33,7 +35,10 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     hub = PushHub(res.cache, Channels(res.settings.namespace))
     await hub.start()
     try:
-        yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub))
+        limits = SocketLimits(res.cache, res.settings.namespace, max_per_user=res.settings.ws_max_sockets_per_user,
+                              attempts=res.settings.ws_connect_attempts,
+                              window_seconds=res.settings.ws_connect_window_seconds)
+        yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub), limits)
     finally:
         await hub.stop()
 

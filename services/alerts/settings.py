@@ -17,3 +17,8 @@ class Settings(ServiceSettings):
     ws_queue_size: int = Field(default=256, ge=1, le=100_000)
     # A single send that takes longer than this closes the socket with 1013 too (a stuck client).
     ws_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Per user (across replicas, in Redis): at most this many sockets open at once; one more is closed with 4429.
+    ws_max_sockets_per_user: int = Field(default=5, ge=1, le=1000)
+    # Per user: connection attempts allowed per window; beyond them sockets are closed with 4429 until it ends.
+    ws_connect_attempts: int = Field(default=20, ge=1, le=100_000)
+    ws_connect_window_seconds: int = Field(default=60, ge=1, le=3600)

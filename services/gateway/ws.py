@@ -5,7 +5,9 @@ kit's auth middleware refuses an invalid one (close 4401); a missing one is refu
 same way, before anything reaches the alerts service. Each connection has its own pair of
 pump tasks, so a slow client only ever waits on itself: a frame it does not take within
 ``ws_send_timeout_seconds`` closes its socket with 1013 (try again later), and the alerts
-service bounds the queue behind it. Close codes from the alerts service pass through.
+service bounds the queue behind it. Close codes from the alerts service pass through (4429: too
+many sockets or connection attempts for this user). The socket is closed with 4401 when its access
+token expires (at ``exp``; the client reconnects with a fresh token).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -77,14 +80,25 @@ async def _client_to_upstream(socket: WebSocket[Any, Any, Any], upstream: aiohtt
 
 
 async def _upstream_to_client(socket: WebSocket[Any, Any, Any], upstream: aiohttp.ClientWebSocketResponse,
-                              send_timeout: float) -> None:
-    async for message in upstream:
+                              send_timeout: float) -> str:
+    """Pump frames until the alerts service closes; its close reason (empty when it gave none)."""
+    while True:
+        message = await upstream.receive()
         if message.type == aiohttp.WSMsgType.TEXT:
             await asyncio.wait_for(socket.send_text(message.data), send_timeout)
         elif message.type == aiohttp.WSMsgType.BINARY:
             await asyncio.wait_for(socket.send_bytes(message.data), send_timeout)
-        elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-            return
+        elif message.type == aiohttp.WSMsgType.CLOSE:
+            return str(message.extra or "")
+        elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            return ""
+
+
+async def _until_expiry(expires_at: float | None) -> None:
+    if expires_at is None:
+        await asyncio.Event().wait()  # never
+        return
+    await asyncio.sleep(max(0.0, expires_at - time.time()))
 
 
 def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
@@ -116,16 +130,19 @@ def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
         reason = ""
         down = asyncio.create_task(_upstream_to_client(socket, upstream, send_timeout))
         up = asyncio.create_task(_client_to_upstream(socket, upstream))
+        expiry = asyncio.create_task(_until_expiry(principal.expires_at))
         try:
-            await asyncio.wait([down, up], return_when=asyncio.FIRST_COMPLETED)
-            if down.done():
+            await asyncio.wait([down, up, expiry], return_when=asyncio.FIRST_COMPLETED)
+            if expiry.done() and not up.done():
+                close_code, reason = CLOSE_UNAUTHENTICATED, "token expired; reconnect with a fresh access token"
+            elif down.done():
                 exc = down.exception()
                 if isinstance(exc, TimeoutError):
                     close_code, reason = CLOSE_TRY_AGAIN_LATER, "client too slow"
                 elif exc is None:
                     # The alerts service closed: pass its code on (1000 normal, 1013 slow, 4401 auth...).
                     close_code = upstream.close_code
-                    reason = "alerts service closed the connection"
+                    reason = down.result() or "alerts service closed the connection"
                     if close_code is None or close_code in RESERVED_CLOSE_CODES:
                         # Gone without a close frame (crash, lost heartbeat): the client should reconnect.
                         close_code, reason = CLOSE_TRY_AGAIN_LATER, "live updates interrupted; reconnect"
@@ -133,9 +150,9 @@ def ws_route(upstream_for: WebSocketUpstream, send_timeout: float) -> Any:
                     log.warning("WebSocket proxy failed: %r", exc)
                     close_code = CLOSE_INTERNAL_ERROR
         finally:
-            for task in (down, up):
+            for task in (down, up, expiry):
                 task.cancel()
-            for task in (down, up):
+            for task in (down, up, expiry):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await upstream.close()

@@ -38,6 +38,7 @@ class Principal:
     id: str
     role: str
     email: str | None = None
+    expires_at: float | None = None  # the token's ``exp`` (Unix time): long-lived connections end there
 
     @property
     def is_admin(self) -> bool:
@@ -180,7 +181,8 @@ class TokenVerifier:
         role = claims.get("role")
         if role not in ROLES:
             raise InvalidToken("token has no valid role")
-        return Principal(id=str(claims["sub"]), role=str(role), email=claims.get("email"))
+        return Principal(id=str(claims["sub"]), role=str(role), email=claims.get("email"),
+                         expires_at=float(claims["exp"]))
 
 
 def bearer_token(authorization: str | None) -> str | None:
