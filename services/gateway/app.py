@@ -10,6 +10,7 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.middleware import DefineMiddleware
+from litestar.params import FromPath
 from litestar.types import Receive, Scope, Send
 
 from gateway.contracts import ContractRegistry, load_registry
@@ -73,7 +74,7 @@ def swagger_ui(gateway: NamedDependency[Gateway]) -> Response[str]:
 
 
 @get(f"{DOCS_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
-def swagger_asset(name: str, gateway: NamedDependency[Gateway]) -> Response[bytes]:
+def swagger_asset(name: FromPath[str], gateway: NamedDependency[Gateway]) -> Response[bytes]:
     """Public. The docs page's scripts and stylesheet (versioned URLs, cached for a day)."""
     data = gateway.swagger.files.get(name)
     if data is None:
