@@ -10,7 +10,8 @@ A service says three things and the kit does the rest:
 3. its routes and what it consumes (``consumes``: an event model → the handler of a batch of
    such events, picked from the dependencies object).
 
-The kit adds logging, request ids, JWT auth, problem+json errors, health and OpenAPI, starts
+The kit adds logging, request ids, JWT auth, problem+json errors, health, OpenAPI, metrics
+(``/metrics``, ``shopkit.metrics``) and tracing (``shopkit.tracing``, when an OTLP endpoint is set), starts
 consumers only after ``build`` (so a first delivery finds every dependency) and stops them
 before the dependencies are torn down.
 """
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -36,13 +37,14 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from odmantic import AIOEngine
 from redis.asyncio import Redis
 
-from shopkit import mongo
+from shopkit import mongo, tracing
 from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
 from shopkit.broker import BatchHandler, EventBus, create_broker
 from shopkit.contracts.events import EventData
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
+from shopkit.metrics import MetricsController, http_metrics
 from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
@@ -167,9 +169,14 @@ class Service(Generic[S, D]):
         verifier: TokenVerifier | None = None,
         middleware: Sequence[DefineMiddleware] = (),
         defer_auth_rejection: bool = False,
+        route_label: Callable[[Request[Any, Any, Any]], str] | None = None,
     ) -> None:
         self.settings: S = settings if isinstance(settings, settings_type) else settings_type()
         configure_logging(self.settings.service_name, self.settings.log_level, self.settings.log_format)
+        # Before the broker is created: its telemetry middleware needs the tracer provider.
+        tracing.setup_tracing(self.settings.service_name, self.settings.otlp_endpoint,
+                              self.settings.trace_sample_ratio)
+        self.route_label = route_label
         self.title = title
         self.description = description
         self.routes = list(routes)
@@ -224,6 +231,7 @@ class Service(Generic[S, D]):
                 if self.bus is not None:
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None
+                tracing.shutdown_tracing()
 
     def _dependencies(self) -> dict[str, Provide]:
         """``principal``, and every field of the dependencies object by its name."""
@@ -239,12 +247,19 @@ class Service(Generic[S, D]):
             app_config.state["service"] = self
             return app_config
 
+        observe: list[DefineMiddleware] = []
+        if tracing.tracing_enabled():
+            observe.append(tracing.http_middleware())
+        if self.settings.metrics_enabled:
+            observe.append(http_metrics(self.settings.service_name, self.route_label))
         app = Litestar(
-            route_handlers=[*HEALTH_HANDLERS, *self.routes],
+            route_handlers=[*HEALTH_HANDLERS, *self.routes,
+                            *([MetricsController] if self.settings.metrics_enabled else [])],
             lifespan=[self._lifespan],
             dependencies=self._dependencies(),
             exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
+                *observe,
                 DefineMiddleware(AuthMiddleware, verifier=self.verifier, defer_rejection=self.defer_auth_rejection),
                 *self.middleware,
                 # With deferral, the extra middleware (a rate limiter) sees a bad token's request before the 401.

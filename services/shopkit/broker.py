@@ -26,10 +26,12 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
 from pydantic import ValidationError
 
+from shopkit import tracing
 from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
+from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED, EVENTS_REDELIVERED, broker_metrics
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.broker")
@@ -45,6 +47,8 @@ class Delivery(Generic[P]):
     data: P
     consumer: str = ""
     """``<service>.<event type>``: who handles it (the queue's name without the namespace)."""
+    traceparent: str | None = None
+    """The W3C trace context of this delivery's consume span (tracing on): events it causes carry it."""
 
     @property
     def id(self) -> str:
@@ -72,6 +76,12 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
     Without it RabbitMQ pushes a whole backlog at once and aio-pika starts one task per message. The
     default is two batches: a full batch committing plus the next one filling up.
     """
+    # Telemetry outermost: the metrics middleware's work is then part of the consume span.
+    middlewares: list[Any] = []
+    if tracing.tracing_enabled():
+        middlewares.append(tracing.broker_middleware())
+    if settings.metrics_enabled:
+        middlewares.append(broker_metrics(settings.service_name))
     # FastStream logs two INFO lines per message by default; that costs ~30 % throughput.
     return RabbitBroker(
         settings.rabbitmq_url.get_secret_value(),
@@ -81,6 +91,7 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
         graceful_timeout=10.0,
         app_id=settings.service_name,
         default_channel=Channel(prefetch_count=prefetch_count or 2 * settings.batch_max_size),
+        middlewares=middlewares,
     )
 
 
@@ -100,6 +111,11 @@ def _delivery_count(message: RabbitMessage) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _redelivered(message: RabbitMessage) -> bool:
+    raw = getattr(message, "raw_message", None)
+    return bool(getattr(raw, "redelivered", False)) or _delivery_count(message) > 0
 
 
 def queue_name(settings: ServiceSettings, consumer: str, routing_key: str) -> str:
@@ -166,8 +182,12 @@ class EventBus:
             batcher=batcher,
         )
         marker_prefix = f"{consumer}.{routing_key}"
+        redelivered = EVENTS_REDELIVERED.labels(marker_prefix)
+        dead_lettered = EVENTS_DEAD_LETTERED.labels(marker_prefix)
 
         async def consume(body: Any, message: RabbitMessage) -> None:
+            if _redelivered(message):
+                redelivered.inc()
             try:
                 event = CloudEvent.model_validate(body)
                 if event.type != routing_key:
@@ -177,10 +197,11 @@ class EventBus:
                 # Malformed: no retry can fix it. Rejected without requeue = dead-lettered now.
                 log.error("malformed %s event %s dead-lettered: %s", routing_key,
                           getattr(message, "message_id", None), exc)
+                dead_lettered.inc()
                 raise RejectMessage() from exc
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
-                await batcher.submit(Delivery(event, data, marker_prefix))
+                await batcher.submit(Delivery(event, data, marker_prefix, tracing.current_traceparent()))
             except Exception:
                 # Back off before the nack, exponentially per delivery, so a brief outage (database
                 # failover, network blip) is ridden out instead of burning the delivery limit at once.
@@ -188,6 +209,8 @@ class EventBus:
                 delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
                 log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
                             routing_key, event.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
+                if deliveries + 1 > self.max_deliveries:
+                    dead_lettered.inc()  # past the delivery limit: RabbitMQ dead-letters this nack
                 await asyncio.sleep(delay)
                 raise
             finally:
@@ -204,13 +227,19 @@ class EventBus:
                 name: str = "batch") -> Batcher[Any, None]:
         """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones."""
 
+        group = name.removeprefix(self.settings.namespace)
+
         async def flush(batch: Sequence[Delivery[Any]]) -> list[None]:
-            await handler(batch)
+            if tracing.tracing_enabled():
+                with tracing.batch_span(group, [d.traceparent for d in batch]):
+                    await handler(batch)
+            else:
+                await handler(batch)
             return [None] * len(batch)
 
         return Batcher(flush, max_size=max_batch or self.settings.batch_max_size,
                        linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
-                       lock=self._commit_lock, name=name)
+                       lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
 
     async def declare(self) -> None:
         """Declare exchanges, dead-letter exchanges and DLQs (idempotent; call after connecting)."""

@@ -10,6 +10,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from shopkit import tracing
 from shopkit.context import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
@@ -57,6 +58,8 @@ def problem_body(
         body["instance"] = instance
     if rid := request_id_var.get():
         body["request_id"] = rid
+    if trace_id := tracing.current_trace_id():
+        body["trace_id"] = trace_id
     body.update(extensions)
     return body
 

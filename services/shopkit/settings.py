@@ -50,6 +50,13 @@ class ServiceSettings(BaseSettings):
     # it at once, which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
 
+    # Observability (docs/observability.md): ``/metrics`` on the service's own port, traces over OTLP/HTTP.
+    metrics_enabled: bool = True
+    # The OTLP/HTTP base URL of a collector (``http://otel-collector:4318``); tracing is off without it
+    # (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is read when this is unset).
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
     @property
     def database_name(self) -> str:
         return self.mongo_database or self.service_name
