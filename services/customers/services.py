@@ -8,8 +8,9 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -21,9 +22,11 @@ from customers.keys import SigningKey
 from customers.models import Customer, RefreshToken
 from customers.settings import Settings
 from shopkit.errors import ProblemError
+from shopkit.metrics import password_hash_queue_depth
 from shopkit.mongo import parse_object_id, utcnow
 
 log = logging.getLogger("customers")
+T = TypeVar("T")
 _hasher = PasswordHasher()
 # Verified when the email is unknown, so a login takes as long whether or not the account exists.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
@@ -33,8 +36,23 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
+_hashing = 0  # argon2 hashes and verifications queued or running (microshop_password_hash_queue_depth)
+
+
+async def _argon2(work: Callable[[], T]) -> T:
+    """Run an argon2 computation in a thread, counted in the hash queue depth."""
+    global _hashing
+    _hashing += 1
+    password_hash_queue_depth(_hashing)
+    try:
+        return await asyncio.to_thread(work)
+    finally:
+        _hashing -= 1
+        password_hash_queue_depth(_hashing)
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await _argon2(lambda: _hasher.hash(password))
 
 
 async def verify_password(password_hash: str, password: str) -> bool:
@@ -44,7 +62,7 @@ async def verify_password(password_hash: str, password: str) -> bool:
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    return await _argon2(check)
 
 
 def _token_hash(token: str) -> str:

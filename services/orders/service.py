@@ -23,6 +23,7 @@ from shopkit.contracts.events import OrderLine as EventLine
 from shopkit.contracts.orders import CreateOrderRequest
 from shopkit.errors import ProblemError
 from shopkit.events import CloudEvent, new_event
+from shopkit.metrics import ORDER_STATUS_CHANGES, ORDERS_PLACED
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
@@ -53,12 +54,12 @@ def order_created_event(doc: dict[str, Any]) -> CloudEvent:
 
 
 def order_updated_event(doc: dict[str, Any], old_status: str, new_status: str, reason: str | None, *,
-                        correlation_id: str | None = None) -> CloudEvent:
+                        correlation_id: str | None = None, traceparent: str | None = None) -> CloudEvent:
     return new_event(OrderUpdated(
         order_id=str(doc["_id"]), customer_id=doc["customer_id"], old_status=old_status,  # type: ignore[arg-type]
         new_status=new_status, status=new_status, items=_lines(doc),  # type: ignore[arg-type]
         total=doc["total"], currency=doc["currency"], reason=reason or None,
-    ), SOURCE, correlation_id=correlation_id)
+    ), SOURCE, correlation_id=correlation_id, traceparent=traceparent)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class OrderBook:
         event = order_created_event(doc)
 
         await self.placements.submit((doc, event))
+        ORDERS_PLACED.inc()
         log.info("order %s placed: %d line(s), %d %s", doc["_id"], len(lines), doc["total"], doc["currency"])
         return OrderOut.from_doc(doc)
 
@@ -192,4 +194,5 @@ class OrderBook:
                                current_status=exc.current, requested_status=exc.target) from None
         self.relay.notify()
         log.info("order %s: %s -> %s by %s", order_id, change.old_status, change.new_status, actor.value)
+        ORDER_STATUS_CHANGES.labels(change.new_status).inc()
         return OrderOut.from_doc(change.doc)

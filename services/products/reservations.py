@@ -33,6 +33,7 @@ from shopkit.broker import Delivery
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.contracts.events import ReservedLine as ReplyLine
 from shopkit.events import CloudEvent, new_event
+from shopkit.metrics import STOCK_LOW
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
@@ -56,6 +57,7 @@ class Outcome:
 
     results: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    stock_low: int = 0
 
 
 def merge_lines(items: Iterable[Any]) -> list[tuple[str, int]]:
@@ -149,21 +151,27 @@ class StockReservations:
                          if result_ == RESERVED else
                          StockRejected(order_id=order_id, customer_id=delivery.data.customer_id, items=reply_lines,
                                        product_id=short))
-                events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id))
+                events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id,
+                                        traceparent=delivery.traceparent))
                 outcome.results[order_id] = result_
             await self.reservations.insert_many(records, ordered=False, session=session)
             # Every stock change is a product update (analytics keeps low-stock lists from them): one
             # per product per batch, with the stock after the batch.
             cause = batch[fresh[0]].correlation_id
+            low = 0
             for pid in sorted(taken):
                 doc = {**docs[pid], "stock": stock[pid]}
                 events.append(product_event(doc, correlation_id=cause))
                 if crossed_low_threshold(before[pid], stock[pid], doc["low_stock_threshold"]):
                     events.append(stock_low_event(doc, correlation_id=cause))
+                    low += 1
+            outcome.stock_low = low
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+        applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+        if any(applied) and outcome.stock_low:
+            STOCK_LOW.inc(outcome.stock_low)
         # Also after a redelivery: the effect is committed; the cache and relay may not have heard of it.
         await self.after_commit(outcome.touched or {pid for d in batch for pid, _ in merge_lines(d.data.items)})
         counts = Counter(outcome.results.values())
