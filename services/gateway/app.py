@@ -82,8 +82,8 @@ def route_label(request: Request[Any, Any, Any]) -> str:
     their service prefix (``/api/orders``); an unknown prefix is ``/api/{unknown}``, never the path.
     """
     template = str(request.scope.get("path_template") or "")
-    if template != API_PREFIX:
-        return template or "other"
+    if template not in ("", API_PREFIX):  # a route of the gateway's own (the proxy mount has no template)
+        return template
     path = public_path(request.scope).removeprefix(API_PREFIX)
     for rule in ACCESS_RULES:
         if rule.pattern.match(path):

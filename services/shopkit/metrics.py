@@ -44,6 +44,8 @@ ORDER_STATUS_CHANGES = Counter("microshop_orders_status_changes", "Order status 
 ORDER_CONFIRM_SECONDS = Histogram(
     "microshop_order_confirm_seconds", "From an order's creation to its confirmation by the saga",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+for _status in ("confirmed", "rejected", "cancelled", "shipped", "delivered"):
+    ORDER_STATUS_CHANGES.labels(_status)  # every series from the start (rate() needs its zero)
 STOCK_LOW = Counter("microshop_stock_low_products", "stock_low events: a product's stock fell to its threshold")
 WEBSOCKET_CONNECTIONS = Gauge("microshop_websocket_connections", "Open alert WebSockets on this process")
 RATE_LIMITED = Counter("microshop_rate_limited", "Requests the gateway refused with 429")
