@@ -75,16 +75,16 @@ def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
     return proxy_to_service
 
 
-def route_label(request: Request[Any, Any, Any]) -> str:
+def route_label(scope: Scope) -> str:
     """The HTTP metrics' ``path`` label: a bounded template, also for the proxy (one mount at ``/api``).
 
     Proxied paths are labelled by the access rule they match (``/api/products/{id}``), else by
     their service prefix (``/api/orders``); an unknown prefix is ``/api/{unknown}``, never the path.
     """
-    template = str(request.scope.get("path_template") or "")
+    template = str(scope.get("path_template") or "")
     if template not in ("", API_PREFIX):  # a route of the gateway's own (the proxy mount has no template)
         return template
-    path = public_path(request.scope).removeprefix(API_PREFIX)
+    path = public_path(scope).removeprefix(API_PREFIX)
     for rule in ACCESS_RULES:
         if rule.pattern.match(path):
             return API_PREFIX + rule.template

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -44,7 +44,7 @@ from shopkit.contracts.events import EventData
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
-from shopkit.metrics import MetricsController, http_metrics
+from shopkit.metrics import MetricsController, RouteLabel, http_metrics, route_template
 from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
@@ -169,7 +169,7 @@ class Service(Generic[S, D]):
         verifier: TokenVerifier | None = None,
         middleware: Sequence[DefineMiddleware] = (),
         defer_auth_rejection: bool = False,
-        route_label: Callable[[Request[Any, Any, Any]], str] | None = None,
+        route_label: RouteLabel | None = None,
     ) -> None:
         self.settings: S = settings if isinstance(settings, settings_type) else settings_type()
         configure_logging(self.settings.service_name, self.settings.log_level, self.settings.log_format)
@@ -249,7 +249,7 @@ class Service(Generic[S, D]):
 
         observe: list[DefineMiddleware] = []
         if tracing.tracing_enabled():
-            observe.append(tracing.http_middleware())
+            observe += tracing.http_middleware(self.route_label or route_template)
         if self.settings.metrics_enabled:
             observe.append(http_metrics(self.settings.service_name, self.route_label))
         app = Litestar(

@@ -17,6 +17,7 @@ from typing import Any
 from litestar import Request
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController, PrometheusMiddleware
+from litestar.types import Scope
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
 disable_created_metrics()  # no ``*_created`` twin of every counter: half the series, nothing lost
@@ -58,8 +59,12 @@ def password_hash_queue_depth(depth: int) -> None:
     PASSWORD_HASH_QUEUE.set(depth)
 
 
-def _route_template(request: Request[Any, Any, Any]) -> str:
-    return str(request.scope.get("path_template") or "other")
+RouteLabel = Callable[[Scope], str]
+"""A request's route for labels and span names: a bounded template, never the raw path."""
+
+
+def route_template(scope: Scope) -> str:
+    return str(scope.get("path_template") or "other")
 
 
 class RouteTemplateMiddleware(PrometheusMiddleware):
@@ -70,10 +75,10 @@ class RouteTemplateMiddleware(PrometheusMiddleware):
     """
 
     def _get_default_labels(self, request: Request[Any, Any, Any]) -> dict[str, str | int | float]:
-        route_label = getattr(self._config, "route_label", None) or _route_template
+        route_label = getattr(self._config, "route_label", None) or route_template
         return {
             "method": request.method if request.scope["type"] == "http" else "websocket",
-            "path": route_label(request),
+            "path": route_label(request.scope),
             "status_code": 200,
             "app_name": self._config.app_name,
         }
@@ -81,7 +86,7 @@ class RouteTemplateMiddleware(PrometheusMiddleware):
 
 @dataclass
 class ShopPrometheusConfig(PrometheusConfig):
-    route_label: Callable[[Request[Any, Any, Any]], str] | None = None
+    route_label: RouteLabel | None = None
 
 
 class MetricsController(PrometheusController):
@@ -89,7 +94,7 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-def http_metrics(service: str, route_label: Callable[[Request[Any, Any, Any]], str] | None = None) -> DefineMiddleware:
+def http_metrics(service: str, route_label: RouteLabel | None = None) -> DefineMiddleware:
     """The HTTP middleware of a service (requests by route template, method and status; durations)."""
     config = ShopPrometheusConfig(
         app_name=service, prefix=HTTP_PREFIX, group_path=True, exclude=["^/metrics$"],

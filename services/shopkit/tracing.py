@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 log = logging.getLogger("shopkit.tracing")
@@ -166,9 +166,37 @@ def broker_middleware() -> Any:
     return RabbitTelemetryMiddleware(tracer_provider=_provider)
 
 
-def http_middleware(exclude: Sequence[str] = ("^/health/", "^/metrics$")) -> Any:
-    """Litestar's OpenTelemetry middleware (server spans named by route template, context from ``traceparent``)."""
+def http_middleware(route_label: Callable[[Any], str],
+                    exclude: Sequence[str] = ("^/health/", "^/metrics$")) -> list[Any]:
+    """Litestar's OpenTelemetry middleware (server spans; the context from the caller's ``traceparent``).
+
+    Its span starts before routing, named by the method alone (never the raw path: ids would make
+    every span name unique); a route-level middleware then renames it ``<method> <route template>``.
+    """
+    from litestar.middleware import DefineMiddleware
     from litestar.plugins.opentelemetry import OpenTelemetryConfig
 
-    return OpenTelemetryConfig(tracer_provider=_provider, exclude=list(exclude),
-                               exclude_spans=["receive", "send"]).middleware
+    def by_method(scope: Any) -> tuple[str, dict[str, Any]]:
+        return str(scope.get("method") or scope.get("type") or "HTTP"), {}
+
+    config = OpenTelemetryConfig(tracer_provider=_provider, exclude=list(exclude), exclude_spans=["receive", "send"],
+                                 scope_span_details_extractor=by_method)
+    return [config.middleware, DefineMiddleware(_RouteSpanName, route_label=route_label)]
+
+
+class _RouteSpanName:
+    """Names the server span after the matched route (``GET /products/{product_id:str}``)."""
+
+    def __init__(self, app: Any, route_label: Callable[[Any], str]) -> None:
+        self.app = app
+        self.route_label = route_label
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        if span.is_recording():
+            route = self.route_label(scope)
+            span.update_name(f"{scope.get('method') or 'WEBSOCKET'} {route}")
+            span.set_attribute("http.route", route)
+        await self.app(scope, receive, send)
