@@ -26,6 +26,18 @@ from devtools.shop import (
 )
 
 
+def metrics_lines(shop: LocalShop, services: list[str], user_env: dict[str, str]) -> str:
+    """Where each service's Prometheus metrics are (its own port, never through the gateway), and tracing."""
+    if user_env.get("MICROSHOP_METRICS_ENABLED", "true").lower() in ("0", "false", "no"):
+        lines = "  metrics: off (MICROSHOP_METRICS_ENABLED=false)\n"
+    else:
+        lines = "  metrics (Prometheus):\n" + "".join(
+            f"    {name:<10} {shop.url(name)}/metrics\n" for name in services)
+    endpoint = user_env.get("MICROSHOP_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    lines += f"  traces: {'OTLP/HTTP to ' + endpoint if endpoint else 'off (set MICROSHOP_OTLP_ENDPOINT)'}\n"
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make dev", description=__doc__)
     parser.add_argument("--fresh", action="store_true", help="start with an empty database")
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  microshop is running: {shop.url('gateway')}/api  (docs: {shop.url('gateway')}/api/docs)\n"
         f"  dev admin (dev only): {DEV_ADMIN_EMAIL} / {DEV_ADMIN_PASSWORD}\n"
         f"  services: {', '.join(services)}\n"
+        f"{metrics_lines(shop, services, user_env)}"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
