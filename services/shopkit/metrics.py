@@ -68,7 +68,7 @@ def route_template(scope: Scope) -> str:
 
 
 class RouteTemplateMiddleware(PrometheusMiddleware):
-    """Litestar's middleware, labelled by the matched route's template (``/orders/{order_id:str}``).
+    """Litestar's middleware, labelled by the matched route's template (``/orders/{order_id}``).
 
     A service may pass ``route_label`` (the gateway does: its proxy is one mount, so it labels by
     the public path's service prefix instead of ``/api``).

@@ -185,7 +185,7 @@ def http_middleware(route_label: Callable[[Any], str],
 
 
 class _RouteSpanName:
-    """Names the server span after the matched route (``GET /products/{product_id:str}``)."""
+    """Names the server span after the matched route (``GET /products/{product_id}``)."""
 
     def __init__(self, app: Any, route_label: Callable[[Any], str]) -> None:
         self.app = app
