@@ -11,7 +11,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from devtools.broker_cleanup import delete_namespace
 from devtools.procs import free_port
-from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
 from tests.support.saga import auth, create_product, eventually, login, new_customer, place_order, wait_for_status
 from tests.support.shops import shop_factory
 
@@ -94,11 +93,12 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def traced_shop(receiver: Receiver, key_file: Path) -> Iterator[LocalShop]:
-    """A dedicated shop exporting every trace to ``receiver`` (its own database and namespace)."""
+def traced_shop(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalShop]:
+    """A dedicated shop exporting every trace to ``receiver``: its own database, namespace and signing key."""
     namespace = f"tr{uuid.uuid4().hex[:8]}."
     local = shop_factory()(
-        key_file=key_file, namespace=namespace, out=None,
+        key_file=ensure_private_key(tmp_path_factory.mktemp("traced") / "jwt-private.pem"), namespace=namespace,
+        out=None,
         env={"MICROSHOP_OTLP_ENDPOINT": receiver.url, "MICROSHOP_TRACE_SAMPLE_RATIO": "1.0",
              "OTEL_BSP_SCHEDULE_DELAY": "200", "MICROSHOP_RATE_LIMIT_REQUESTS": "1000000"},
     )
