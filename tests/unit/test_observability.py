@@ -177,3 +177,26 @@ def test_operator_shops_by_phase() -> None:
     assert SHOPS.labels("Ready")._value.get() == 1 and SHOPS.labels("Degraded")._value.get() == 1
     shop_phase("a", None)
     shop_phase("c", None)
+
+
+async def test_bus_counts_dead_letters_and_batch_sizes_per_queue() -> None:
+    from faststream.rabbit import TestRabbitBroker
+
+    from shopkit.broker import EventBus, create_broker
+    from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED
+
+    settings = ServiceSettings(service_name="obs", namespace="obs.")
+    bus = EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
+
+    async def handle(batch: Any) -> None:
+        return None
+
+    bus.subscribe(StockLow, handle)
+    dead = EVENTS_DEAD_LETTERED.labels("obs.stock_low")
+    sizes = BATCH_SIZE.labels("obs.stock_low")
+    dead_before, batches_before = dead._value.get(), sum(b.get() for b in sizes._buckets)
+    async with TestRabbitBroker(bus.broker):
+        await bus.publish(CloudEvent(source="t", type="stock_low", data={"product_id": "p1", "stock": -5}))
+        await bus.publish(new_event(StockLow(product_id="p1", stock=1), "t"))
+    assert dead._value.get() - dead_before == 1  # the malformed one, labelled by queue (no namespace)
+    assert sum(b.get() for b in sizes._buckets) - batches_before == 1
