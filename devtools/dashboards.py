@@ -20,6 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = "$__rate_interval"
+HTTP_DURATION = "microshop_http_request_duration_seconds_bucket"
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,20 @@ SHOP_OVERVIEW = Dashboard(
     description="RED per service: request rate, error ratio and latency of every service's HTTP API.",
     panels=(
         Panel("Requests per second", (
-            _q("sum by (service) (rate(litestar_requests_total[$RATE]))", "{{service}}"),), unit="reqps"),
+            _q("sum by (service) (rate(microshop_http_requests_total[$RATE]))", "{{service}}"),), unit="reqps"),
         Panel("Error ratio (5xx)", (
-            _q('sum by (service) (rate(litestar_requests_total{status_code=~"5.."}[$RATE]))'
-               " / sum by (service) (rate(litestar_requests_total[$RATE]))", "{{service}}"),),
+            _q('sum by (service) (rate(microshop_http_requests_total{status_code=~"5.."}[$RATE]))'
+               " / sum by (service) (rate(microshop_http_requests_total[$RATE]))", "{{service}}"),),
             unit="percentunit"),
         Panel("Latency p95", (
-            _q("histogram_quantile(0.95, sum by (service, le) (rate(litestar_request_duration_seconds_bucket[$RATE])))",
+            _q(f"histogram_quantile(0.95, sum by (service, le) (rate({HTTP_DURATION}[$RATE])))",
                "{{service}}"),), unit="s"),
         Panel("Latency p50", (
-            _q("histogram_quantile(0.5, sum by (service, le) (rate(litestar_request_duration_seconds_bucket[$RATE])))",
+            _q(f"histogram_quantile(0.5, sum by (service, le) (rate({HTTP_DURATION}[$RATE])))",
                "{{service}}"),), unit="s"),
         Panel("Slowest routes (p95)", (
             _q("topk(10, histogram_quantile(0.95, sum by (service, path, le) "
-               "(rate(litestar_request_duration_seconds_bucket[$RATE]))))", "{{service}} {{path}}"),), unit="s"),
+               "(rate(microshop_http_request_duration_seconds_bucket[$RATE]))))", "{{service}} {{path}}"),), unit="s"),
         Panel("Targets up", (_q("sum by (service) (up)", "{{service}}"),)),
         Panel("Rate-limited requests per second", (
             _q("sum(rate(microshop_rate_limited_total[$RATE]))", "rejected"),), unit="reqps", width=8),
@@ -92,14 +93,15 @@ ORDER_PIPELINE = Dashboard(
             _q("histogram_quantile(0.99, sum by (le) (rate(microshop_order_confirm_seconds_bucket[$RATE])))", "p99"),
         ), unit="s"),
         Panel("Consumer batch size", (
-            _q("sum by (service) (rate(microshop_consumer_batch_size_sum[$RATE]))"
-               " / sum by (service) (rate(microshop_consumer_batch_size_count[$RATE]))", "{{service}} mean"),
-            _q("histogram_quantile(0.95, sum by (service, le) (rate(microshop_consumer_batch_size_bucket[$RATE])))",
-               "{{service}} p95"),
+            _q("sum by (group) (rate(microshop_consumer_batch_size_sum[$RATE]))"
+               " / sum by (group) (rate(microshop_consumer_batch_size_count[$RATE]))", "{{group}} mean"),
+            _q("histogram_quantile(0.95, sum by (group, le) (rate(microshop_consumer_batch_size_bucket[$RATE])))",
+               "{{group}} p95"),
         )),
         Panel("Outbox backlog (pending records)", (
             _q("sum by (service) (microshop_outbox_pending)", "{{service}}"),)),
-        Panel("Products low on stock", (_q("max(microshop_stock_low_products)", "products"),)),
+        Panel("Stock-low events", (
+            _q("sum(increase(microshop_stock_low_products_total[$RATE]))", "products reaching their threshold"),)),
     ),
 )
 

@@ -55,6 +55,7 @@ class LocalPrometheus:
     targets: Mapping[str, int]
     state_dir: Path
     port: int = DEFAULT_PORT
+    interval: str = SCRAPE_INTERVAL  # scrape and rule evaluation
     binary: str | None = field(default_factory=find_prometheus)
     proc: Proc | None = None
 
@@ -68,7 +69,7 @@ class LocalPrometheus:
                                "or python -m devtools.infra --prometheus)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.state_dir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.targets), sort_keys=False))
+        config.write_text(yaml.safe_dump(scrape_config(self.targets, interval=self.interval), sort_keys=False))
         self.proc = Proc(
             name="prometheus",
             argv=[self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.state_dir / 'data'}",
