@@ -7,8 +7,8 @@ A realistic mix (weights are the share of simulated users):
 * ``Searcher`` (2): anonymous name search with price filters.
 * ``Shopper`` (4): signs up (a new customer per user), then browses, places one- and two-line orders,
   reads its orders and cancels some of them (a cancel of an order that already moved on is a 409: expected).
-* ``Listener`` (1): a signed-in customer holding ``/api/ws`` open and reading its frames (order status,
-  alerts, heartbeats), reconnecting when closed; each frame is reported as a ``WS`` request.
+* ``Listener`` (1): a signed-in customer holding ``/api/ws`` open for 10-30 s at a time, placing an order
+  and reading the frames that follow (order status, alerts, heartbeats); each frame is a ``WS`` request.
 
 Answers that are part of normal operation are not failures: 429 (the gateway's rate limit; counted in
 ``rate_limited`` and printed at the end), 409 on cancel, 422 "out of stock" style rejections on order placement.
@@ -44,7 +44,11 @@ def _ok(response: Any, *expected: int) -> bool:
     if response.status_code in expected:
         response.success()
         return True
-    response.failure(f"HTTP {response.status_code}: {response.text[:200] if response.text else ''}")
+    try:  # problem+json: its type names the error (the detail carries ids that would split the error report)
+        problem = str(response.json().get("type", "")).rsplit("/", 1)[-1]
+    except Exception:
+        problem = (response.text or "")[:80]
+    response.failure(f"HTTP {response.status_code} {problem}")
     return False
 
 
@@ -102,6 +106,12 @@ class _Customer(_Api):
     token = ""
 
     def on_start(self) -> None:
+        self.sign_in()
+
+    def sign_in(self) -> bool:
+        """Sign up and log in (again, when the rate limit refused it before); whether there is a token."""
+        if self.token:
+            return True
         email = f"load-{uuid.uuid4().hex[:12]}@load.example"
         with self.client.post("/api/auth/register", json={"email": email, "password": PASSWORD, "name": "Load"},
                               name="/api/auth/register", catch_response=True) as r:
@@ -110,10 +120,17 @@ class _Customer(_Api):
                               name="/api/auth/login", catch_response=True) as r:
             if _ok(r, 200):
                 self.token = r.json()["access_token"]
+        return bool(self.token)
+
+    def check(self, response: Any, *expected: int) -> bool:
+        """``_ok``, and an expired access token (401 after its 15 minutes) is dropped: the next task signs in again."""
+        if response.status_code == 401:
+            self.token = ""
+        return _ok(response, *expected)
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 class Shopper(_Customer):
@@ -128,26 +145,26 @@ class Shopper(_Customer):
     def browse(self) -> None:
         with self.client.get("/api/products?limit=12", name="/api/products", headers=self.auth,
                              catch_response=True) as r:
-            _ok(r, 200)
+            self.check(r, 200)
 
     @task(3)
     def place_order(self) -> None:
         ids = self.products()
-        if not ids or not self.token:
+        if not ids or not self.sign_in():
             return
         lines = random.sample(ids, k=min(len(ids), random.choice((1, 1, 2))))
         body = {"items": [{"product_id": pid, "quantity": random.choice((1, 1, 2))} for pid in lines]}
         with self.client.post("/api/orders", json=body, headers=self.auth, name="/api/orders [place]",
                               catch_response=True) as r:
-            if _ok(r, 201, 202):
+            if self.check(r, 201, 202):
                 stats["orders_placed"] += 1
                 self.order_ids.append(r.json()["id"])
 
     @task(2)
     def my_orders(self) -> None:
-        if self.token:
+        if self.sign_in():
             with self.client.get("/api/orders", headers=self.auth, name="/api/orders", catch_response=True) as r:
-                _ok(r, 200)
+                self.check(r, 200)
 
     @task(1)
     def cancel(self) -> None:
@@ -156,7 +173,7 @@ class Shopper(_Customer):
         order_id = self.order_ids.pop(random.randrange(len(self.order_ids)))
         with self.client.post(f"/api/orders/{order_id}/cancel", headers=self.auth, name="/api/orders/{id}/cancel",
                               catch_response=True) as r:
-            if _ok(r, 200, 409):  # 409: it was rejected or moved on meanwhile
+            if self.check(r, 200, 409):  # 409: it was rejected or moved on meanwhile
                 stats["orders_cancelled"] += r.status_code == 200
 
 
@@ -173,7 +190,7 @@ class Listener(_Customer):
 
     @task
     def listen(self) -> None:
-        if not self.token:
+        if not self.sign_in():
             time.sleep(1)
             return
         start = time.perf_counter()
@@ -186,6 +203,13 @@ class Listener(_Customer):
         events.request.fire(request_type="WS", name="/api/ws [connect]",
                             response_time=(time.perf_counter() - start) * 1000, response_length=0, exception=None,
                             context={})
+        # One order of its own, so order_status frames arrive on this socket as the saga moves it on.
+        ids = self.products()
+        if ids:
+            with self.client.post("/api/orders", json={"items": [{"product_id": random.choice(ids), "quantity": 1}]},
+                                  headers=self.auth, name="/api/orders [place]", catch_response=True) as r:
+                if self.check(r, 201, 202):
+                    stats["orders_placed"] += 1
         deadline = time.monotonic() + random.uniform(10, 30)
         try:
             while time.monotonic() < deadline:
