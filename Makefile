@@ -38,7 +38,7 @@ lint: setup ## ruff
 	$(UV) run --frozen ruff check .
 
 typecheck: setup ## mypy
-	$(UV) run --frozen mypy services operator devtools
+	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py
 
 check: lint typecheck test ## what CI runs
 

@@ -1,1 +1,1 @@
-"""The load generator: ``make load`` (Locust). See locustfile.py for the traffic and __main__.py for the runner."""
+"""The load generator: ``make load`` (Locust). The traffic: charts/microshop/files/locustfile.py."""

@@ -1,4 +1,7 @@
-"""``make load``: run the Locust load generator (devtools/loadgen/locustfile.py) against a running shop.
+"""``make load``: run the Locust load generator against a running shop.
+
+The traffic is charts/microshop/files/locustfile.py: the chart's optional in-cluster load generator
+(``loadGenerator.enabled``) runs the same file in the official Locust image, so it lives in the chart.
 
     make load                                   # 20 users against http://127.0.0.1:8000 (make dev) for 60 s
     make load ARGS="--host https://shop.example.com --users 50 --run-time 5m"
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from devtools.procs import ROOT
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOCUSTFILE = ROOT / "charts" / "microshop" / "files" / "locustfile.py"
 DEFAULT_CSV = ROOT / ".dev" / "load" / "microshop"
 
 
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     command = locust_argv(argv)
     print("microshop load:", " ".join(command[1:]), flush=True)
     locust = Path(sys.executable).with_name("locust")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ inside the chart
     os.execv(str(locust), [str(locust), *command[1:]])  # noqa: S606 - our venv's locust, argv from the user
     return 1  # not reached
 

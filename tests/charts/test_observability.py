@@ -35,7 +35,9 @@ def _promtool() -> str:
 
 
 def _pods(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name.removeprefix("shop-"): d["spec"]["template"] for name, d in by_kind(objects, "Deployment").items()}
+    """The six services' pod templates (not the load generator's)."""
+    return {name.removeprefix("shop-"): d["spec"]["template"] for name, d in by_kind(objects, "Deployment").items()
+            if name.removeprefix("shop-") in SERVICES}
 
 
 def test_service_pods_carry_scrape_annotations_by_default(render: Render) -> None:
@@ -55,6 +57,7 @@ def test_service_pods_carry_scrape_annotations_by_default(render: Render) -> Non
 def test_no_monitoring_objects_by_default(render: Render) -> None:
     kinds = {o["kind"] for o in render(SHOP_CHART)}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "ConfigMap"}
+    assert "shop-loadgen" not in by_kind(render(SHOP_CHART), "Deployment")
 
 
 def test_service_and_pod_monitor_select_the_services_and_label_them(render: Render) -> None:
@@ -109,7 +112,8 @@ def test_scrape_namespaces_open_the_service_ports_to_prometheus(render: Render) 
 
 
 def test_dashboard_configmaps_for_the_grafana_sidecar(render: Render) -> None:
-    maps = by_kind(render(SHOP_CHART, OBSERVABILITY), "ConfigMap")
+    maps = {name: cm for name, cm in by_kind(render(SHOP_CHART, OBSERVABILITY), "ConfigMap").items()
+            if name.startswith("shop-dashboard-")}
     shop = [d for d in dashboards.DASHBOARDS if d.chart == "microshop"]
     assert set(maps) == {f"shop-dashboard-{d.uid}" for d in shop}
     for dashboard in shop:
@@ -186,3 +190,32 @@ def test_local_scrape_config_is_valid(tmp_path: Path) -> None:
     out = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60,
                          check=False, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_load_generator_runs_the_make_load_locustfile_against_the_gateway(render: Render) -> None:
+    objects = render(SHOP_CHART, OBSERVABILITY)
+    locustfile = (SHOP_CHART / "files" / "locustfile.py").read_text()
+    assert by_kind(objects, "ConfigMap")["shop-loadgen"]["data"]["locustfile.py"] == locustfile.rstrip("\n")
+    from devtools.loadgen.__main__ import LOCUSTFILE
+    assert LOCUSTFILE == SHOP_CHART / "files" / "locustfile.py", "make load and the chart run the same traffic"
+    pod = by_kind(objects, "Deployment")["shop-loadgen"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "locustio/locust:2.47.0"
+    assert container["args"] == ["--locustfile=/etc/locust/locustfile.py", "--headless",
+                                 "--host=http://shop-gateway:8000", "--users=25", "--spawn-rate=0.5"]
+    assert {"name": "locustfile", "mountPath": "/etc/locust", "readOnly": True} in container["volumeMounts"]
+    # Locked down like the services (test_render.test_service_pods_are_locked_down).
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_load_generator_needs_the_gateway(helm: Path, tmp_path: Path) -> None:
+    from tests.charts.conftest import run_helm
+
+    out = run_helm(helm, "template", "shop", str(SHOP_CHART), tmp=tmp_path,
+                   values={"loadGenerator": {"enabled": True}, "services": {"gateway": {"enabled": False}}})
+    assert out.returncode != 0
+    assert "loadGenerator.enabled needs services.gateway.enabled" in out.stderr, out.stderr

@@ -59,6 +59,7 @@ OBSERVABILITY: dict[str, Any] = {
                 "podMonitor": {"enabled": True, "interval": "15s"}, "scrapeNamespaces": ["monitoring"]},
     "dashboards": {"enabled": True, "annotations": {"grafana_folder": "microshop"}},
     "tracing": {"otlpEndpoint": "http://otel-collector.observability:4318", "sampleRatio": 0.25},
+    "loadGenerator": {"enabled": True, "users": 25, "spawnRate": 0.5},
 }
 SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA,
                  "observability": OBSERVABILITY}

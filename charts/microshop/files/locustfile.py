@@ -1,6 +1,10 @@
 # ruff: noqa: S311 - load-test randomness, not cryptography
 """Locust traffic for microshop, through the gateway's public API only (``--host``, e.g. http://127.0.0.1:8000).
 
+Run by ``make load`` (devtools/loadgen) and, in a cluster, by the chart's optional load generator
+(``loadGenerator.enabled``: the official ``locustio/locust`` image with this file from a ConfigMap). It
+needs only Locust and websocket-client (a dependency of Locust).
+
 A realistic mix (weights are the share of simulated users):
 
 * ``Browser`` (3): anonymous catalog browsing: list pages, categories, sorting, product pages.
