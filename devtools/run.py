@@ -96,17 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmicroshop failed to start: {exc}", file=sys.stderr)
         shop.stop()
         return 1
-    metrics = ", ".join(f"{name} {shop.url(name)}/metrics" for name in services)
     print(
         "\n"
         f"  microshop is running: {shop.url('gateway')}/api  (docs: {shop.url('gateway')}/api/docs)\n"
         f"  dev admin (dev only): {DEV_ADMIN_EMAIL} / {DEV_ADMIN_PASSWORD}\n"
         f"  services: {', '.join(services)}\n"
-        f"  metrics: {metrics}\n"
-        + (f"  prometheus: {prometheus.url}/graph  (rules: devtools/prometheus-rules.yml)\n" if prometheus else "")
-        + "  Ctrl-C stops everything.\n",
+        "  Ctrl-C stops everything.\n",
         flush=True,
     )
+    if prometheus is not None:
+        print(f"  prometheus: {prometheus.url}/graph  (scraping every service; rules: devtools/prometheus-rules.yml)\n",
+              flush=True)
     try:
         while not stopping:
             dead = [p.name for p in shop.procs.values() if not p.running]
