@@ -18,10 +18,10 @@ setup: .venv/.synced ## create the virtualenv from uv.lock
 	$(UV) sync --frozen
 	@touch $@
 
-infra: setup ## make sure RabbitMQ and Redis answer (start or install them)
-	$(UV) run --frozen python -m devtools.infra
+infra: setup ## make sure RabbitMQ and Redis answer (start or install them; INFRA_ARGS=--prometheus adds Prometheus)
+	$(UV) run --frozen python -m devtools.infra $(INFRA_ARGS)
 
-dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database)
+dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database, ARGS=--prometheus adds Prometheus)
 	$(UV) run --frozen python -m devtools.run $(ARGS)
 
 test: infra ## run every test (PYTEST_ARGS to narrow)
@@ -38,7 +38,7 @@ lint: setup ## ruff
 	$(UV) run --frozen ruff check .
 
 typecheck: setup ## mypy
-	$(UV) run --frozen mypy services operator devtools
+	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py
 
 check: lint typecheck test ## what CI runs
 
