@@ -29,7 +29,7 @@ from pymongo import UpdateOne
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
-from shopkit.broker import Delivery
+from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.contracts.events import ReservedLine as ReplyLine
 from shopkit.events import CloudEvent, new_event
@@ -46,7 +46,7 @@ RELEASED = "released"
 CANCELLED = "cancelled"
 
 
-class StockChanged(Exception):
+class StockChanged(TransientFailure):
     """A guarded stock write matched fewer products than decided: something else changed the stock."""
 
 

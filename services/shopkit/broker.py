@@ -5,10 +5,17 @@ event model (``shopkit.contracts.events``): the kit validates the envelope and t
 once; one that does not validate is rejected, i.e. dead-lettered at once (a retry cannot fix
 it). Valid deliveries are handed to the handler in batches (``shopkit.batching``: up to
 ``max_batch`` deliveries, gathered while the previous batch commits or for ``linger`` seconds),
-so one transaction serves many events. A batch that fails is retried item by item; a delivery
-whose handling raises is nacked and redelivered after a backoff; after ``max_deliveries``
-RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands in ``<queue>.dlq``. Deliveries
-are acked only after their batch committed.
+so one transaction serves many events. A batch that fails is retried item by item.
+
+Failures come in two kinds (:func:`is_transient`). A transient one (the database away or
+failing over, a write conflict, a timeout) says nothing about the event: the consumer keeps the
+delivery and retries it in-process with capped exponential backoff for as long as it takes, so
+it never uses up the delivery limit (a quorum queue counts every nack with requeue) and a valid
+event is never dead-lettered because of load or an outage. Any other failure is deterministic
+(a programming error, data the handler refuses): the delivery is nacked and redelivered after a
+backoff; after ``max_deliveries`` RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands
+in ``<queue>.dlq`` (``python -m shopkit.dlq`` lists, replays or discards those). Deliveries are
+acked only after their batch committed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchang
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
 from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
@@ -59,6 +69,38 @@ class Delivery(Generic[P]):
     def correlation_id(self) -> str:
         """What events caused by this one carry (handlers of a batch pass it explicitly to ``new_event``)."""
         return self.event.correlationid or self.event.id
+
+
+class TransientFailure(Exception):
+    """A failure a retry can fix (raise or subclass it): retried without using up the delivery limit."""
+
+
+TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError", "UnknownTransactionCommitResult")
+WRITE_CONFLICT = 112
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failure a retry can fix, as opposed to one the event causes.
+
+    Transient: MongoDB unreachable, failing over or timing out (pymongo's ``ConnectionFailure``
+    family: ``AutoReconnect``, ``NetworkTimeout``, ``ServerSelectionTimeoutError``), errors labelled
+    ``TransientTransactionError`` / ``RetryableWriteError``, write conflicts, Redis connection
+    errors and timeouts, ``TimeoutError``, and :class:`TransientFailure` (a guarded write that lost
+    a race, say).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (TransientFailure, ConnectionFailure, ExecutionTimeout, WTimeoutError, TimeoutError,
+                                RedisConnectionError, RedisTimeoutError)):
+            return True
+        if isinstance(current, PyMongoError) and (
+                any(current.has_error_label(label) for label in TRANSIENT_LABELS)
+                or getattr(current, "code", None) == WRITE_CONFLICT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
@@ -125,6 +167,7 @@ class EventBus:
     broker: RabbitBroker
     max_deliveries: int = 5
     retry_backoff_seconds: float = 0.1
+    transient_backoff_cap_seconds: float = 5.0
     subscriptions: list[Subscription] = field(default_factory=list)
     _connected: bool = field(default=False, init=False)
     # One batch commits at a time per service: its consumers write the same hot documents (stock,
@@ -180,16 +223,7 @@ class EventBus:
                 raise RejectMessage() from exc
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
-                await batcher.submit(Delivery(event, data, marker_prefix))
-            except Exception:
-                # Back off before the nack, exponentially per delivery, so a brief outage (database
-                # failover, network blip) is ridden out instead of burning the delivery limit at once.
-                deliveries = _delivery_count(message)
-                delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
-                log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
-                            routing_key, event.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
-                await asyncio.sleep(delay)
-                raise
+                await self._handle(batcher, Delivery(event, data, marker_prefix), routing_key, message)
             finally:
                 correlation_id_var.reset(token)
 
@@ -199,6 +233,32 @@ class EventBus:
         )(consume)
         self.subscriptions.append(sub)
         return sub
+
+    async def _handle(self, batcher: Batcher[Any, None], delivery: Delivery[Any], routing_key: str,
+                      message: RabbitMessage) -> None:
+        """Hand ``delivery`` to its batcher; retry transient failures here, let deterministic ones nack."""
+        attempt = 0
+        while True:
+            try:
+                await batcher.submit(delivery)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    # Held, not nacked: a requeue would count toward the delivery limit.
+                    delay = min(self.retry_backoff_seconds * 2**attempt, self.transient_backoff_cap_seconds)
+                    attempt += 1
+                    log.warning("transient failure handling %s event %s (attempt %d: %s: %s); retrying in %.2fs",
+                                routing_key, delivery.id, attempt, type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                # Back off before the nack, exponentially per delivery, so a burst of failures does not
+                # burn the delivery limit at once.
+                deliveries = _delivery_count(message)
+                delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
+                log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
+                            routing_key, delivery.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
+                await asyncio.sleep(delay)
+                raise
 
     def batcher(self, handler: BatchHandler[Any], *, max_batch: int | None = None, linger: float | None = None,
                 name: str = "batch") -> Batcher[Any, None]:
