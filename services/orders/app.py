@@ -11,7 +11,7 @@ from orders.catalog import CatalogClient
 from orders.controllers import OrderController
 from orders.models import BY_CUSTOMER_NEWEST
 from orders.saga import OrderSaga
-from orders.service import ORDERS, OrderBook
+from orders.service import BY_IDEMPOTENCY_KEY, IDEMPOTENCY_INDEX_OPTIONS, ORDERS, OrderBook
 from orders.settings import Settings
 from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import StockRejected, StockReserved
@@ -26,6 +26,7 @@ class Deps:
 
 async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
+    await res.db[ORDERS].create_index(BY_IDEMPOTENCY_KEY, **IDEMPOTENCY_INDEX_OPTIONS)
     catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds,
                             res.settings.catalog_cache_seconds)
     await catalog.start()
