@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import aio_pika
 from faststream import AckPolicy
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -126,8 +127,26 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
     )
 
 
+UNROUTABLE_QUEUE = "unroutable"
+UNROUTABLE_MAX_LENGTH = 100_000
+
+
 def exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
-    return RabbitExchange(settings.namespace + name, type=ExchangeType.TOPIC, durable=True)
+    """A topic exchange as publishers and subscribers use it: passive, :meth:`EventBus.declare` creates it.
+
+    Passive, so neither a publish nor a subscriber's start ever re-declares it with other
+    arguments than the ones it was created with (an exchange made before it had an alternate
+    exchange keeps working; ``declare`` says how to migrate it).
+    """
+    return RabbitExchange(settings.namespace + name, type=ExchangeType.TOPIC, durable=True, declare=False)
+
+
+def alternate_exchange_name(settings: ServiceSettings, name: str) -> str:
+    return settings.namespace + name + ".unroutable"
+
+
+def unroutable_queue_name(settings: ServiceSettings) -> str:
+    return settings.namespace + UNROUTABLE_QUEUE
 
 
 def dead_letter_exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
@@ -274,13 +293,48 @@ class EventBus:
 
     async def declare(self) -> None:
         """Declare exchanges, dead-letter exchanges and DLQs (idempotent; call after connecting)."""
+        await self.declare_topic_exchanges()
         for name in sorted(set(EXCHANGE_OF.values())):
-            await self.broker.declare_exchange(exchange(self.settings, name))
             await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
         for sub in self.subscriptions:
             dlx = await self.broker.declare_exchange(sub.dlx)
             dlq = await self.broker.declare_queue(sub.dlq)
             await dlq.bind(dlx, routing_key=sub.dlq.routing_key)
+
+    async def declare_topic_exchanges(self) -> None:
+        """Each topic exchange with an alternate exchange, so an event no queue is bound for is kept, not dropped.
+
+        ``<exchange>`` has ``alternate-exchange: <exchange>.unroutable`` (fanout), bound to the
+        ``<namespace>unroutable`` queue (at most ``UNROUTABLE_MAX_LENGTH`` messages, oldest dropped
+        first), which ``python -m shopkit.dlq list`` counts. RabbitMQ refuses to change the arguments
+        of an existing exchange (``PRECONDITION_FAILED``): an exchange created by an older version
+        is used as it is, with an error in the log saying how to migrate it (delete the exchange
+        while the shop is stopped; the services re-create it and re-bind their queues on start).
+        """
+        url = self.settings.rabbitmq_url.get_secret_value()
+        connection = await aio_pika.connect(url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                unroutable_queue_name(self.settings), durable=True,
+                arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
+            for name in sorted(set(EXCHANGE_OF.values())):
+                alternate = alternate_exchange_name(self.settings, name)
+                fanout = await channel.declare_exchange(alternate, aio_pika.ExchangeType.FANOUT, durable=True)
+                await queue.bind(fanout)
+                try:
+                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True, arguments={"alternate-exchange": alternate})
+                except aio_pika.exceptions.ChannelPreconditionFailed:
+                    log.error("exchange %s exists without the alternate exchange %s: unroutable events on it are "
+                              "dropped. Migrate: stop the shop, delete the exchange (rabbitmqctl or the management "
+                              "UI), start the shop.", self.settings.namespace + name, alternate)
+                    channel = await connection.channel()
+                    queue = await channel.declare_queue(
+                        unroutable_queue_name(self.settings), durable=True,
+                        arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
+                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True, passive=True)
 
     async def publish(self, event: CloudEvent) -> None:
         """Publish persistently with publisher confirms (the call returns once the broker has it)."""

@@ -48,7 +48,9 @@ from litestar.status_codes import HTTP_200_OK
 from pydantic import BaseModel, Field
 
 from shopkit.auth import requires_admin
+from shopkit.broker import UNROUTABLE_QUEUE
 from shopkit.errors import ProblemError
+from shopkit.events import EXCHANGE_OF
 from shopkit.settings import ServiceSettings
 
 DLQ_SUFFIX = ".dlq"
@@ -163,6 +165,19 @@ class DeadLetters:
                 if not channel.is_closed:
                     await channel.close()
         return result
+
+    async def unroutable(self) -> int:
+        """How many events no queue was bound for (the ``<namespace>unroutable`` queue; ``shopkit.broker``)."""
+        connection = await self._connect()
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(self.namespace + UNROUTABLE_QUEUE, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        except ChannelNotFoundEntity:
+            return 0
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _fetch(self, channel: AbstractChannel, queue: str, limit: int) -> list[AbstractIncomingMessage]:
         try:
@@ -283,6 +298,10 @@ async def _main(args: argparse.Namespace) -> int:
             for queue, depth in (await letters.depths(consumer_queues(args.service or CONSUMERS))).items():
                 if depth or args.all:
                     print(f"{queue}\t{depth}")
+            unroutable = await letters.unroutable()
+            if unroutable or args.all:
+                print(f"{UNROUTABLE_QUEUE} (published to {', '.join(sorted(set(EXCHANGE_OF.values())))} with no "
+                      f"queue bound)\t{unroutable}")
         elif args.command == "show":
             for letter in await letters.show(args.queue, args.limit):
                 print(letter.model_dump_json(indent=None if args.compact else 2))
