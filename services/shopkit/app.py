@@ -130,6 +130,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
             redis = res.redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
+        if uses.mongo and bus is not None and bus.subscriptions:
+            await mongo.ensure_marker_retention(res.db, settings.handled_event_retention_seconds)
         if bus is not None:
             await bus.connect()
             stack.push_async_callback(bus.stop)
