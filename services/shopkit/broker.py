@@ -33,15 +33,15 @@ from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchang
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
 from pydantic import ValidationError
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
 from shopkit.settings import ServiceSettings
+from shopkit.transient import TransientFailure, is_transient
+
+__all__ = ["Delivery", "EventBus", "TransientFailure", "create_broker", "is_transient"]
 
 log = logging.getLogger("shopkit.broker")
 
@@ -70,38 +70,6 @@ class Delivery(Generic[P]):
     def correlation_id(self) -> str:
         """What events caused by this one carry (handlers of a batch pass it explicitly to ``new_event``)."""
         return self.event.correlationid or self.event.id
-
-
-class TransientFailure(Exception):
-    """A failure a retry can fix (raise or subclass it): retried without using up the delivery limit."""
-
-
-TRANSIENT_LABELS = ("TransientTransactionError", "RetryableWriteError", "UnknownTransactionCommitResult")
-WRITE_CONFLICT = 112
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a failure a retry can fix, as opposed to one the event causes.
-
-    Transient: MongoDB unreachable, failing over or timing out (pymongo's ``ConnectionFailure``
-    family: ``AutoReconnect``, ``NetworkTimeout``, ``ServerSelectionTimeoutError``), errors labelled
-    ``TransientTransactionError`` / ``RetryableWriteError``, write conflicts, Redis connection
-    errors and timeouts, ``TimeoutError``, and :class:`TransientFailure` (a guarded write that lost
-    a race, say).
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (TransientFailure, ConnectionFailure, ExecutionTimeout, WTimeoutError, TimeoutError,
-                                RedisConnectionError, RedisTimeoutError)):
-            return True
-        if isinstance(current, PyMongoError) and (
-                any(current.has_error_label(label) for label in TRANSIENT_LABELS)
-                or getattr(current, "code", None) == WRITE_CONFLICT):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
