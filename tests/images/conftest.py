@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,9 @@ from pathlib import Path
 import pytest
 
 from devtools import infra
-from devtools.broker_cleanup import delete_namespace
 from devtools.containers import docker_client
 from devtools.helm import ensure_helm
-from devtools.shop import ensure_private_key
+from tests.support.session import session_key_file, session_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP_CHART = ROOT / "charts" / "microshop"
@@ -64,14 +62,13 @@ def rabbitmq_and_redis() -> None:
 @pytest.fixture(scope="session")
 def namespace(rabbitmq_and_redis: None) -> Iterator[str]:
     """This session's prefix for exchange, queue and Redis key names; its queues are deleted at the end."""
-    prefix = f"i{uuid.uuid4().hex[:8]}."
-    yield prefix
-    delete_namespace("amqp://guest:guest@127.0.0.1:5672/", prefix)
+    with session_namespace("i") as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_private_key(tmp_path_factory.mktemp("keys") / "jwt-private.pem")
+    return session_key_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ exchange, queue and Redis key names, never with sleeps. Helpers shared by the mo
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from devtools import infra
-from devtools.broker_cleanup import delete_namespace
 from devtools.procs import Proc
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
-from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
+from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.api import register_and_login
 from tests.support.saga import WireTap, login, new_customer, public_client
+from tests.support.session import session_key_file, session_namespace
 from tests.support.shops import shop_factory
 
 
@@ -43,14 +42,13 @@ def rabbitmq_and_redis() -> None:
 @pytest.fixture(scope="session")
 def namespace() -> Iterator[str]:
     """This session's prefix for exchange, queue and Redis key names; its queues are deleted at the end."""
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    yield prefix
-    delete_namespace("amqp://guest:guest@127.0.0.1:5672/", prefix)
+    with session_namespace("t") as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_private_key(tmp_path_factory.mktemp("keys") / "jwt-private.pem")
+    return session_key_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
