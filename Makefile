@@ -27,7 +27,11 @@ dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database,
 test: infra ## run every test (PYTEST_ARGS to narrow)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-.PHONY: test-unit test-integration
+.PHONY: test-unit test-integration fuzz
+fuzz: infra ## schema-driven fuzzing through the gateway, long run (FUZZ_MAX_EXAMPLES, default 200 per operation)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(UV) run --frozen pytest tests/integration/test_fuzz.py -s $(PYTEST_ARGS)
+
+
 test-unit: setup ## the unit tier alone: no services, no network, seconds
 	$(UV) run --frozen pytest tests/unit $(PYTEST_ARGS)
 

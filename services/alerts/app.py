@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from litestar import Litestar
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from alerts import inbox as inbox_module
 from alerts.controllers import AlertController
@@ -16,7 +22,10 @@ from alerts.settings import Settings
 from alerts.ws import alerts_socket
 from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockLow
+from shopkit.mongo import utcnow
 from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("alerts.app")
 
 
 @dataclass
@@ -32,10 +41,28 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await inbox_module.ensure_indexes(res.db)
     hub = PushHub(res.cache, Channels(res.settings.namespace))
     await hub.start()
+    purger = asyncio.create_task(purge_read_alerts(res.db, res.settings), name="alerts-purge")
     try:
         yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub))
     finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
         await hub.stop()
+
+
+async def purge_read_alerts(db: AsyncIOMotorDatabase[Any], settings: Settings) -> None:
+    """Every ``alert_purge_seconds``: delete read alerts older than ``alert_read_retention_seconds``."""
+    if not settings.alert_read_retention_seconds:
+        return
+    while True:
+        try:
+            cutoff = utcnow() - timedelta(seconds=settings.alert_read_retention_seconds)
+            if purged := await inbox_module.purge_read(db, cutoff):
+                log.info("purged %d read alert(s) created before %s", purged, cutoff.isoformat())
+        except Exception as exc:
+            log.warning("purging read alerts failed (%s: %s)", type(exc).__name__, exc)
+        await asyncio.sleep(settings.alert_purge_seconds)
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:

@@ -17,3 +17,8 @@ class Settings(ServiceSettings):
     ws_queue_size: int = Field(default=256, ge=1, le=100_000)
     # A single send that takes longer than this closes the socket with 1013 too (a stuck client).
     ws_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # Read alerts are deleted once they are older than this (checked every ``alert_purge_seconds``); unread ones
+    # are kept. A stock alert counts as read once any admin marked it. 0 keeps them forever.
+    alert_read_retention_seconds: float = Field(default=30 * 86400, ge=0, le=3650 * 86400)
+    alert_purge_seconds: float = Field(default=3600.0, gt=0, le=86400)

@@ -21,7 +21,7 @@ from pymongo import UpdateOne
 
 from orders.service import OrderBook, order_updated_event
 from orders.statuses import Actor, OrderStatus, can_transition
-from shopkit.broker import Delivery
+from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import StockRejected, StockReserved
 from shopkit.metrics import ORDER_CONFIRM_SECONDS, ORDER_STATUS_CHANGES
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
@@ -42,7 +42,7 @@ def target_of(reply: StockReply) -> OrderStatus:
     return OrderStatus.CONFIRMED if isinstance(reply, StockReserved) else OrderStatus.REJECTED
 
 
-class StockChanged(Exception):
+class StockChanged(TransientFailure):
     """A guarded status update matched fewer orders than decided (a concurrent change; the batch is retried)."""
 
 

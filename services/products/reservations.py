@@ -14,6 +14,11 @@ zero even if something else changed it: the batch then fails and is retried item
 The reservation record (keyed by order id) makes the outcome independent of the order in
 which ``order_created`` and ``order_updated(cancelled)`` arrive: a cancel that comes first
 leaves a ``cancelled`` tombstone, and the late ``order_created`` then takes nothing.
+
+An order the orders service rejected on its own (no stock reply within its pending timeout,
+``orders.sweeper``) is handled exactly like a cancelled one: ``order_updated(rejected)``
+releases a reservation made meanwhile, or tombstones the order so a late ``order_created``
+takes nothing. For an order products itself rejected there is nothing to release.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pymongo import UpdateOne
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
-from shopkit.broker import Delivery
+from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.contracts.events import ReservedLine as ReplyLine
 from shopkit.events import CloudEvent, new_event
@@ -47,7 +52,7 @@ RELEASED = "released"
 CANCELLED = "cancelled"
 
 
-class StockChanged(Exception):
+class StockChanged(TransientFailure):
     """A guarded stock write matched fewer products than decided: something else changed the stock."""
 
 
@@ -181,8 +186,8 @@ class StockReservations:
     # order_updated -------------------------------------------------------------------------------
 
     async def release(self, batch: Sequence[Delivery[OrderUpdated]]) -> Outcome:
-        """On ``cancelled``: give each order's stock back exactly once (or forbid a later reservation)."""
-        cancels = [d for d in batch if d.data.new_status == CANCELLED]
+        """On ``cancelled`` or ``rejected``: give the stock back exactly once (or forbid a later reservation)."""
+        cancels = [d for d in batch if d.data.new_status in (CANCELLED, REJECTED)]
         outcome = Outcome()
         if not cancels:
             return outcome  # other status changes are nothing to products (no marker needed)

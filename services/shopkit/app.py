@@ -41,6 +41,7 @@ from shopkit import mongo, tracing
 from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
 from shopkit.broker import BatchHandler, EventBus, create_broker
 from shopkit.contracts.events import EventData
+from shopkit.dlq import DeadLetters, dead_letter_controller
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
@@ -131,6 +132,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
             redis = res.redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
+        if uses.mongo and bus is not None and bus.subscriptions:
+            await mongo.ensure_marker_retention(res.db, settings.handled_event_retention_seconds)
         if bus is not None:
             await bus.connect()
             stack.push_async_callback(bus.stop)
@@ -187,6 +190,9 @@ class Service(Generic[S, D]):
         self.middleware = list(middleware)
         self.defer_auth_rejection = defer_auth_rejection
         self.bus = EventBus(self.settings, create_broker(self.settings)) if uses.events else None
+        # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes and ``dlq_depths`` for metrics.
+        self.dead_letters = (DeadLetters(self.settings.rabbitmq_url.get_secret_value(), self.settings.namespace)
+                             if uses.events else None)
         self._deps: D | None = None
         self._checks: dict[str, ReadinessCheck] = {}
         for model, pick in (consumes or {}).items():
@@ -232,6 +238,18 @@ class Service(Generic[S, D]):
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None
                 tracing.shutdown_tracing()
+                if self.dead_letters is not None:
+                    await self.dead_letters.close()
+
+    def consumer_queues(self) -> list[str]:
+        """This service's consumer queues, without the namespace (``orders.stock_reserved``)."""
+        return [f"{sub.consumer}.{sub.routing_key}" for sub in (self.bus.subscriptions if self.bus else [])]
+
+    async def dlq_depths(self) -> dict[str, int]:
+        """Dead letters per consumer queue of this service (one passive declare each; for metrics and health)."""
+        if self.dead_letters is None:
+            return {}
+        return await self.dead_letters.depths(self.consumer_queues())
 
     def _dependencies(self) -> dict[str, Provide]:
         """``principal``, and every field of the dependencies object by its name."""
@@ -252,9 +270,12 @@ class Service(Generic[S, D]):
             observe += tracing.http_middleware(self.route_label or route_template)
         if self.settings.metrics_enabled:
             observe.append(http_metrics(self.settings.service_name, self.route_label))
+        routes = [*HEALTH_HANDLERS, *self.routes, *([MetricsController] if self.settings.metrics_enabled else [])]
+        if self.dead_letters is not None and self.consumer_queues():
+            routes.append(dead_letter_controller(self.settings.service_name, self.consumer_queues(),
+                                                 self.dead_letters))
         app = Litestar(
-            route_handlers=[*HEALTH_HANDLERS, *self.routes,
-                            *([MetricsController] if self.settings.metrics_enabled else [])],
+            route_handlers=routes,
             lifespan=[self._lifespan],
             dependencies=self._dependencies(),
             exception_handlers=EXCEPTION_HANDLERS,
