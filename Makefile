@@ -18,16 +18,20 @@ setup: .venv/.synced ## create the virtualenv from uv.lock
 	$(UV) sync --frozen
 	@touch $@
 
-infra: setup ## make sure RabbitMQ and Redis answer (start or install them)
-	$(UV) run --frozen python -m devtools.infra
+infra: setup ## make sure RabbitMQ and Redis answer (start or install them; INFRA_ARGS=--prometheus adds Prometheus)
+	$(UV) run --frozen python -m devtools.infra $(INFRA_ARGS)
 
-dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database)
+dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database, ARGS=--prometheus adds Prometheus)
 	$(UV) run --frozen python -m devtools.run $(ARGS)
 
 test: infra ## run every test (PYTEST_ARGS to narrow)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-.PHONY: test-unit test-integration
+.PHONY: test-unit test-integration fuzz
+fuzz: infra ## schema-driven fuzzing through the gateway, long run (FUZZ_MAX_EXAMPLES, default 200 per operation)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} $(UV) run --frozen pytest tests/integration/test_fuzz.py -s $(PYTEST_ARGS)
+
+
 test-unit: setup ## the unit tier alone: no services, no network, seconds
 	$(UV) run --frozen pytest tests/unit $(PYTEST_ARGS)
 
@@ -38,7 +42,7 @@ lint: setup ## ruff
 	$(UV) run --frozen ruff check .
 
 typecheck: setup ## mypy
-	$(UV) run --frozen mypy services operator devtools
+	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py
 
 check: lint typecheck test ## what CI runs
 

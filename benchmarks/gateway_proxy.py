@@ -1,11 +1,13 @@
 """Gateway overhead: the same GET straight to a service and through the gateway, side by side.
 
-Starts SecantusDB, the customers service and two gateways as processes (``LocalShop``): one as
+Starts SecantusDB, the customers service and three gateways as processes (``LocalShop``): one as
 the shop runs it, one with the rate limiter failing open (Redis pointed at a closed port) to
-isolate the cost of the Lua call. Drives ``GET /auth/jwks`` (no database work) with a fixed
-number of concurrent keep-alive connections, alternating the targets round by round, and
-prints throughput, latency, the gateway's and the service's CPU per request (read from /proc,
-so it holds up on a busy machine) and the ratios.
+isolate the cost of the Lua call, and one with observability off (``MICROSHOP_METRICS_ENABLED=false``
+and no OTLP endpoint) to measure what metrics and tracing (exporter off, as shipped) cost.
+Drives ``GET /auth/jwks`` (no database work) with a fixed number of concurrent keep-alive
+connections, alternating the targets round by round, and prints throughput, latency, the
+gateway's and the service's CPU per request (read from /proc, so it holds up on a busy machine)
+and the ratios. Target (issue 13): observability costs the gateway at most 10 % CPU per request.
 
     uv run python benchmarks/gateway_proxy.py [--seconds 3] [--concurrency 16]
 
@@ -92,11 +94,16 @@ async def drive(url: str, seconds: float, concurrency: int, proc: Proc | None, s
     return result
 
 
-async def run(seconds: float, concurrency: int, rounds: int, shop: LocalShop, plain: Proc, plain_url: str) -> None:
+OBSERVABILITY_TARGET = 1.10  # issue 13: metrics + tracing (exporter off) within 10 % of everything off
+
+
+async def run(seconds: float, concurrency: int, rounds: int, shop: LocalShop, plain: Proc, plain_url: str,
+              dark: Proc, dark_url: str) -> None:
     targets = {
         "direct (customers)": (f"{shop.url('customers')}/auth/jwks", None),
         "via gateway": (f"{shop.url('gateway')}/api/auth/jwks", shop.procs["gateway"]),
         "via gateway, no limiter": (f"{plain_url}/api/auth/jwks", plain),
+        "via gateway, obs. off": (f"{dark_url}/api/auth/jwks", dark),
     }
     totals = {name: Result() for name in targets}
     for _ in range(rounds):
@@ -120,6 +127,14 @@ async def run(seconds: float, concurrency: int, rounds: int, shop: LocalShop, pl
         ratio = (gw.cpu / gw.requests) / (direct.service_cpu / direct.requests)
         print(f"gateway CPU per request / service CPU per request: {ratio:.2f}")
     print(f"added p50 latency: {gw.p(0.5) - direct.p(0.5):.2f} ms")
+    off = totals["via gateway, obs. off"]
+    if gw.requests and off.requests and off.cpu:
+        ratio = (gw.cpu / gw.requests) / (off.cpu / off.requests)
+        verdict = "PASS" if ratio <= OBSERVABILITY_TARGET else "FAIL"
+        print(f"observability (metrics + tracing, exporter off) on / off, gateway CPU per request: {ratio:.3f} "
+              f"({(gw.cpu / gw.requests - off.cpu / off.requests) * 1000:+.3f} ms; target <= "
+              f"{OBSERVABILITY_TARGET:.2f}) {verdict}")
+        print(f"observability on / off, throughput: {gw.rps / off.rps:.3f}")
 
 
 def main() -> int:
@@ -138,6 +153,7 @@ def main() -> int:
         out=None,
     )
     plain: Proc | None = None
+    dark: Proc | None = None
     try:
         shop.start(timeout=90)
         plain_port = free_port()
@@ -147,7 +163,15 @@ def main() -> int:
                      "MICROSHOP_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
         plain.ready_url = f"http://127.0.0.1:{plain_port}/health/ready"
         shop.group.add(plain).start().wait_ready(60)
-        asyncio.run(run(args.seconds, args.concurrency, args.rounds, shop, plain, f"http://127.0.0.1:{plain_port}"))
+        dark_port = free_port()
+        dark = shop.proc_for("gateway")
+        dark.name = "gateway-observability-off"
+        dark.env = {**dark.env, "MICROSHOP_PORT": str(dark_port), "MICROSHOP_METRICS_ENABLED": "false",
+                    "MICROSHOP_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+        dark.ready_url = f"http://127.0.0.1:{dark_port}/health/ready"
+        shop.group.add(dark).start().wait_ready(60)
+        asyncio.run(run(args.seconds, args.concurrency, args.rounds, shop, plain, f"http://127.0.0.1:{plain_port}",
+                        dark, f"http://127.0.0.1:{dark_port}"))
     finally:
         shop.stop()
         delete_namespace("amqp://guest:guest@127.0.0.1:5672/", shop.namespace)

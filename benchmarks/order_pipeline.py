@@ -34,6 +34,12 @@ What the numbers mean (a phase's window runs from its first send to the return o
 * analytics caught up: from the end of the window to the first dashboard read that matches the
   orders database (orders by status, EUR revenue, the product's top-products quantity, the ratio).
 
+Observability (issue 13): by default the whole benchmark runs twice, first with metrics and
+tracing off (``MICROSHOP_METRICS_ENABLED=false``, no OTLP endpoint), then as shipped (metrics on,
+tracing with the exporter off), and prints the ratios of confirmed/s and CPU per confirmed order
+(target: within 10 %); ``--observability on`` (or ``off``) runs one shop only. The issue-10
+targets are judged on the "on" run.
+
 Prints each number with its target (issue 10) and PASS/FAIL. Exits 1 when a correctness check
 fails (stock exact, every order settled, dashboard exact); missed speed targets only print FAIL.
 ``--json FILE`` writes every number.
@@ -689,6 +695,9 @@ def main() -> int:
     parser.add_argument("--log-level", default="WARNING", help="MICROSHOP_LOG_LEVEL of the shop (default WARNING)")
     parser.add_argument("--cpu", type=int, default=1, help="the core the load generator is pinned to (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE as JSON")
+    parser.add_argument("--observability", choices=("compare", "on", "off"), default="compare",
+                        help="compare (default): a run with metrics and tracing off, then one as shipped; "
+                             "on/off: one run")
     args = parser.parse_args()
 
     def stop(signum: int, _frame: object) -> None:
@@ -696,9 +705,38 @@ def main() -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
+    modes = ["off", "on"] if args.observability == "compare" else [args.observability]
+    runs: dict[str, tuple[dict[str, Any], list[Check]]] = {}
+    for mode in modes:
+        print(f"\n######## observability {mode}" + (" (metrics and tracing off)" if mode == "off" else
+                                                   " (as shipped: metrics on, tracing with the exporter off)"))
+        runs[mode] = run_shop(args, mode)
+    results, checks = runs[modes[-1]]
+    if len(runs) == 2:
+        results["observability_off"] = runs["off"][0]
+        print(observability_report(runs["on"][0], runs["off"][0]))
+
+    print("\n== targets (issue 10)")
+    for check in checks:
+        print(check.line())
+    print("  (speed targets only print; a correctness FAIL exits 1. CPU: load phase until the dashboard was exact,\n"
+          "   shop processes + RabbitMQ + Redis + load generator; 'machine' adds whatever else ran on the box)")
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results["checks"] = [vars(c) for c in checks]
+    if args.json:
+        args.json.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
+    return 1 if any(c.correctness and not c.ok for _, cs in runs.values() for c in cs) else 0
+
+
+OBSERVABILITY_TARGET = 1.10  # issue 13: metrics + tracing (exporter off) within 10 % of everything off
+
+
+def run_shop(args: argparse.Namespace, observability: str) -> tuple[dict[str, Any], list[Check]]:
+    """Start a shop (observability ``on`` as shipped, or ``off``), run the benchmark on it, stop it."""
     namespace = f"bench{uuid.uuid4().hex[:6]}."
     env = {"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_LOG_LEVEL": args.log_level,
-           "MICROSHOP_SEED_DEMO": "true"}
+           "MICROSHOP_SEED_DEMO": "true", "MICROSHOP_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+           "MICROSHOP_METRICS_ENABLED": "true" if observability == "on" else "false"}
     with tempfile.TemporaryDirectory() as tmp:
         shop = LocalShop(key_file=ensure_private_key(Path(tmp) / "key.pem"), namespace=namespace, env=env, out=None)
         try:
@@ -711,18 +749,39 @@ def main() -> int:
         finally:
             shop.stop()
             delete_namespace(RABBITMQ_URL, namespace)
+    results["run"] = {"observability": observability, "namespace": namespace, "generator_core": core,
+                      "services": shop.services}
+    return results, checks
 
-    print("\n== targets (issue 10)")
-    for check in checks:
-        print(check.line())
-    print("  (speed targets only print; a correctness FAIL exits 1. CPU: load phase until the dashboard was exact,\n"
-          "   shop processes + RabbitMQ + Redis + load generator; 'machine' adds whatever else ran on the box)")
-    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    results["config"].update(namespace=namespace, generator_core=core, services=shop.services)
-    results["checks"] = [vars(c) for c in checks]
-    if args.json:
-        args.json.write_text(json.dumps(_finite(results), indent=2, default=str) + "\n")
-    return 1 if any(c.correctness and not c.ok for c in checks) else 0
+
+def observability_report(on: dict[str, Any], off: dict[str, Any]) -> str:
+    """The on/off ratios of the load phase: confirmed/s and machine CPU per confirmed order."""
+    rate_on, rate_off = on["load"]["confirmed_per_s_during"], off["load"]["confirmed_per_s_during"]
+    cpu_on = on["load"]["cpu_ms_per_confirmed_until_analytics"]
+    cpu_off = off["load"]["cpu_ms_per_confirmed_until_analytics"]
+    rate = rate_off / rate_on if rate_on else math.nan  # > 1: slower with observability on
+    shop = cpu_on["shop total"] / cpu_off["shop total"] if cpu_off["shop total"] else math.nan
+    machine = cpu_on["machine"] / cpu_off["machine"] if cpu_off["machine"] else math.nan
+
+    def verdict(ratio: float) -> str:
+        return "PASS" if ratio <= OBSERVABILITY_TARGET else "FAIL"
+
+    paced_on = on["paced"]["cpu_ms_per_confirmed_until_analytics"]["shop total"]
+    paced_off = off["paced"]["cpu_ms_per_confirmed_until_analytics"]["shop total"]
+    paced = paced_on / paced_off if paced_off else math.nan
+
+    return "\n".join([
+        "\n== observability on / off (issue 13; target within 10 %, i.e. ratio <= 1.10)",
+        f"  confirmed/s during the load   on {rate_on:.1f}  off {rate_off:.1f}  off/on {rate:.3f}  {verdict(rate)}",
+        f"  shop CPU ms per confirmed     on {cpu_on['shop total']:.1f}  off {cpu_off['shop total']:.1f}  "
+        f"on/off {shop:.3f}  {verdict(shop)}",
+        f"  shop CPU ms/confirmed, paced  on {paced_on:.1f}  off {paced_off:.1f}  "
+        f"on/off {paced:.3f}  {verdict(paced)}  (the same order rate in both runs)",
+        f"  machine CPU ms per confirmed  on {cpu_on['machine']:.1f}  off {cpu_off['machine']:.1f}  "
+        f"on/off {machine:.3f}  (includes whatever else ran on the machine)",
+        "  (the two runs are minutes apart: on a busy machine compare 'rest of machine' above, and see\n"
+        "   benchmarks/observability_overhead.py for the instrumentation's own CPU, which load does not distort)",
+    ])
 
 
 def _finite(value: Any) -> Any:

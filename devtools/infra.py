@@ -1,4 +1,8 @@
-"""Make sure RabbitMQ and Redis answer on this machine: start them if installed, install them if not."""
+"""Make sure RabbitMQ and Redis answer on this machine: start them if installed, install them if not.
+
+``--prometheus`` also makes sure the ``prometheus`` binary is installed (Debian package ``prometheus``)
+for ``make dev ARGS=--prometheus`` and tests/integration/test_prometheus.py; CI (.ci/run) passes it.
+"""
 
 from __future__ import annotations
 
@@ -95,10 +99,31 @@ def ensure(infra: Infra, *, allow_install: bool = True) -> bool:
     return False
 
 
+PROMETHEUS = Infra("Prometheus", 9090, "prometheus", "prometheus", (), 0)
+
+
+def ensure_prometheus(*, allow_install: bool = True) -> bool:
+    """The prometheus binary is installed (not run: devtools.prometheus starts its own on demand)."""
+    if shutil.which(PROMETHEUS.binary):
+        return True
+    if not (allow_install and install(PROMETHEUS)):
+        return False
+    # On a systemd machine the package starts its own service on :9090: stop it, `make dev` runs its own.
+    if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
+        for unit in ("prometheus", "prometheus-node-exporter"):
+            subprocess.run([*_sudo(), "systemctl", "disable", "--now", unit], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return shutil.which(PROMETHEUS.binary) is not None
+
+
 def ensure_all(*, allow_install: bool = True) -> bool:
     results = [ensure(i, allow_install=allow_install) for i in (RABBITMQ, REDIS)]
     return all(results)
 
 
 if __name__ == "__main__":
-    sys.exit(0 if ensure_all(allow_install="--no-install" not in sys.argv) else 1)
+    allow = "--no-install" not in sys.argv
+    ok = ensure_all(allow_install=allow)
+    if "--prometheus" in sys.argv:
+        ok = ensure_prometheus(allow_install=allow) and ok
+    sys.exit(0 if ok else 1)

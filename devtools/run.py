@@ -16,6 +16,8 @@ from pathlib import Path
 
 from devtools import infra
 from devtools.procs import ROOT, die_with_parent
+from devtools.prometheus import DEFAULT_PORT as PROMETHEUS_PORT
+from devtools.prometheus import LocalPrometheus
 from devtools.shop import (
     DEV_ADMIN_EMAIL,
     DEV_ADMIN_PASSWORD,
@@ -24,6 +26,18 @@ from devtools.shop import (
     ensure_private_key,
     shop_from_env,
 )
+
+
+def metrics_lines(shop: LocalShop, services: list[str], user_env: dict[str, str]) -> str:
+    """Where each service's Prometheus metrics are (its own port, never through the gateway), and tracing."""
+    if user_env.get("MICROSHOP_METRICS_ENABLED", "true").lower() in ("0", "false", "no"):
+        lines = "  metrics: off (MICROSHOP_METRICS_ENABLED=false)\n"
+    else:
+        lines = "  metrics (Prometheus):\n" + "".join(
+            f"    {name:<10} {shop.url(name)}/metrics\n" for name in services)
+    endpoint = user_env.get("MICROSHOP_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    lines += f"  traces: {'OTLP/HTTP to ' + endpoint if endpoint else 'off (set MICROSHOP_OTLP_ENDPOINT)'}\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the dev database and signing key live (default .dev)")
     parser.add_argument("--namespace", default=None, metavar="PREFIX",
                         help="prefix for exchange, queue and Redis key names (MICROSHOP_NAMESPACE)")
+    parser.add_argument("--prometheus", action="store_true",
+                        help="also run a Prometheus (Debian package `prometheus`) scraping every service, with "
+                             "the rules of devtools/prometheus-rules.yml, on port 9090 (+ the port offset)")
     args = parser.parse_args(argv)
 
     if not infra.ensure_all():
@@ -75,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     die_with_parent()
+    prometheus = None
+    if args.prometheus:
+        prometheus = LocalPrometheus(targets={name: shop.port(name) for name in services},
+                                     state_dir=state / "prometheus", port=PROMETHEUS_PORT + args.port_offset)
+        if prometheus.binary is None:
+            print("make dev --prometheus needs the prometheus binary: apt-get install prometheus "
+                  "(or python -m devtools.infra --prometheus)", file=sys.stderr)
+            return 1
     try:
         shop.start(timeout=90)
+        if prometheus is not None:
+            shop.group.add(prometheus.make_proc()).start().wait_ready(30)
     except RuntimeError as exc:
         print(f"\nmicroshop failed to start: {exc}", file=sys.stderr)
         shop.stop()
@@ -86,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         f"  microshop is running: {shop.url('gateway')}/api  (docs: {shop.url('gateway')}/api/docs)\n"
         f"  dev admin (dev only): {DEV_ADMIN_EMAIL} / {DEV_ADMIN_PASSWORD}\n"
         f"  services: {', '.join(services)}\n"
+        f"{metrics_lines(shop, services, user_env)}"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
+    if prometheus is not None:
+        print(f"  prometheus: {prometheus.url}/graph  (scraping every service; rules: devtools/prometheus-rules.yml)\n",
+              flush=True)
     try:
         while not stopping:
             dead = [p.name for p in shop.procs.values() if not p.running]

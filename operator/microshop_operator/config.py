@@ -11,6 +11,8 @@
 * ``MICROSHOP_OPERATOR_HELM_TIMEOUT_SECONDS`` (60): a ``helm template`` run taking longer fails.
 * ``MICROSHOP_OPERATOR_LIVENESS`` (``http://0.0.0.0:8080/healthz``): liveness endpoint when no
   ``--liveness`` flag is given; empty disables it.
+* ``MICROSHOP_OPERATOR_METRICS_PORT`` (8081; empty or 0 disables): Prometheus ``/metrics``
+  (:mod:`microshop_operator.metrics`), a port of its own apart from the liveness endpoint.
 * ``MICROSHOP_OPERATOR_LEADER_ELECTION`` (empty: off): the name of the ``coordination.k8s.io`` Lease
   that replicas compete for; only its holder runs handlers (see :mod:`microshop_operator.leader`).
   ``MICROSHOP_OPERATOR_LEASE_NAMESPACE`` (default ``$POD_NAMESPACE``) is where the Lease lives,

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import kopf
 
+from microshop_operator import metrics
 from microshop_operator import status as status_mod
 from microshop_operator.config import GROUP, PLURAL, SHOP_LABEL, VERSION, ConfigError, get_config, lease_config
 from microshop_operator.kube import Kind, Kube, KubeError
@@ -97,6 +98,7 @@ class Runtime:
             worker.wakeup.set()
 
     def stop(self, uid: str) -> None:
+        metrics.shop_phase(uid, None)
         worker = self.workers.pop(uid, None)
         self.locks.pop(uid, None)
         if worker is not None and worker.task is not None:
@@ -136,9 +138,11 @@ class Runtime:
                 result = await reconcile_and_report(current, self, self.logger)
             except KubeError as exc:
                 self.logger.warning("Shop %s/%s: cannot report status: %s", worker.namespace, worker.name, exc)
+                metrics.RECONCILES.labels("error").inc()
                 result = None
             except Exception:  # a bug must not end the Shop's resync loop silently
                 self.logger.exception("Shop %s/%s: reconcile crashed", worker.namespace, worker.name)
+                metrics.RECONCILES.labels("error").inc()
                 result = None
             if result is not None and (result.succeeded or (result.failure and result.failure.permanent)):
                 failures = 0
@@ -184,6 +188,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         await runtime.elector.acquire()
         runtime.renewer = asyncio.create_task(runtime.elector.hold(_shut_down), name="lease renewal")
     memo.runtime = runtime
+    metrics.serve()  # /metrics on MICROSHOP_OPERATOR_METRICS_PORT (8081), apart from kopf's liveness
     logger.info("chart %s, helm %s, resync every %ss", config.chart, config.helm, config.resync_seconds)
 
 
@@ -216,7 +221,9 @@ async def reconcile_and_report(body: Mapping[str, Any], runtime: Runtime, logger
     """Reconcile under the Shop's lock, then write status only if it changed and post transition events."""
     shop = ShopRef.of(body)
     async with runtime.lock(shop.uid):
-        result = await runtime.reconciler.reconcile(body)
+        with metrics.RECONCILE_SECONDS.time():
+            result = await runtime.reconciler.reconcile(body)
+        metrics.RECONCILES.labels(metrics.result_label(result.succeeded, result.paused)).inc()
         # Re-read: a handler may hold an older body than the live object when the status is compared.
         current = await runtime.kube.get(SHOP, shop.namespace, shop.name)
         if current is None or current["metadata"].get("uid") != shop.uid:
@@ -227,6 +234,7 @@ async def reconcile_and_report(body: Mapping[str, Any], runtime: Runtime, logger
         new_status = status_mod.build_status(
             old_status, generation=shop.generation, observed_generation=observed,
             components=result.components, failure=result.failure, paused=result.paused, url=result.url)
+        metrics.shop_phase(shop.uid, new_status.get("phase"))
         patch = status_mod.status_patch(old_status, new_status)
         target = kopf.Body(cast(kopf.RawBody, current))  # what events are posted about
         if patch is not None:

@@ -52,6 +52,9 @@ KNOWN_KINDS: tuple[Kind, ...] = (
     Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+    Kind("v1", "ConfigMap", "configmaps"),
+    Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+    Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
 )
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 

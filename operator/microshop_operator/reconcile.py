@@ -15,6 +15,7 @@ from typing import Any
 from microshop_operator import secrets
 from microshop_operator.config import API_VERSION, KIND, MANAGED_BY, SHOP_LABEL
 from microshop_operator.kube import KNOWN_KINDS, Kind, Kube, KubeError
+from microshop_operator.metrics import DriftTracker
 from microshop_operator.render import Renderer, RenderError
 from microshop_operator.status import COMPONENT_LABEL, Component, Failure, components_of
 from microshop_operator.values import InvalidSpec, managed_infrastructure, secret_names, spec_to_values, validate
@@ -148,6 +149,7 @@ class Reconciler:
         self.kube = kube
         self.renderer = renderer
         self.log: logging.Logger | logging.LoggerAdapter[Any] = logger or logging.getLogger(__name__)
+        self.drift = DriftTracker()  # counts microshop_operator_drift_repairs_total
 
     async def reconcile(self, body: Mapping[str, Any]) -> Result:
         shop = ShopRef.of(body)
@@ -243,10 +245,11 @@ class Reconciler:
         async def apply(obj: Mapping[str, Any]) -> None:
             async with semaphore:
                 try:
-                    await self.kube.apply(obj)
+                    live = await self.kube.apply(obj)
                 except KubeError as exc:
                     raise _ApplyFailed(f"{_describe(obj)}: {exc}") from exc
             result.applied.append(_describe(obj))
+            self.drift.applied(obj, live)
 
         outcomes = await asyncio.gather(*(apply(obj) for obj in objects), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]

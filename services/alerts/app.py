@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from litestar import Litestar
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from alerts import inbox as inbox_module
 from alerts.controllers import AlertController
@@ -17,7 +23,10 @@ from alerts.sockets import SocketLimits
 from alerts.ws import alerts_socket
 from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockLow
+from shopkit.mongo import utcnow
 from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("alerts.app")
 
 
 @dataclass
@@ -34,13 +43,31 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await inbox_module.ensure_indexes(res.db)
     hub = PushHub(res.cache, Channels(res.settings.namespace))
     await hub.start()
+    purger = asyncio.create_task(purge_read_alerts(res.db, res.settings), name="alerts-purge")
     try:
         limits = SocketLimits(res.cache, res.settings.namespace, max_per_user=res.settings.ws_max_sockets_per_user,
                               attempts=res.settings.ws_connect_attempts,
                               window_seconds=res.settings.ws_connect_window_seconds)
         yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub), limits)
     finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
         await hub.stop()
+
+
+async def purge_read_alerts(db: AsyncIOMotorDatabase[Any], settings: Settings) -> None:
+    """Every ``alert_purge_seconds``: delete read alerts older than ``alert_read_retention_seconds``."""
+    if not settings.alert_read_retention_seconds:
+        return
+    while True:
+        try:
+            cutoff = utcnow() - timedelta(seconds=settings.alert_read_retention_seconds)
+            if purged := await inbox_module.purge_read(db, cutoff):
+                log.info("purged %d read alert(s) created before %s", purged, cutoff.isoformat())
+        except Exception as exc:
+            log.warning("purging read alerts failed (%s: %s)", type(exc).__name__, exc)
+        await asyncio.sleep(settings.alert_purge_seconds)
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:

@@ -62,6 +62,15 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
     await db[ALERTS].create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
 
 
+async def purge_read(db: AsyncIOMotorDatabase[Any], older_than: datetime) -> int:
+    """Delete the read alerts created before ``older_than`` (a stock alert: read by some admin); returns how many."""
+    result = await db[ALERTS].delete_many({"created_at": {"$lt": older_than}, "$or": [
+        {"recipient": {"$ne": ADMINS}, "read": True},
+        {"recipient": ADMINS, "read_by": {"$exists": True, "$ne": []}},
+    ]})
+    return int(result.deleted_count)
+
+
 def visible_filter(principal: Principal, unread: bool | None) -> dict[str, Any]:
     mine = user_recipient(principal.id)
     if not principal.is_admin:

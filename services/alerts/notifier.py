@@ -69,14 +69,14 @@ def _alert_doc(event: CloudEvent, recipient: str, type_: str, message: str, data
     return doc
 
 
-def _alert_sent(doc: dict[str, Any], correlation_id: str) -> CloudEvent:
+def _alert_sent(doc: dict[str, Any], correlation_id: str, traceparent: str | None = None) -> CloudEvent:
     recipient: str = doc["recipient"]
     return new_event(AlertSent(
         alert_id=doc["_id"], type=doc["type"],
         recipient="admins" if recipient == ADMINS else "customer",
         customer_id=None if recipient == ADMINS else recipient.removeprefix("user:"),
         **{k: doc["data"][k] for k in ("order_id", "product_id", "status") if k in doc["data"]},
-    ), SOURCE, correlation_id=correlation_id)
+    ), SOURCE, correlation_id=correlation_id, traceparent=traceparent)
 
 
 def current_status(data: OrderCreated | OrderUpdated) -> str:
@@ -107,7 +107,8 @@ class Notifier:
             alerts += [(d, self._stock_alert(d), None) for d in deliveries if isinstance(d.data, StockLow)]
             if alerts:
                 await self.db[ALERTS].insert_many([doc for _, doc, _ in alerts], ordered=False, session=session)
-                await add_to_outbox(self.db, [_alert_sent(doc, d.correlation_id) for d, doc, _ in alerts], session)
+                await add_to_outbox(self.db, [_alert_sent(doc, d.correlation_id, d.traceparent)
+                                                  for d, doc, _ in alerts], session)
             made.extend((doc, order_frame) for _, doc, order_frame in alerts)
 
         if batch:

@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from shopkit.metrics import WEBSOCKET_CONNECTIONS
+
 log = logging.getLogger("alerts.push")
 
 RECONNECT_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -107,19 +109,22 @@ class PushHub:
                     self._local[ch] = set()
                     new.append(ch)
                 self._local[ch].add(sub)
-            if new:
-                try:
+            try:
+                if new:
                     await self._ensure_pubsub().subscribe(*new)
-                except BaseException:
-                    for ch in channels:
-                        self._discard(ch, sub)
-                    raise
+            except BaseException:
+                for ch in channels:
+                    self._discard(ch, sub)
+                raise
+            finally:
+                WEBSOCKET_CONNECTIONS.set(self.local_sockets)
 
     async def unregister(self, sub: Subscriber) -> None:
         async with self._lock:
             gone = [ch for ch, subs in self._local.items() if sub in subs and len(subs) == 1]
             for ch in list(self._local):
                 self._discard(ch, sub)
+            WEBSOCKET_CONNECTIONS.set(self.local_sockets)
             if gone and self._pubsub is not None:
                 try:
                     await self._pubsub.unsubscribe(*gone)

@@ -22,3 +22,8 @@ class Settings(ServiceSettings):
     # Per user: connection attempts allowed per window; beyond them sockets are closed with 4429 until it ends.
     ws_connect_attempts: int = Field(default=20, ge=1, le=100_000)
     ws_connect_window_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # Read alerts are deleted once they are older than this (checked every ``alert_purge_seconds``); unread ones
+    # are kept. A stock alert counts as read once any admin marked it. 0 keeps them forever.
+    alert_read_retention_seconds: float = Field(default=30 * 86400, ge=0, le=3650 * 86400)
+    alert_purge_seconds: float = Field(default=3600.0, gt=0, le=86400)

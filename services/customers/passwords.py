@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from customers.settings import Settings
 from shopkit.errors import ProblemError
+from shopkit.metrics import password_hash_queue_depth
 
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 1
@@ -56,10 +57,12 @@ class PasswordHashing:
             raise ProblemError(503, "too many password checks in progress; retry shortly",
                                type_="password-hashing-busy", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         self._admitted += 1
+        password_hash_queue_depth(self._admitted)  # the metric counts queued + running
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         finally:
             self._admitted -= 1
+            password_hash_queue_depth(self._admitted)
 
     async def hash(self, password: str) -> str:
         return await self._run(self.hasher.hash, password)

@@ -19,7 +19,7 @@ from gateway.openapi import ASSET_TYPES, DOCS_HEADERS, DocsCache, SwaggerAssets
 from gateway.pathguard import NormalPathMiddleware
 from gateway.proxy import Proxy, Upstreams
 from gateway.ratelimit import RateLimiter, RateLimitMiddleware
-from gateway.routing import API_PREFIX
+from gateway.routing import ACCESS_RULES, API_PREFIX, PREFIX_TO_SERVICE, public_path
 from gateway.settings import Settings
 from gateway.ws import WebSocketUpstream, ws_route
 from shopkit.app import Resources, Service, Uses
@@ -95,6 +95,23 @@ def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
     return proxy_to_service
 
 
+def route_label(scope: Scope) -> str:
+    """The HTTP metrics' ``path`` label: a bounded template, also for the proxy (one mount at ``/api``).
+
+    Proxied paths are labelled by the access rule they match (``/api/products/{id}``), else by
+    their service prefix (``/api/orders``); an unknown prefix is ``/api/{unknown}``, never the path.
+    """
+    template = str(scope.get("path_template") or "")
+    if template not in ("", API_PREFIX):  # a route of the gateway's own (the proxy mount has no template)
+        return template
+    path = public_path(scope).removeprefix(API_PREFIX)
+    for rule in ACCESS_RULES:
+        if rule.pattern.match(path):
+            return API_PREFIX + rule.template
+    first = path.lstrip("/").split("/", 1)[0]
+    return f"{API_PREFIX}/{first}" if first in PREFIX_TO_SERVICE else f"{API_PREFIX}/{{unknown}}"
+
+
 @dataclass
 class Deps:
     gateway: Gateway
@@ -120,6 +137,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     limit = DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
                              trust_forwarded_for=config.trust_forwarded_for)
     app = Service(Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
+                  route_label=route_label,
                   # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
                   # outage must not take the shop's only entry point out of the load balancer.
                   uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),

@@ -108,6 +108,30 @@ def _rewrite_refs(node: Any, renames: Mapping[str, str]) -> Any:
     return node
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details (shopkit.errors); more members by problem type.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"}, "request_id": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problem_responses(item: Any) -> Any:
+    """Every error answer is problem+json (``shopkit.errors``): document it so, whatever a service's document says."""
+    for operation in (item or {}).values() if isinstance(item, dict) else ():
+        if not isinstance(operation, dict):
+            continue
+        for status, response in (operation.get("responses") or {}).items():
+            if str(status)[:1] in "45" and isinstance(response, dict) and response.get("content"):
+                response["content"] = copy.deepcopy(PROBLEM_CONTENT)
+    return item
+
+
 def merge_openapi(
     docs: Mapping[str, Mapping[str, Any]],
     *,
@@ -158,7 +182,7 @@ def merge_openapi(
                     merged["paths"][path] = item
             elif service_for(path) == service:
                 # Only what the gateway routes to this service (not its /health or /schema).
-                merged["paths"][API_PREFIX + path] = item
+                merged["paths"][API_PREFIX + path] = _problem_responses(item)
         for tag in doc.get("tags") or []:
             if isinstance(tag, dict) and tag.get("name") not in tag_names:
                 tag_names.add(tag["name"])
@@ -168,6 +192,7 @@ def merge_openapi(
         absorb(own, None)
     for service, doc in docs.items():
         absorb(doc, service)
+    merged["components"].setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     return merged
 
 

@@ -27,6 +27,7 @@ from gateway.headers import client_ip
 from gateway.routing import API_PREFIX, public_path
 from shopkit.auth import Principal
 from shopkit.errors import problem_response
+from shopkit.metrics import RATE_LIMITED
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -164,6 +165,7 @@ class RateLimitMiddleware:
             return
         extra = decision.headers()
         if not decision.allowed:
+            RATE_LIMITED.inc()
             response = problem_response(
                 429,
                 f"Rate limit of {decision.limit} requests per {decision.window_seconds}s exceeded; "

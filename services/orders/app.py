@@ -11,8 +11,9 @@ from orders.catalog import CatalogClient
 from orders.controllers import OrderController
 from orders.models import BY_CUSTOMER_NEWEST
 from orders.saga import OrderSaga
-from orders.service import ORDERS, OrderBook
+from orders.service import BY_IDEMPOTENCY_KEY, IDEMPOTENCY_INDEX_OPTIONS, ORDERS, OrderBook
 from orders.settings import Settings
+from orders.sweeper import BY_STATUS_CREATED, PendingSweeper
 from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import StockRejected, StockReserved
 from shopkit.settings import ServiceSettings
@@ -26,14 +27,20 @@ class Deps:
 
 async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
     await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
+    await res.db[ORDERS].create_index(BY_IDEMPOTENCY_KEY, **IDEMPOTENCY_INDEX_OPTIONS)
+    await res.db[ORDERS].create_index(BY_STATUS_CREATED, name="by_status_created")
     catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds,
                             res.settings.catalog_cache_seconds)
     await catalog.start()
     book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=res.settings.batch_max_size,
                      batch_linger_seconds=res.settings.batch_linger_ms / 1000)
+    sweeper = PendingSweeper(book, timeout_seconds=res.settings.order_pending_timeout_seconds,
+                             every_seconds=res.settings.order_sweep_seconds)
+    sweeper.start()
     try:
         yield Deps(book, OrderSaga(book))
     finally:
+        await sweeper.stop()
         await book.placements.close()
         await catalog.close()
 

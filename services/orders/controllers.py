@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from orders.schemas import OrderOut, OrderPage
@@ -36,12 +37,24 @@ class OrderController(Controller):
 
     @post("/", summary="Place an order", status_code=HTTP_201_CREATED,
           description="Names and prices come from the catalog. The order starts `pending`; the saga confirms "
-                      "or rejects it. 201 with a Location header.")
+                      "or rejects it. 201 with a Location header. With an `Idempotency-Key` header a retry "
+                      "(same key, same body) answers 200 with the order the key placed first (header "
+                      "`Idempotent-Replayed: true`), never a second order; the same key with a different body "
+                      "is 422 `idempotency-key-reused`.",
+          responses={200: ResponseSpec(OrderOut, description="A retry: the order this Idempotency-Key placed")})
     async def place_order(self, request: Request[Any, Any, Any], book: NamedDependency[OrderBook],
                           principal: NamedDependency[Principal],
-                          data: JSONBody[CreateOrderRequest]) -> Response[OrderOut]:
-        order = await book.place(principal, data)
-        return Response(order, status_code=HTTP_201_CREATED, headers={"Location": location_of(request, order.id)})
+                          data: JSONBody[CreateOrderRequest],
+                          idempotency_key: Annotated[str | None, HeaderParameter(
+                              name="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                              description="Makes retries safe: one order per key and customer.")] = None,
+                          ) -> Response[OrderOut]:
+        placed = await book.place(principal, data, idempotency_key)
+        headers = {"Location": location_of(request, placed.order.id)}
+        if placed.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(placed.order, status_code=HTTP_200_OK if placed.replayed else HTTP_201_CREATED,
+                        headers=headers)
 
     @get("/", summary="My orders, newest first")
     async def my_orders(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
@@ -20,8 +21,9 @@ from pymongo import UpdateOne
 
 from orders.service import OrderBook, order_updated_event
 from orders.statuses import Actor, OrderStatus, can_transition
-from shopkit.broker import Delivery
+from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import StockRejected, StockReserved
+from shopkit.metrics import ORDER_CONFIRM_SECONDS, ORDER_STATUS_CHANGES
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
@@ -30,11 +32,17 @@ log = logging.getLogger("orders.saga")
 StockReply = StockReserved | StockRejected
 
 
+def _seconds_since(created: Any, now: datetime) -> float | None:
+    if not isinstance(created, datetime):
+        return None
+    return max((now - (created if created.tzinfo else created.replace(tzinfo=UTC))).total_seconds(), 0.0)
+
+
 def target_of(reply: StockReply) -> OrderStatus:
     return OrderStatus.CONFIRMED if isinstance(reply, StockReserved) else OrderStatus.REJECTED
 
 
-class StockChanged(Exception):
+class StockChanged(TransientFailure):
     """A guarded status update matched fewer orders than decided (a concurrent change; the batch is retried)."""
 
 
@@ -45,8 +53,10 @@ class OrderSaga:
     async def settle(self, batch: Sequence[Delivery[StockReserved | StockRejected]]) -> dict[str, str]:
         """Handle a batch of ``stock_reserved`` and ``stock_rejected``; returns per order what happened."""
         outcome: dict[str, str] = {}
+        settled: dict[str, float | None] = {}  # this attempt's changes: order → seconds from created to confirmed
 
         async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+            settled.clear()
             replies: dict[Any, Delivery[Any]] = {}
             for i in fresh:
                 oid = parse_object_id(batch[i].data.order_id)
@@ -75,16 +85,23 @@ class OrderSaga:
                 doc.update(status=target.value, updated_at=now)
                 reason = getattr(delivery.data, "reason", None)
                 events.append(order_updated_event(doc, current, target.value, reason,
-                                                  correlation_id=delivery.correlation_id))
+                                                  correlation_id=delivery.correlation_id,
+                                                  traceparent=delivery.traceparent))
                 outcome[str(oid)] = target.value
+                settled[str(oid)] = _seconds_since(doc.get("created_at"), now)
             if updates:
                 result = await self.book.orders.bulk_write(updates, ordered=True, session=session)
                 if result.modified_count != len(updates):
                     raise StockChanged("an order changed under the batch")
                 await add_to_outbox(self.book.db, events, session)
 
-        await apply_batch_once(self.book.client, self.book.db, [d.marker for d in batch], effect)
+        applied, _ = await apply_batch_once(self.book.client, self.book.db, [d.marker for d in batch], effect)
         self.book.relay.notify()
+        if any(applied):  # committed: count what the committed attempt changed
+            for order_id, seconds in settled.items():
+                ORDER_STATUS_CHANGES.labels(outcome[order_id]).inc()
+                if seconds is not None and outcome[order_id] == OrderStatus.CONFIRMED.value:
+                    ORDER_CONFIRM_SECONDS.observe(seconds)
         log.info("settled a batch of %d stock replies: %s", len(batch), dict(Counter(outcome.values()))
                  or "all duplicates")
         return outcome

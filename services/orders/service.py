@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,7 +11,8 @@ from typing import Any
 
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from orders.catalog import CatalogClient, CatalogUnavailable
 from orders.models import Order, OrderLine
@@ -23,6 +26,7 @@ from shopkit.contracts.events import OrderLine as EventLine
 from shopkit.contracts.orders import CreateOrderRequest
 from shopkit.errors import ProblemError
 from shopkit.events import CloudEvent, new_event
+from shopkit.metrics import ORDER_STATUS_CHANGES, ORDERS_PLACED
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
@@ -31,9 +35,28 @@ log = logging.getLogger("orders.service")
 SOURCE = "/microshop/orders"
 ORDERS = "orders"
 
+# ``Idempotency-Key``: one order per (customer, key); only orders placed with a key are in the index.
+BY_IDEMPOTENCY_KEY = [("customer_id", ASCENDING), ("idempotency_key", ASCENDING)]
+IDEMPOTENCY_INDEX_OPTIONS: dict[str, Any] = {"name": "by_idempotency_key", "unique": True,
+                             "partialFilterExpression": {"idempotency_key": {"$exists": True}}}
 
 
+def request_fingerprint(req: CreateOrderRequest) -> str:
+    """What a retry with the same ``Idempotency-Key`` must send again: the order's lines."""
+    body = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
+
+def key_reused(key: str) -> ProblemError:
+    return ProblemError(422, f"Idempotency-Key {key!r} was used for a different order", type_="idempotency-key-reused")
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What :meth:`OrderBook.place` did: the order, and whether it is one placed before with the same key."""
+
+    order: OrderOut
+    replayed: bool = False
 
 
 def order_not_found(order_id: str) -> ProblemError:
@@ -53,12 +76,12 @@ def order_created_event(doc: dict[str, Any]) -> CloudEvent:
 
 
 def order_updated_event(doc: dict[str, Any], old_status: str, new_status: str, reason: str | None, *,
-                        correlation_id: str | None = None) -> CloudEvent:
+                        correlation_id: str | None = None, traceparent: str | None = None) -> CloudEvent:
     return new_event(OrderUpdated(
         order_id=str(doc["_id"]), customer_id=doc["customer_id"], old_status=old_status,  # type: ignore[arg-type]
         new_status=new_status, status=new_status, items=_lines(doc),  # type: ignore[arg-type]
         total=doc["total"], currency=doc["currency"], reason=reason or None,
-    ), SOURCE, correlation_id=correlation_id)
+    ), SOURCE, correlation_id=correlation_id, traceparent=traceparent)
 
 
 @dataclass(frozen=True)
@@ -87,19 +110,51 @@ class OrderBook:
         self.relay = relay
         # Placements commit together (one transaction, one statement per collection, per batch), so
         # a burst of orders costs a few transactions instead of one each; a lone order waits the linger.
-        self.placements: Batcher[tuple[dict[str, Any], CloudEvent], None] = Batcher(
+        self.placements: Batcher[tuple[dict[str, Any], CloudEvent], ObjectId | None] = Batcher(
             self._write_placements, max_size=batch_max_size, linger=batch_linger_seconds, name="orders.place")
 
-    async def _write_placements(self, batch: Sequence[tuple[dict[str, Any], CloudEvent]]) -> list[None]:
+    async def _write_placements(self, batch: Sequence[tuple[dict[str, Any], CloudEvent]]
+                                ) -> list[ObjectId | None]:
+        """Insert a batch of orders; per item ``None``, or the id of an order of the same batch with its key.
+
+        Two placements with the same ``Idempotency-Key`` in one batch are deduplicated here, so the
+        second never makes the batch fail for its neighbours; it is answered with the first.
+        """
+        first_of: dict[tuple[str, str], ObjectId] = {}
+        results: list[ObjectId | None] = []
+        fresh: list[tuple[dict[str, Any], CloudEvent]] = []
+        for doc, event in batch:
+            key = doc.get("idempotency_key")
+            if key is not None and (doc["customer_id"], key) in first_of:
+                results.append(first_of[(doc["customer_id"], key)])
+                continue
+            if key is not None:
+                first_of[(doc["customer_id"], key)] = doc["_id"]
+            results.append(None)
+            fresh.append((doc, event))
+
         async def work(session: AsyncIOMotorClientSession) -> None:
-            await self.orders.insert_many([doc for doc, _ in batch], ordered=True, session=session)
-            await add_to_outbox(self.db, [event for _, event in batch], session)
+            await self.orders.insert_many([doc for doc, _ in fresh], ordered=True, session=session)
+            await add_to_outbox(self.db, [event for _, event in fresh], session)
 
         await in_transaction(self.client, work)
         self.relay.notify()
-        return [None] * len(batch)
+        return results
 
-    async def place(self, principal: Principal, req: CreateOrderRequest) -> OrderOut:
+    async def _by_key(self, customer_id: str, key: str) -> dict[str, Any] | None:
+        return await self.orders.find_one({"customer_id": customer_id, "idempotency_key": key})
+
+    def _replay(self, doc: dict[str, Any], key: str, fingerprint: str) -> Placed:
+        if doc.get("request_fingerprint") != fingerprint:
+            raise key_reused(key)
+        return Placed(OrderOut.from_doc(doc), replayed=True)
+
+    async def place(self, principal: Principal, req: CreateOrderRequest,
+                    idempotency_key: str | None = None) -> Placed:
+        """Place an order; with an ``idempotency_key`` a retry returns the order the key placed first."""
+        fingerprint = request_fingerprint(req) if idempotency_key is not None else ""
+        if idempotency_key is not None and (earlier := await self._by_key(principal.id, idempotency_key)):
+            return self._replay(earlier, idempotency_key, fingerprint)
         try:
             catalog = await self.catalog.products(line.product_id for line in req.items)
         except CatalogUnavailable as exc:
@@ -129,11 +184,26 @@ class OrderBook:
             correlation_id=current_correlation_id(),
         )
         doc = order.model_dump_doc()
+        if idempotency_key is not None:
+            doc.update(idempotency_key=idempotency_key, request_fingerprint=fingerprint)
         event = order_created_event(doc)
 
-        await self.placements.submit((doc, event))
+        try:
+            first = await self.placements.submit((doc, event))
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            # A concurrent request with the same key committed first (its batch, then this one alone).
+            if idempotency_key is None or (earlier := await self._by_key(principal.id, idempotency_key)) is None:
+                raise
+            log.info("order with Idempotency-Key %r placed concurrently: %s", idempotency_key, exc)
+            return self._replay(earlier, idempotency_key, fingerprint)
+        if first is not None:
+            assert idempotency_key is not None
+            earlier = await self.orders.find_one({"_id": first})
+            assert earlier is not None
+            return self._replay(earlier, idempotency_key, fingerprint)
+        ORDERS_PLACED.inc()
         log.info("order %s placed: %d line(s), %d %s", doc["_id"], len(lines), doc["total"], doc["currency"])
-        return OrderOut.from_doc(doc)
+        return Placed(OrderOut.from_doc(doc))
 
     async def get(self, principal: Principal, order_id: str) -> OrderOut:
         return OrderOut.from_doc(await self._visible(principal, order_id))
@@ -192,4 +262,5 @@ class OrderBook:
                                current_status=exc.current, requested_status=exc.target) from None
         self.relay.notify()
         log.info("order %s: %s -> %s by %s", order_id, change.old_status, change.new_status, actor.value)
+        ORDER_STATUS_CHANGES.labels(change.new_status).inc()
         return OrderOut.from_doc(change.doc)

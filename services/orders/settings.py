@@ -14,3 +14,7 @@ class Settings(ServiceSettings):
     catalog_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # How long a product's name and price read from the catalog are reused (0: every order asks).
     catalog_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # A pending order with no stock reply after this long is rejected (reason ``timeout``) by the sweeper;
+    # products then releases anything it reserved for it. Checked every ``order_sweep_seconds``.
+    order_pending_timeout_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
+    order_sweep_seconds: float = Field(default=15.0, gt=0, le=3600)

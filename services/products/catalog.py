@@ -22,6 +22,7 @@ from shopkit.contracts.events import ProductUpdated, StockLow
 from shopkit.contracts.products import CreateProductRequest, UpdateProductRequest
 from shopkit.errors import ProblemError
 from shopkit.events import CloudEvent, new_event
+from shopkit.metrics import STOCK_LOW
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
 from shopkit.outbox import OutboxRelay, add_to_outbox
 
@@ -169,6 +170,8 @@ class Catalog:
             raise ProblemError(409, f"sku: {req.sku!r} is already used by another product",
                                type_="sku-taken") from None
         await self.after_commit([str(doc["_id"])])
+        if doc["stock"] <= doc["low_stock_threshold"]:
+            STOCK_LOW.inc()
         log.info("product %s created (sku %s)", doc["_id"], doc["sku"])
         return ProductOut.from_doc(doc)
 
@@ -238,6 +241,8 @@ class Catalog:
 
         doc = await in_transaction(self.client, work)
         await self.after_commit([product_id])
+        if crossed_low_threshold(doc["stock"] - delta, doc["stock"], doc["low_stock_threshold"]):
+            STOCK_LOW.inc()
         log.info("stock of product %s adjusted by %+d to %d", product_id, delta, doc["stock"])
         return ProductOut.from_doc(doc)
 

@@ -14,6 +14,11 @@ zero even if something else changed it: the batch then fails and is retried item
 The reservation record (keyed by order id) makes the outcome independent of the order in
 which ``order_created`` and ``order_updated(cancelled)`` arrive: a cancel that comes first
 leaves a ``cancelled`` tombstone, and the late ``order_created`` then takes nothing.
+
+An order the orders service rejected on its own (no stock reply within its pending timeout,
+``orders.sweeper``) is handled exactly like a cancelled one: ``order_updated(rejected)``
+releases a reservation made meanwhile, or tombstones the order so a late ``order_created``
+takes nothing. For an order products itself rejected there is nothing to release.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from pymongo import UpdateOne
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
-from shopkit.broker import Delivery
+from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.contracts.events import ReservedLine as ReplyLine
 from shopkit.events import CloudEvent, new_event
+from shopkit.metrics import STOCK_LOW
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
 from shopkit.outbox import add_to_outbox
 
@@ -46,7 +52,7 @@ RELEASED = "released"
 CANCELLED = "cancelled"
 
 
-class StockChanged(Exception):
+class StockChanged(TransientFailure):
     """A guarded stock write matched fewer products than decided: something else changed the stock."""
 
 
@@ -56,6 +62,7 @@ class Outcome:
 
     results: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    stock_low: int = 0
 
 
 def merge_lines(items: Iterable[Any]) -> list[tuple[str, int]]:
@@ -149,21 +156,27 @@ class StockReservations:
                          if result_ == RESERVED else
                          StockRejected(order_id=order_id, customer_id=delivery.data.customer_id, items=reply_lines,
                                        product_id=short))
-                events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id))
+                events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id,
+                                        traceparent=delivery.traceparent))
                 outcome.results[order_id] = result_
             await self.reservations.insert_many(records, ordered=False, session=session)
             # Every stock change is a product update (analytics keeps low-stock lists from them): one
             # per product per batch, with the stock after the batch.
             cause = batch[fresh[0]].correlation_id
+            low = 0
             for pid in sorted(taken):
                 doc = {**docs[pid], "stock": stock[pid]}
                 events.append(product_event(doc, correlation_id=cause))
                 if crossed_low_threshold(before[pid], stock[pid], doc["low_stock_threshold"]):
                     events.append(stock_low_event(doc, correlation_id=cause))
+                    low += 1
+            outcome.stock_low = low
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+        applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+        if any(applied) and outcome.stock_low:
+            STOCK_LOW.inc(outcome.stock_low)
         # Also after a redelivery: the effect is committed; the cache and relay may not have heard of it.
         await self.after_commit(outcome.touched or {pid for d in batch for pid, _ in merge_lines(d.data.items)})
         counts = Counter(outcome.results.values())
@@ -173,8 +186,8 @@ class StockReservations:
     # order_updated -------------------------------------------------------------------------------
 
     async def release(self, batch: Sequence[Delivery[OrderUpdated]]) -> Outcome:
-        """On ``cancelled``: give each order's stock back exactly once (or forbid a later reservation)."""
-        cancels = [d for d in batch if d.data.new_status == CANCELLED]
+        """On ``cancelled`` or ``rejected``: give the stock back exactly once (or forbid a later reservation)."""
+        cancels = [d for d in batch if d.data.new_status in (CANCELLED, REJECTED)]
         outcome = Outcome()
         if not cancels:
             return outcome  # other status changes are nothing to products (no marker needed)

@@ -11,7 +11,8 @@ A service says three things and the kit does the rest:
 3. its routes and what it consumes (``consumes``: an event model → the handler of a batch of
    such events, picked from the dependencies object).
 
-The kit adds logging, request ids, JWT auth, problem+json errors, health and OpenAPI, starts
+The kit adds logging, request ids, JWT auth, problem+json errors, health, OpenAPI, metrics
+(``/metrics``, ``shopkit.metrics``) and tracing (``shopkit.tracing``, when an OTLP endpoint is set), starts
 consumers only after ``build`` (so a first delivery finds every dependency) and stops them
 before the dependencies are torn down.
 """
@@ -39,13 +40,15 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from odmantic import AIOEngine
 from redis.asyncio import Redis
 
-from shopkit import mongo
+from shopkit import mongo, tracing
 from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
 from shopkit.broker import BatchHandler, EventBus, create_broker
 from shopkit.contracts.events import EventData
+from shopkit.dlq import DeadLetters, dead_letter_controller
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
+from shopkit.metrics import MetricsController, RouteLabel, http_metrics, route_template
 from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
@@ -143,6 +146,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
             redis = res.redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
+        if uses.mongo and bus is not None and bus.subscriptions:
+            await mongo.ensure_marker_retention(res.db, settings.handled_event_retention_seconds)
         if bus is not None:
             if "broker" in uses.ready_without:
                 res.broker_connected = await _try_connect(bus)  # else the lifespan keeps trying in the background
@@ -221,9 +226,14 @@ class Service(Generic[S, D]):
         verifier: TokenVerifier | None = None,
         middleware: Sequence[DefineMiddleware] = (),
         defer_auth_rejection: bool = False,
+        route_label: RouteLabel | None = None,
     ) -> None:
         self.settings: S = settings if isinstance(settings, settings_type) else settings_type()
         configure_logging(self.settings.service_name, self.settings.log_level, self.settings.log_format)
+        # Before the broker is created: its telemetry middleware needs the tracer provider.
+        tracing.setup_tracing(self.settings.service_name, self.settings.otlp_endpoint,
+                              self.settings.trace_sample_ratio)
+        self.route_label = route_label
         self.title = title
         self.description = description
         self.routes = list(routes)
@@ -234,6 +244,9 @@ class Service(Generic[S, D]):
         self.middleware = list(middleware)
         self.defer_auth_rejection = defer_auth_rejection
         self.bus = EventBus(self.settings, create_broker(self.settings)) if uses.events else None
+        # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes and ``dlq_depths`` for metrics.
+        self.dead_letters = (DeadLetters(self.settings.rabbitmq_url.get_secret_value(), self.settings.namespace)
+                             if uses.events else None)
         self._deps: D | None = None
         self._checks: dict[str, ReadinessCheck] = {}
         self._optional_checks: set[str] = set()
@@ -289,6 +302,19 @@ class Service(Generic[S, D]):
                 if self.bus is not None:
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None
+                tracing.shutdown_tracing()
+                if self.dead_letters is not None:
+                    await self.dead_letters.close()
+
+    def consumer_queues(self) -> list[str]:
+        """This service's consumer queues, without the namespace (``orders.stock_reserved``)."""
+        return [f"{sub.consumer}.{sub.routing_key}" for sub in (self.bus.subscriptions if self.bus else [])]
+
+    async def dlq_depths(self) -> dict[str, int]:
+        """Dead letters per consumer queue of this service (one passive declare each; for metrics and health)."""
+        if self.dead_letters is None:
+            return {}
+        return await self.dead_letters.depths(self.consumer_queues())
 
     def _dependencies(self) -> dict[str, Provide]:
         """``principal``, and every field of the dependencies object by its name."""
@@ -305,12 +331,22 @@ class Service(Generic[S, D]):
             app_config.state["service"] = self
             return app_config
 
+        observe: list[DefineMiddleware] = []
+        if tracing.tracing_enabled():
+            observe += tracing.http_middleware(self.route_label or route_template)
+        if self.settings.metrics_enabled:
+            observe.append(http_metrics(self.settings.service_name, self.route_label))
+        routes = [*HEALTH_HANDLERS, *self.routes, *([MetricsController] if self.settings.metrics_enabled else [])]
+        if self.dead_letters is not None and self.consumer_queues():
+            routes.append(dead_letter_controller(self.settings.service_name, self.consumer_queues(),
+                                                 self.dead_letters))
         app = Litestar(
-            route_handlers=[*HEALTH_HANDLERS, *self.routes],
+            route_handlers=routes,
             lifespan=[self._lifespan],
             dependencies=self._dependencies(),
             exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
+                *observe,
                 DefineMiddleware(AuthMiddleware, verifier=self.verifier, defer_rejection=self.defer_auth_rejection),
                 *self.middleware,
                 # With deferral, the extra middleware (a rate limiter) sees a bad token's request before the 401.

@@ -53,7 +53,8 @@ class BatchStats:
 
 class Batcher(Generic[T, R]):
     def __init__(self, flush: Flush[T, R], *, max_size: int = 64, linger: float = 0.005,
-                 lock: asyncio.Lock | None = None, name: str = "batch") -> None:
+                 lock: asyncio.Lock | None = None, name: str = "batch",
+                 on_batch: Callable[[int], object] | None = None) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._flush = flush
@@ -63,6 +64,7 @@ class Batcher(Generic[T, R]):
         self._lock = lock or asyncio.Lock()
         self.name = name
         self.stats = BatchStats()
+        self._on_batch = on_batch  # told each batch's size (a metric)
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._worker: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
@@ -98,6 +100,8 @@ class Batcher(Generic[T, R]):
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.stats.record(len(batch))
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         try:
             results = await self._flush([item for item, _ in batch])
         except asyncio.CancelledError:

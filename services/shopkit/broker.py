@@ -5,10 +5,17 @@ event model (``shopkit.contracts.events``): the kit validates the envelope and t
 once; one that does not validate is rejected, i.e. dead-lettered at once (a retry cannot fix
 it). Valid deliveries are handed to the handler in batches (``shopkit.batching``: up to
 ``max_batch`` deliveries, gathered while the previous batch commits or for ``linger`` seconds),
-so one transaction serves many events. A batch that fails is retried item by item; a delivery
-whose handling raises is nacked and redelivered after a backoff; after ``max_deliveries``
-RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands in ``<queue>.dlq``. Deliveries
-are acked only after their batch committed.
+so one transaction serves many events. A batch that fails is retried item by item.
+
+Failures come in two kinds (:func:`is_transient`). A transient one (the database away or
+failing over, a write conflict, a timeout) says nothing about the event: the consumer keeps the
+delivery and retries it in-process with capped exponential backoff for as long as it takes, so
+it never uses up the delivery limit (a quorum queue counts every nack with requeue) and a valid
+event is never dead-lettered because of load or an outage. Any other failure is deterministic
+(a programming error, data the handler refuses): the delivery is nacked and redelivered after a
+backoff; after ``max_deliveries`` RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands
+in ``<queue>.dlq`` (``python -m shopkit.dlq`` lists, replays or discards those). Deliveries are
+acked only after their batch committed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import aio_pika
 from faststream import AckPolicy
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -26,11 +34,16 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
 from pydantic import ValidationError
 
+from shopkit import tracing
 from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
+from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED, EVENTS_REDELIVERED, broker_metrics
 from shopkit.settings import ServiceSettings
+from shopkit.transient import TransientFailure, is_transient
+
+__all__ = ["Delivery", "EventBus", "TransientFailure", "create_broker", "is_transient"]
 
 log = logging.getLogger("shopkit.broker")
 
@@ -45,6 +58,8 @@ class Delivery(Generic[P]):
     data: P
     consumer: str = ""
     """``<service>.<event type>``: who handles it (the queue's name without the namespace)."""
+    traceparent: str | None = None
+    """The W3C trace context of this delivery's consume span (tracing on): events it causes carry it."""
 
     @property
     def id(self) -> str:
@@ -72,6 +87,12 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
     Without it RabbitMQ pushes a whole backlog at once and aio-pika starts one task per message. The
     default is two batches: a full batch committing plus the next one filling up.
     """
+    # Telemetry outermost: the metrics middleware's work is then part of the consume span.
+    middlewares: list[Any] = []
+    if tracing.tracing_enabled():
+        middlewares.append(tracing.broker_middleware())
+    if settings.metrics_enabled:
+        middlewares.append(broker_metrics(settings.service_name))
     # FastStream logs two INFO lines per message by default; that costs ~30 % throughput.
     return RabbitBroker(
         settings.rabbitmq_url.get_secret_value(),
@@ -81,11 +102,30 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
         graceful_timeout=10.0,
         app_id=settings.service_name,
         default_channel=Channel(prefetch_count=prefetch_count or 2 * settings.batch_max_size),
+        middlewares=middlewares,
     )
 
 
+UNROUTABLE_QUEUE = "unroutable"
+UNROUTABLE_MAX_LENGTH = 100_000
+
+
 def exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
-    return RabbitExchange(settings.namespace + name, type=ExchangeType.TOPIC, durable=True)
+    """A topic exchange as publishers and subscribers use it: passive, :meth:`EventBus.declare` creates it.
+
+    Passive, so neither a publish nor a subscriber's start ever re-declares it with other
+    arguments than the ones it was created with (an exchange made before it had an alternate
+    exchange keeps working; ``declare`` says how to migrate it).
+    """
+    return RabbitExchange(settings.namespace + name, type=ExchangeType.TOPIC, durable=True, declare=False)
+
+
+def alternate_exchange_name(settings: ServiceSettings, name: str) -> str:
+    return settings.namespace + name + ".unroutable"
+
+
+def unroutable_queue_name(settings: ServiceSettings) -> str:
+    return settings.namespace + UNROUTABLE_QUEUE
 
 
 def dead_letter_exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
@@ -100,6 +140,11 @@ def _delivery_count(message: RabbitMessage) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _redelivered(message: RabbitMessage) -> bool:
+    raw = getattr(message, "raw_message", None)
+    return bool(getattr(raw, "redelivered", False)) or _delivery_count(message) > 0
 
 
 def queue_name(settings: ServiceSettings, consumer: str, routing_key: str) -> str:
@@ -125,6 +170,7 @@ class EventBus:
     broker: RabbitBroker
     max_deliveries: int = 5
     retry_backoff_seconds: float = 0.1
+    transient_backoff_cap_seconds: float = 5.0
     subscriptions: list[Subscription] = field(default_factory=list)
     _connected: bool = field(default=False, init=False)
     # One batch commits at a time per service: its consumers write the same hot documents (stock,
@@ -166,8 +212,12 @@ class EventBus:
             batcher=batcher,
         )
         marker_prefix = f"{consumer}.{routing_key}"
+        redelivered = EVENTS_REDELIVERED.labels(marker_prefix)
+        dead_lettered = EVENTS_DEAD_LETTERED.labels(marker_prefix)
 
         async def consume(body: Any, message: RabbitMessage) -> None:
+            if _redelivered(message):
+                redelivered.inc()
             try:
                 event = CloudEvent.model_validate(body)
                 if event.type != routing_key:
@@ -177,19 +227,12 @@ class EventBus:
                 # Malformed: no retry can fix it. Rejected without requeue = dead-lettered now.
                 log.error("malformed %s event %s dead-lettered: %s", routing_key,
                           getattr(message, "message_id", None), exc)
+                dead_lettered.inc()
                 raise RejectMessage() from exc
             token = correlation_id_var.set(event.correlationid or event.id)
             try:
-                await batcher.submit(Delivery(event, data, marker_prefix))
-            except Exception:
-                # Back off before the nack, exponentially per delivery, so a brief outage (database
-                # failover, network blip) is ridden out instead of burning the delivery limit at once.
-                deliveries = _delivery_count(message)
-                delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
-                log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
-                            routing_key, event.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
-                await asyncio.sleep(delay)
-                raise
+                await self._handle(batcher, Delivery(event, data, marker_prefix, tracing.current_traceparent()),
+                                   routing_key, message, dead_lettered)
             finally:
                 correlation_id_var.reset(token)
 
@@ -200,27 +243,96 @@ class EventBus:
         self.subscriptions.append(sub)
         return sub
 
+    async def _handle(self, batcher: Batcher[Any, None], delivery: Delivery[Any], routing_key: str,
+                      message: RabbitMessage, dead_lettered: Any) -> None:
+        """Hand ``delivery`` to its batcher; retry transient failures here, let deterministic ones nack."""
+        attempt = 0
+        while True:
+            try:
+                await batcher.submit(delivery)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    # Held, not nacked: a requeue would count toward the delivery limit.
+                    delay = min(self.retry_backoff_seconds * 2**attempt, self.transient_backoff_cap_seconds)
+                    attempt += 1
+                    log.warning("transient failure handling %s event %s (attempt %d: %s: %s); retrying in %.2fs",
+                                routing_key, delivery.id, attempt, type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                # Back off before the nack, exponentially per delivery, so a burst of failures does not
+                # burn the delivery limit at once.
+                deliveries = _delivery_count(message)
+                delay = min(self.retry_backoff_seconds * 2**deliveries, 5.0)
+                log.warning("handler for %s failed on event %s (delivery %d of %d); redelivery in %.1fs",
+                            routing_key, delivery.id, deliveries + 1, self.max_deliveries, delay, exc_info=True)
+                if deliveries + 1 > self.max_deliveries:
+                    dead_lettered.inc()  # past the delivery limit: RabbitMQ dead-letters this nack
+                await asyncio.sleep(delay)
+                raise
+
     def batcher(self, handler: BatchHandler[Any], *, max_batch: int | None = None, linger: float | None = None,
                 name: str = "batch") -> Batcher[Any, None]:
         """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones."""
 
+        group = name.removeprefix(self.settings.namespace)
+
         async def flush(batch: Sequence[Delivery[Any]]) -> list[None]:
-            await handler(batch)
+            if tracing.tracing_enabled():
+                with tracing.batch_span(group, [d.traceparent for d in batch]):
+                    await handler(batch)
+            else:
+                await handler(batch)
             return [None] * len(batch)
 
         return Batcher(flush, max_size=max_batch or self.settings.batch_max_size,
                        linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
-                       lock=self._commit_lock, name=name)
+                       lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
 
     async def declare(self) -> None:
         """Declare exchanges, dead-letter exchanges and DLQs (idempotent; call after connecting)."""
+        await self.declare_topic_exchanges()
         for name in sorted(set(EXCHANGE_OF.values())):
-            await self.broker.declare_exchange(exchange(self.settings, name))
             await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
         for sub in self.subscriptions:
             dlx = await self.broker.declare_exchange(sub.dlx)
             dlq = await self.broker.declare_queue(sub.dlq)
             await dlq.bind(dlx, routing_key=sub.dlq.routing_key)
+
+    async def declare_topic_exchanges(self) -> None:
+        """Each topic exchange with an alternate exchange, so an event no queue is bound for is kept, not dropped.
+
+        ``<exchange>`` has ``alternate-exchange: <exchange>.unroutable`` (fanout), bound to the
+        ``<namespace>unroutable`` queue (at most ``UNROUTABLE_MAX_LENGTH`` messages, oldest dropped
+        first), which ``python -m shopkit.dlq list`` counts. RabbitMQ refuses to change the arguments
+        of an existing exchange (``PRECONDITION_FAILED``): an exchange created by an older version
+        is used as it is, with an error in the log saying how to migrate it (delete the exchange
+        while the shop is stopped; the services re-create it and re-bind their queues on start).
+        """
+        url = self.settings.rabbitmq_url.get_secret_value()
+        connection = await aio_pika.connect(url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                unroutable_queue_name(self.settings), durable=True,
+                arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
+            for name in sorted(set(EXCHANGE_OF.values())):
+                alternate = alternate_exchange_name(self.settings, name)
+                fanout = await channel.declare_exchange(alternate, aio_pika.ExchangeType.FANOUT, durable=True)
+                await queue.bind(fanout)
+                try:
+                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True, arguments={"alternate-exchange": alternate})
+                except aio_pika.exceptions.ChannelPreconditionFailed:
+                    log.error("exchange %s exists without the alternate exchange %s: unroutable events on it are "
+                              "dropped. Migrate: stop the shop, delete the exchange (rabbitmqctl or the management "
+                              "UI), start the shop.", self.settings.namespace + name, alternate)
+                    channel = await connection.channel()
+                    queue = await channel.declare_queue(
+                        unroutable_queue_name(self.settings), durable=True,
+                        arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
+                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                                                   durable=True, passive=True)
 
     async def publish(self, event: CloudEvent) -> None:
         """Publish persistently with publisher confirms (the call returns once the broker has it)."""

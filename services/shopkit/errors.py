@@ -10,7 +10,9 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from shopkit import tracing
 from shopkit.context import request_id_var
+from shopkit.transient import is_transient
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("shopkit.errors")
@@ -57,6 +59,8 @@ def problem_body(
         body["instance"] = instance
     if rid := request_id_var.get():
         body["request_id"] = rid
+    if trace_id := tracing.current_trace_id():
+        body["trace_id"] = trace_id
     body.update(extensions)
     return body
 
@@ -111,6 +115,13 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if is_transient(exc):
+        # A dependency (MongoDB, Redis) is away or failing over: the caller may retry, it is not a bug.
+        log.warning("dependency unavailable on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        return problem_response(503, "A dependency of this service is unavailable; try again shortly.",
+                                type_="dependency-unavailable", headers={"Retry-After": "2"},
+                                instance=request.url.path)
     # The stack trace goes to the log (with the request id), never to the caller.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "An unexpected error occurred; quote the request id when reporting it.")

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from shopkit.context import current_correlation_id
 from shopkit.contracts.events import (
@@ -23,6 +23,7 @@ from shopkit.contracts.events import (
     StockRejected,
     StockReserved,
 )
+from shopkit.tracing import current_traceparent
 
 __all__ = [
     "ALERT_EXCHANGE", "ALERT_SENT", "EXCHANGE_OF", "ORDER_CREATED", "ORDER_EXCHANGE", "ORDER_UPDATED",
@@ -47,7 +48,11 @@ def _now() -> datetime:
 
 
 class CloudEvent(BaseModel):
-    """CloudEvents 1.0 attributes plus ``correlationid``; the payload (a catalogue model, as JSON) is in ``data``."""
+    """CloudEvents 1.0 attributes plus ``correlationid``; the payload (a catalogue model, as JSON) is in ``data``.
+
+    ``traceparent`` (the CloudEvents distributed-tracing extension) is the W3C trace context of the
+    work that created the event, when tracing is on; absent otherwise.
+    """
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1)
     source: str = Field(min_length=1)
@@ -57,11 +62,27 @@ class CloudEvent(BaseModel):
     datacontenttype: str = "application/json"
     correlationid: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = Field(default=None, max_length=128)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_traceparent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``traceparent`` is on the wire only when there is one (an extension attribute is absent, never null)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("traceparent") is None:
+            data.pop("traceparent", None)
+        return data
 
 
-def new_event(data: EventData, source: str, *, correlation_id: str | None = None) -> CloudEvent:
-    """A new event of ``data``'s type; the correlation id defaults to that of the request or message being handled."""
+def new_event(data: EventData, source: str, *, correlation_id: str | None = None,
+              traceparent: str | None = None) -> CloudEvent:
+    """A new event of ``data``'s type.
+
+    The correlation id defaults to that of the request or message being handled, the trace
+    context to the current span's. Handlers of a batch pass both from the delivery that caused
+    the event (``delivery.correlation_id``, ``delivery.traceparent``).
+    """
     return CloudEvent(
         source=source, type=data.TYPE, data=data.model_dump(mode="json"),
         correlationid=correlation_id or current_correlation_id(),
+        traceparent=traceparent or current_traceparent(),
     )

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from shopkit import tracing
 from shopkit.context import correlation_id_var, request_id_var
 
 # Values that must never reach a log line, whatever a careless call passes in.
@@ -35,11 +36,13 @@ def redact(text: str) -> str:
 
 
 class ContextFilter(logging.Filter):
-    """Adds the request id and correlation id to every record."""
+    """Adds the request id and correlation id to every record, and the trace id when tracing is on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         record.correlation_id = correlation_id_var.get() or request_id_var.get()
+        if tracing.tracing_enabled():
+            record.trace_id = tracing.current_trace_id()
         return True
 
 

@@ -11,7 +11,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from odmantic import AIOEngine
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from shopkit.settings import ServiceSettings
 
@@ -99,6 +99,31 @@ async def apply_batch_once(
                 e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
         return await in_transaction(client, attempt(look_up=True))
+
+
+MARKERS_TTL_INDEX = "handled_events_ttl"
+INDEX_OPTIONS_CONFLICT = (85, 86)
+
+
+async def ensure_ttl_index(db: AsyncIOMotorDatabase[Any], collection: str, field: str, seconds: float,
+                           name: str) -> None:
+    """A TTL index on ``field``: MongoDB deletes a document ``seconds`` after that time (``collMod`` if it changed)."""
+    expire = max(int(seconds), 0)
+    try:
+        await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
+    except OperationFailure as exc:
+        if exc.code not in INDEX_OPTIONS_CONFLICT:
+            raise
+        await db.command("collMod", collection, index={"name": name, "expireAfterSeconds": expire})
+
+
+async def ensure_marker_retention(db: AsyncIOMotorDatabase[Any], seconds: float) -> None:
+    """Handled-event markers expire ``seconds`` after they were written (``MICROSHOP_HANDLED_EVENT_RETENTION_SECONDS``).
+
+    A redelivery older than that would be applied again, so the retention must be far longer than any
+    event stays in flight (RabbitMQ redelivers within seconds; a dead letter is replayed within days).
+    """
+    await ensure_ttl_index(db, HANDLED_EVENTS, "at", seconds, MARKERS_TTL_INDEX)
 
 
 def utcnow() -> datetime:

@@ -18,9 +18,11 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import ASCENDING
 
+from shopkit import tracing
 from shopkit.broker import EventBus
 from shopkit.context import correlation_id_var
 from shopkit.events import CloudEvent
+from shopkit.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 
 log = logging.getLogger("shopkit.outbox")
 OUTBOX = "outbox"
@@ -85,11 +87,14 @@ class OutboxRelay:
         docs = await self.db[OUTBOX].find({"sent": False}).sort("seq", ASCENDING).limit(self.batch).to_list(
             self.batch)
         if not docs:
+            OUTBOX_PENDING.set(0)
+            OUTBOX_OLDEST_AGE.set(0)
             await self._purge_sent()
             return 0
         events = [CloudEvent.model_validate(doc["event"]) for doc in docs]
         results = await asyncio.gather(*(self._publish(event) for event in events), return_exceptions=True)
         sent = [doc["_id"] for doc, result in zip(docs, results, strict=True) if result is None]
+        await self._observe_backlog(docs, results)
         # One write settles what was confirmed, also when another publish failed; a crash before it
         # re-publishes the batch, which consumers dedupe by event id. Without a retention the records
         # are deleted at once (the broker has them): a delete is the cheapest write there is.
@@ -105,10 +110,33 @@ class OutboxRelay:
         await self._purge_sent()
         return len(sent)
 
+    async def _observe_backlog(self, docs: list[dict[str, Any]], results: list[Any]) -> None:
+        """The backlog gauges, from what this drain read: no query while the relay keeps up.
+
+        Behind (a full batch was read), the backlog is counted (an indexed count) once per drain.
+        """
+        unsent = [doc for doc, result in zip(docs, results, strict=True) if result is not None]
+        full = len(docs) >= self.batch
+        # (The count still sees this batch's confirmed records: they are settled after it.)
+        OUTBOX_PENDING.set(max(await self.pending() - (len(docs) - len(unsent)), 0) if full else len(unsent))
+        # Unsent records are the oldest; after a full batch the next ones are younger than its last.
+        oldest = unsent[0] if unsent else docs[-1] if full else None
+        created = oldest.get("created_at") if oldest else None
+        if isinstance(created, datetime):
+            created = created if created.tzinfo else created.replace(tzinfo=UTC)
+            OUTBOX_OLDEST_AGE.set(max((datetime.now(UTC) - created).total_seconds(), 0.0))
+        else:
+            OUTBOX_OLDEST_AGE.set(0)
+
     async def _publish(self, event: CloudEvent) -> None:
         token = correlation_id_var.set(event.correlationid)
         try:
-            await self.bus.publish(event)
+            if event.traceparent and tracing.tracing_enabled():
+                # The publish span (and the AMQP traceparent header) continue the trace that created the event.
+                with tracing.within(event.traceparent):
+                    await self.bus.publish(event)
+            else:
+                await self.bus.publish(event)
         finally:
             correlation_id_var.reset(token)
 

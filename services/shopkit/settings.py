@@ -49,6 +49,16 @@ class ServiceSettings(BaseSettings):
     # How long the outbox keeps a record after its publish was confirmed (for inspection); 0 deletes
     # it at once, which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
+    # How long a consumer remembers that it handled an event (its handled-event marker, a TTL index): a
+    # redelivery within that time is recognised as a duplicate. Far longer than anything stays in flight.
+    handled_event_retention_seconds: float = Field(default=7 * 86400, ge=60, le=365 * 86400)
+
+    # Observability (docs/observability.md): ``/metrics`` on the service's own port, traces over OTLP/HTTP.
+    metrics_enabled: bool = True
+    # The OTLP/HTTP base URL of a collector (``http://otel-collector:4318``); tracing is off without it
+    # (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is read when this is unset).
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
     @property
     def database_name(self) -> str:

@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings
 
 from tests.charts.conftest import ROOT, SHOP_CHART, Render, by_kind
 from tests.charts.test_infra_credentials import expand
-from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED, MIXED_INFRA
+from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED, MIXED_INFRA, OBSERVABILITY
 
 SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 # Settings whose default works on a laptop but not in a cluster, for reasons other than loopback:
@@ -75,12 +75,13 @@ def needs_setting_in_cluster(field: str, default: Any, required: bool) -> bool:
     return isinstance(raw, str) and any(host in raw for host in LOOPBACK)
 
 
-@pytest.mark.parametrize("variant", ["defaults", "external-infra", "flipped", "mixed-infra"])
+@pytest.mark.parametrize("variant", ["defaults", "external-infra", "flipped", "mixed-infra", "observability"])
 @pytest.mark.parametrize("service", SERVICES)
 def test_chart_env_matches_settings(render: Render, service: str, variant: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cls = settings_class(service)
-    values = {"defaults": {}, "external-infra": EXTERNAL_INFRA, "flipped": FLIPPED, "mixed-infra": MIXED_INFRA}[variant]
+    values = {"defaults": {}, "external-infra": EXTERNAL_INFRA, "flipped": FLIPPED, "mixed-infra": MIXED_INFRA,
+              "observability": OBSERVABILITY}[variant]
     objects = render(SHOP_CHART, values)
     if f"shop-{service}" not in by_kind(objects, "Deployment"):
         assert service == "analytics"

@@ -53,15 +53,31 @@ MIXED_INFRA: dict[str, Any] = {
 TLS_INGRESS: dict[str, Any] = {"ingress": {"enabled": True, "className": "cloud-provider-kind",
                                            "host": "shop.example.com",
                                            "tls": {"enabled": True, "secretName": "shop-tls"}}}
-SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA}
+# Every observability option on (docs/observability.md; tests/charts/test_observability.py).
+OBSERVABILITY: dict[str, Any] = {
+    "metrics": {"scrapeAnnotations": True, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                "podMonitor": {"enabled": True, "interval": "15s"}, "scrapeNamespaces": ["monitoring"]},
+    "dashboards": {"enabled": True, "annotations": {"grafana_folder": "microshop"}},
+    "tracing": {"otlpEndpoint": "http://otel-collector.observability:4318", "sampleRatio": 0.25},
+    "loadGenerator": {"enabled": True, "users": 25, "spawnRate": 0.5},
+}
+SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA,
+                 "observability": OBSERVABILITY}
 OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]},
-                                                "cluster-wide": {"clusterWide": True}}
+                                                "cluster-wide": {"clusterWide": True},
+                                                "dashboards": {"dashboards": {"enabled": True},
+                                                               "metrics": {"port": 9102, "scrapeAnnotations": False}}}
 
 
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {
         ("gateway.networking.k8s.io/v1", "HTTPRoute"):
             json.loads((SCHEMAS / "httproute-gateway.networking.k8s.io-v1.json").read_text()),
+        # Written from the prometheus-operator CRDs (source in each file's $comment).
+        ("monitoring.coreos.com/v1", "ServiceMonitor"):
+            json.loads((SCHEMAS / "servicemonitor-monitoring.coreos.com-v1.json").read_text()),
+        ("monitoring.coreos.com/v1", "PodMonitor"):
+            json.loads((SCHEMAS / "podmonitor-monitoring.coreos.com-v1.json").read_text()),
     }
     for path in (OPERATOR_CHART / "crds").glob("*.yaml"):
         for crd in yaml.safe_load_all(path.read_text()):

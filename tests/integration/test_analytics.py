@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.alerts import create_product, eventually, order_status, place_order
 from tests.support.api import bearer, register_and_login
+from tests.support.saga import declare_topic
 from tests.support.shops import shop_factory
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -78,7 +79,7 @@ class Recorder:
         queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
                                             auto_delete=True)
         for name in EXCHANGES:
-            ex = await channel.declare_exchange(self.namespace + name, aio_pika.ExchangeType.TOPIC, durable=True)
+            ex = await declare_topic(channel, self.namespace, name)
             await queue.bind(ex, routing_key="#")
         await queue.consume(self._on_message, no_ack=True)
 

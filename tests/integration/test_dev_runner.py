@@ -98,6 +98,11 @@ def test_dev_runner_serves_the_shop_and_stops_cleanly(tmp_path: Path, analytics:
         gateway = f"http://127.0.0.1:{8000 + offset}"
         assert f"{gateway}/api" in banner
         assert DEV_ADMIN_EMAIL in banner and DEV_ADMIN_PASSWORD in banner
+        # Where the metrics are: each service's own port (and they answer).
+        orders_metrics = f"http://127.0.0.1:{8003 + offset}/metrics"
+        assert orders_metrics in banner and "traces: " in banner
+        with urllib.request.urlopen(orders_metrics, timeout=5) as resp:
+            assert b"microshop_orders_placed_total" in resp.read()
 
         status, health = _get_json(f"{gateway}/api/health")
         assert status == 200, health

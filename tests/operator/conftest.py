@@ -72,6 +72,12 @@ async def release(api: Api, helm: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
+def metrics_url() -> str:
+    """The session operator's /metrics."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
 def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session operator's log (JSON lines)."""
     return tmp_path_factory.mktemp("operator") / f"{RELEASE}-0.log"
@@ -79,10 +85,10 @@ def operator_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def operator_process(cluster: ClusterEmulator, release: Release, liveness_url: str, helm: Path,
-                           operator_log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+                           operator_log: Path, metrics_url: str) -> AsyncIterator[subprocess.Popen[bytes]]:
     workdir = operator_log.parent
     proc = start_pod(release, f"{RELEASE}-0", server=str(cluster.url).rstrip("/"), liveness_url=liveness_url,
-                     workdir=workdir, helm=helm)
+                     workdir=workdir, helm=helm, metrics_port=int(metrics_url.split(":")[2].split("/")[0]))
     try:
         yield proc
     finally:

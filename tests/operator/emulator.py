@@ -355,6 +355,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             kind="Shop", singular="shop", namespaced=True, shortnames={"shop"},
             verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
         self._schemas[SHOPS] = version["schema"]["openAPIV3Schema"]
+        # The Prometheus Operator's CRDs, as in a cluster running it (a Shop's spec.metrics.serviceMonitor /
+        # podMonitor); their schemas are checked where the chart is rendered (tests/charts/schemas).
+        for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PodMonitor", "podmonitors")):
+            self.resources[kmock.resource("monitoring.coreos.com", "v1", plural)] = kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=True, shortnames=set(),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources=set())
         self._status_resources.update({SHOPS, kmock.resource("apps", "v1", "deployments"),
                                        kmock.resource("apps", "v1", "statefulsets")})
 

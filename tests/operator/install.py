@@ -101,7 +101,7 @@ async def install(api: Api, release: Release) -> None:
 
 
 def start_pod(release: Release, pod: str, *, server: str, liveness_url: str, workdir: Path,
-              helm: Path) -> subprocess.Popen[bytes]:
+              helm: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     """One replica of the chart's Deployment, as a local process with the container's args and env."""
     container = release.only("Deployment")["spec"]["template"]["spec"]["containers"][0]
     kubeconfig = workdir / f"{pod}.kubeconfig"
@@ -122,6 +122,8 @@ def start_pod(release: Release, pod: str, *, server: str, liveness_url: str, wor
         "MICROSHOP_OPERATOR_HELM": str(helm),
         "HELM_CACHE_HOME": str(workdir / "helm-cache"), "HELM_CONFIG_HOME": str(workdir / "helm-config"),
         "HELM_DATA_HOME": str(workdir / "helm-data"),
+        # Several replicas run side by side here: each its own metrics port (0: none).
+        "MICROSHOP_OPERATOR_METRICS_PORT": str(metrics_port),
     })
     args = [arg for arg in container["args"] if not arg.startswith("--liveness=")]
     log = (workdir / f"{pod}.log").open("wb")

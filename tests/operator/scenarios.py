@@ -431,23 +431,33 @@ async def storage_change_is_rejected(env: Env, name: str) -> None:
 
 
 async def optional_kinds_are_applied_and_pruned(env: Env, name: str) -> None:
-    """HorizontalPodAutoscaler and HTTPRoute (Gateway API): applied when enabled, pruned when disabled."""
+    """HorizontalPodAutoscaler, HTTPRoute (Gateway API), the Grafana dashboards' ConfigMaps and the Prometheus
+    Operator's ServiceMonitor/PodMonitor: applied when enabled, pruned when disabled."""
     await create_shop(env, name, {
         "services": {"orders": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}}},
-        "httpRoute": {"enabled": True, "parentRefs": [{"name": "public"}], "hostnames": ["shop.example.com"]}})
-    hpa = f"/apis/autoscaling/v2/namespaces/{env.namespace}/horizontalpodautoscalers/{name}-orders"
-    route = f"/apis/gateway.networking.k8s.io/v1/namespaces/{env.namespace}/httproutes/{name}-gateway"
-    assert await env.api.get(hpa) is not None
-    assert await env.api.get(route) is not None
+        "httpRoute": {"enabled": True, "parentRefs": [{"name": "public"}], "hostnames": ["shop.example.com"]},
+        "dashboards": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}})
+    ns = env.namespace
+    hpa = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/{name}-orders"
+    route = f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}-gateway"
+    dashboard = f"/api/v1/namespaces/{ns}/configmaps/{name}-dashboard-microshop-overview"
+    service_monitor = f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors/{name}-metrics"
+    pod_monitor = f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/podmonitors/{name}-metrics"
+    optional = (hpa, route, dashboard, service_monitor, pod_monitor)
+    for path in optional:
+        assert await env.api.get(path) is not None, path
     shop = await env.api.get(env.shop(name))
     assert shop is not None and shop["status"]["url"] == "http://shop.example.com/api"
     await env.api.merge(env.shop(name), {"spec": {
-        "services": {"orders": {"autoscaling": {"enabled": False}}}, "httpRoute": {"enabled": False}}})
+        "services": {"orders": {"autoscaling": {"enabled": False}}}, "httpRoute": {"enabled": False},
+        "dashboards": {"enabled": False},
+        "metrics": {"serviceMonitor": {"enabled": False}, "podMonitor": {"enabled": False}}}})
 
     async def pruned() -> bool:
-        return await env.api.get(hpa) is None and await env.api.get(route) is None
+        return all([await env.api.get(path) is None for path in optional])
 
-    await eventually(pruned, timeout=env.timeout, what="the HPA and the HTTPRoute pruned")
+    await eventually(pruned, timeout=env.timeout, what="the HPA, HTTPRoute, dashboards and monitors pruned")
 
 
 async def claims_of_an_existing_statefulset_are_kept(env: Env, name: str) -> None:

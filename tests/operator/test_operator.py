@@ -6,11 +6,13 @@ import json
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.operator import scenarios
 from tests.operator.conftest import probe
 from tests.operator.scenarios import Env
+from tests.support.metrics import parse_samples
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -41,6 +43,22 @@ async def test_changing_replicas_and_tag_updates_children(env: Env) -> None:
 
 async def test_deleted_and_edited_children_are_restored(env: Env) -> None:
     await scenarios.drift_is_repaired(env, shop_name())
+
+
+async def test_operator_metrics_count_reconciles_shops_and_drift_repairs(env: Env, metrics_url: str) -> None:
+    """``/metrics`` on the operator's own port: reconciles by result, their duration, Shops by phase, drift repairs."""
+
+    async def scrape() -> dict[str, float]:
+        async with aiohttp.ClientSession() as session, session.get(metrics_url) as resp:
+            assert resp.status == 200
+            return parse_samples(await resp.text())
+
+    await scenarios.drift_is_repaired(env, shop_name())
+    samples = await scrape()
+    assert samples['microshop_operator_reconciles_total{result="success"}'] >= 1
+    assert samples["microshop_operator_reconcile_seconds_count"] >= 1
+    assert sum(v for k, v in samples.items() if k.startswith("microshop_operator_shops{")) >= 1
+    assert samples["microshop_operator_drift_repairs_total"] >= 2  # a deleted Deployment, edited replicas
 
 
 async def test_readiness_is_reported_per_component(env: Env) -> None:

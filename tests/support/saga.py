@@ -30,6 +30,13 @@ TERMINAL = {"confirmed", "rejected", "cancelled"}
 ROUTES = {"/auth": "customers", "/customers": "customers", "/products": "products", "/orders": "orders"}
 
 
+async def declare_topic(channel: aio_pika.abc.AbstractChannel, namespace: str, name: str
+                        ) -> aio_pika.abc.AbstractExchange:
+    """One of the shop's topic exchanges, declared exactly as the services declare it (shopkit.broker)."""
+    return await channel.declare_exchange(namespace + name, aio_pika.ExchangeType.TOPIC, durable=True,
+                                          arguments={"alternate-exchange": f"{namespace}{name}.unroutable"})
+
+
 def via_gateway(shop: LocalShop) -> bool:
     proc = shop.procs.get("gateway")
     return proc is not None and proc.running
@@ -146,8 +153,7 @@ class WireTap:
         queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
                                             auto_delete=True)
         for name in self.exchanges:
-            exchange = await channel.declare_exchange(self.namespace + name, aio_pika.ExchangeType.TOPIC,
-                                                      durable=True)
+            exchange = await declare_topic(channel, self.namespace, name)
             await queue.bind(exchange, routing_key="#")
         await queue.consume(self._on_message, no_ack=True)
         return self
@@ -182,7 +188,7 @@ async def publish_raw(namespace: str, exchange: str, routing_key: str, body: byt
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = (channel.default_exchange if exchange == "" else
-                  await channel.declare_exchange(namespace + exchange, aio_pika.ExchangeType.TOPIC, durable=True))
+                  await declare_topic(channel, namespace, exchange))
         await target.publish(aio_pika.Message(body, message_id=message_id, content_type="application/json",
                                               delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                              routing_key=routing_key)

@@ -24,7 +24,10 @@ def documented_routes(text: str) -> set[tuple[str, str]]:
     """``(METHOD, /path)`` of every ``METHOD /path`` written in code spans; ``{anything}`` reads as ``{id}``."""
     found = set()
     for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)", text):
-        found.add((method, re.sub(r"\{[^}]+\}", "{id}", path.rstrip("/") or "/")))
+        path = re.sub(r"\{[^}]+\}", "{id}", path.rstrip("/") or "/")
+        # ``/<service>/...``: a route every (consuming) service serves under its own prefix.
+        for service in SERVICES if "<service>" in path else ("<service>",):
+            found.add((method, path.replace("<service>", service)))
     return found
 
 

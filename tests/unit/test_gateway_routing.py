@@ -71,6 +71,10 @@ def test_first_segment_picks_the_owning_service(path: str, service: str | None) 
         ("GET", "/alerts", Access.SIGNED_IN),
         ("GET", "/analytics/dashboard", Access.ADMIN),
         ("get", "/products", Access.PUBLIC),
+        ("GET", "/analytics/admin/dead-letters", Access.ADMIN),
+        ("GET", "/orders/admin/dead-letters/orders.stock_reserved", Access.ADMIN),
+        ("POST", "/products/admin/dead-letters/products.order_created/replay", Access.ADMIN),
+        ("POST", "/alerts/admin/dead-letters/alerts.stock_low/discard", Access.ADMIN),
     ],
 )
 def test_access_rules(method: str, path: str, access: Access) -> None:

@@ -116,3 +116,19 @@ def test_each_consumer_has_its_own_quorum_queue_with_a_dead_letter_route() -> No
     }
     assert sub.dlq.name == "unit.alerts.stock_low.dlq"
     assert sub.exchange.name == "unit.product_exchange"
+
+
+def test_transient_failures_are_told_from_deterministic_ones() -> None:
+    from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
+
+    from shopkit.broker import TransientFailure, is_transient
+
+    labelled = OperationFailure("aborted", code=251, details={"errorLabels": ["TransientTransactionError"]})
+    for exc in (AutoReconnect("x"), NetworkTimeout("x"), ServerSelectionTimeoutError("x"), TimeoutError(),
+                OperationFailure("WriteConflict", code=112), labelled, TransientFailure("lost a race")):
+        assert is_transient(exc), exc
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = AutoReconnect("inner")
+    assert is_transient(wrapped)
+    for exc in (RuntimeError("bug"), ValueError("bad data"), KeyError("k"), OperationFailure("bad", code=2)):
+        assert not is_transient(exc), exc

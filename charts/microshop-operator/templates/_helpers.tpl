@@ -76,6 +76,14 @@ microshop_operator.reconcile.PRUNABLE_KINDS and charts/microshop/templates.
   resources: [httproutes]
   verbs: [list, create, patch, delete]
 - apiGroups: [""]
+  # The shop's Grafana dashboards (spec.dashboards.enabled).
+  resources: [configmaps]
+  verbs: [list, create, patch, delete]
+- apiGroups: [monitoring.coreos.com]
+  # spec.metrics.serviceMonitor / podMonitor (Prometheus Operator).
+  resources: [servicemonitors, podmonitors]
+  verbs: [list, create, patch, delete]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end -}}

@@ -160,6 +160,12 @@ whose default only suits a developer machine (loopback URLs, console logs) or th
 {{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "redis" "env" "MICROSHOP_REDIS_URL") }}
 {{ include "microshop.infraEnv" (dict "root" $root "name" $name "kind" "rabbitmq" "env" "MICROSHOP_RABBITMQ_URL") }}
 {{ include "microshop.sharedEnv" $root }}
+{{- with $v.tracing.otlpEndpoint }}
+- name: MICROSHOP_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: MICROSHOP_TRACE_SAMPLE_RATIO
+  value: {{ $v.tracing.sampleRatio | toString | quote }}
+{{- end }}
 {{- with (include "microshop.componentPod" . | fromYaml).env }}
 {{ toYaml . }}
 {{- end }}
@@ -187,4 +193,18 @@ capabilities:
   drop: [ALL]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Pod annotations of one service: the component's own (checksums), then the Prometheus scrape annotations
+(metrics.scrapeAnnotations): every service serves /metrics on its HTTP port.
+*/}}
+{{- define "microshop.podAnnotations" -}}
+{{- $annotations := (include "microshop.componentPod" . | fromYaml).podAnnotations | default dict -}}
+{{- if .root.Values.metrics.scrapeAnnotations -}}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
+{{- $_ := set $annotations "prometheus.io/port" (include "microshop.port" .) -}}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- if $annotations }}{{ toYaml $annotations }}{{ end -}}
 {{- end -}}

@@ -1,0 +1,116 @@
+"""Nothing stays pending forever: the orders sweeper rejects stale pending orders, products releases their stock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from faststream.rabbit import TestRabbitBroker
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from orders.catalog import CatalogClient
+from orders.saga import OrderSaga
+from orders.service import OrderBook
+from orders.sweeper import PendingSweeper
+from products.models import Product
+from products.reservations import StockReservations
+from shopkit.broker import EventBus, create_broker
+from shopkit.contracts.events import OrderCreated, OrderLine, OrderUpdated, StockReserved
+from shopkit.events import CloudEvent, new_event
+from shopkit.mongo import utcnow
+from shopkit.outbox import OUTBOX, OutboxRelay
+from shopkit.settings import ServiceSettings
+
+Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+
+
+@pytest.fixture
+async def database(mongo_url: str) -> AsyncIterator[Db]:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    yield client, client[f"p{uuid.uuid4().hex[:10]}"]
+    client.close()
+
+
+def bus_for(service: str) -> EventBus:
+    settings = ServiceSettings(service_name=service, namespace=f"p{uuid.uuid4().hex[:6]}.")
+    return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
+
+
+def pending_order(oid: ObjectId, age_seconds: float) -> dict[str, Any]:
+    return {"_id": oid, "customer_id": "c1", "status": "pending", "total": 100, "currency": "EUR",
+            "items": [{"product_id": "p", "name": "P", "unit_price": 100, "quantity": 1}],
+            "created_at": utcnow() - timedelta(seconds=age_seconds), "updated_at": utcnow()}
+
+
+async def no_cache(_: Any) -> None:
+    return None
+
+
+async def test_orders_pending_past_the_timeout_are_rejected_once_and_a_late_reply_changes_nothing(
+        database: Db) -> None:
+    client, db = database
+    bus = bus_for("orders")
+    book = OrderBook(client, db, CatalogClient("http://127.0.0.1:9", 1.0), OutboxRelay(db, bus))
+    stale, fresh, confirmed = ObjectId(), ObjectId(), ObjectId()
+    await db["orders"].insert_many([pending_order(stale, 10.0), pending_order(fresh, 0.0),
+                                    {**pending_order(confirmed, 5.0), "status": "confirmed"}])
+    sweeper = PendingSweeper(book, timeout_seconds=3.0, every_seconds=0.05)
+    sweeper.start()
+    try:
+        async with asyncio.timeout(5):
+            while (await db["orders"].find_one({"_id": stale}))["status"] != "rejected":
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # more sweeps: nothing happens twice
+        assert await sweeper.sweep_once() == []  # ``fresh`` is not past the timeout yet
+    finally:
+        await sweeper.stop()
+    statuses = {doc["_id"]: doc["status"] async for doc in db["orders"].find({})}
+    assert statuses == {stale: "rejected", fresh: "pending", confirmed: "confirmed"}
+    updates = [doc["event"]["data"] async for doc in db[OUTBOX].find({}) if doc["event"]["type"] == "order_updated"]
+    assert [(u["order_id"], u["old_status"], u["new_status"], u["reason"]) for u in updates
+            if u["order_id"] == str(stale)] == [(str(stale), "pending", "rejected", "timeout")]
+
+    # The stock reply arrives after all: the rejected order stays rejected.
+    saga = OrderSaga(book)
+    bus.subscribe(StockReserved, saga.settle)
+    async with TestRabbitBroker(bus.broker):
+        await bus.publish(new_event(StockReserved(order_id=str(stale)), "/t"))
+    assert (await db["orders"].find_one({"_id": stale}))["status"] == "rejected"
+
+
+def order_created(order_id: str, product_id: str, quantity: int) -> CloudEvent:
+    return new_event(OrderCreated(order_id=order_id, customer_id="c1", total=100 * quantity, currency="EUR",
+                                  items=(OrderLine(product_id=product_id, unit_price=100, quantity=quantity),)),
+                     "/tests")
+
+
+def timed_out(order_id: str) -> CloudEvent:
+    return new_event(OrderUpdated(order_id=order_id, customer_id="c1", old_status="pending", new_status="rejected",
+                                  status="rejected", reason="timeout"), "/tests")
+
+
+async def test_products_releases_what_it_reserved_for_an_order_rejected_on_timeout_in_either_order(
+        database: Db) -> None:
+    client, db = database
+    product = Product(sku="T-1", name="P", category="c", price=100, currency="EUR", stock=5, low_stock_threshold=0)
+    await db["products"].insert_one(product.model_dump_doc())
+    pid = str(product.id)
+    reservations = StockReservations(client, db, no_cache)
+    bus = bus_for("products")
+    bus.subscribe(OrderCreated, reservations.reserve)
+    bus.subscribe(OrderUpdated, reservations.release)
+    async with TestRabbitBroker(bus.broker):
+        await bus.publish(order_created("slow", pid, 3))  # reserved, but orders timed it out meanwhile
+        rejection = timed_out("slow")
+        await bus.publish(rejection)
+        await bus.publish(rejection)  # redelivered: released once
+        await bus.publish(timed_out("early"))  # the rejection overtakes its order_created
+        await bus.publish(order_created("early", pid, 2))
+    assert (await db["products"].find_one({"_id": product.id}))["stock"] == 5
+    decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
+    assert decided == {"slow": "released", "early": "cancelled"}

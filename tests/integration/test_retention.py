@@ -1,0 +1,72 @@
+"""Nothing grows without bound: handled-event markers expire (TTL), read alerts are purged, sent outbox records too."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from alerts.inbox import ADMINS, ALERTS, purge_read
+from shopkit.app import Uses, connect
+from shopkit.broker import Delivery, EventBus, create_broker
+from shopkit.contracts.events import StockLow
+from shopkit.mongo import HANDLED_EVENTS, MARKERS_TTL_INDEX, ensure_marker_retention, utcnow
+from shopkit.settings import ServiceSettings
+
+Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+
+
+@pytest.fixture
+async def database(mongo_url: str) -> AsyncIterator[Db]:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    yield client, client[f"r{uuid.uuid4().hex[:10]}"]
+    client.close()
+
+
+async def ttl_of(db: AsyncIOMotorDatabase[Any]) -> Any:
+    info = await db[HANDLED_EVENTS].index_information()
+    return info[MARKERS_TTL_INDEX].get("expireAfterSeconds")
+
+
+async def test_a_consuming_service_gives_its_handled_event_markers_a_ttl(mongo_url: str, namespace: str) -> None:
+    name = f"r{uuid.uuid4().hex[:8]}"
+    settings = ServiceSettings(service_name=name, namespace=namespace, mongo_url=mongo_url,  # type: ignore[arg-type]
+                               handled_event_retention_seconds=3 * 86400)
+    bus = EventBus(settings, create_broker(settings))
+
+    async def handle(batch: list[Delivery[StockLow]]) -> None:
+        return None
+
+    bus.subscribe(StockLow, handle)
+    async with connect(settings, Uses(events=True), bus) as res:
+        assert await ttl_of(res.db) == 3 * 86400
+        await res.client.drop_database(res.db.name)
+
+
+async def test_changing_the_marker_retention_updates_the_ttl_index(database: Db) -> None:
+    _, db = database
+    await ensure_marker_retention(db, 7 * 86400)
+    assert await ttl_of(db) == 7 * 86400
+    await ensure_marker_retention(db, 86400)  # a new setting on the next start: collMod, not a conflict
+    assert await ttl_of(db) == 86400
+
+
+async def test_read_alerts_older_than_the_retention_are_purged_and_unread_ones_kept(database: Db) -> None:
+    _, db = database
+    old, new = utcnow() - timedelta(days=40), utcnow() - timedelta(days=1)
+    docs = {
+        "old read": {"recipient": "user:1", "read": True, "created_at": old},
+        "old unread": {"recipient": "user:1", "read": False, "created_at": old},
+        "new read": {"recipient": "user:1", "read": True, "created_at": new},
+        "old stock read by an admin": {"recipient": ADMINS, "read_by": ["a1"], "created_at": old},
+        "old stock unread": {"recipient": ADMINS, "read_by": [], "created_at": old},
+        "old stock never marked": {"recipient": ADMINS, "created_at": old},
+    }
+    await db[ALERTS].insert_many([{"_id": k, "type": "t", "message": k, **v} for k, v in docs.items()])
+    assert await purge_read(db, utcnow() - timedelta(days=30)) == 2
+    assert sorted([d["_id"] async for d in db[ALERTS].find({})]) == sorted(
+        ["old unread", "new read", "old stock unread", "old stock never marked"])
