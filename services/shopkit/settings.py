@@ -45,7 +45,7 @@ class ServiceSettings(BaseSettings):
     # up to ``batch_max_size`` items per transaction, and wait at most ``batch_linger_ms`` after the
     # first item for company (only when no batch is already committing, i.e. under light load).
     batch_max_size: int = Field(default=64, ge=1, le=1000)
-    batch_linger_ms: float = Field(default=10.0, ge=0, le=1000)
+    batch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
     # How long the outbox keeps a record after its publish was confirmed (for inspection); 0 deletes
     # it at once, which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
