@@ -73,7 +73,8 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         cid = getattr(record, "correlation_id", None)
-        record.ids = f" [{cid[:12]}]" if cid else ""
+        trace = getattr(record, "trace_id", None)  # set by ContextFilter while tracing is on
+        record.ids = (f" [{cid[:12]}]" if cid else "") + (f" trace={trace}" if trace else "")
         return redact(super().format(record))
 
 

@@ -24,7 +24,7 @@ from shopkit.batching import Batcher
 from shopkit.contracts.events import StockLow
 from shopkit.errors import problem_body
 from shopkit.events import CloudEvent, new_event
-from shopkit.logging import ContextFilter
+from shopkit.logging import ConsoleFormatter, ContextFilter
 from shopkit.settings import ServiceSettings
 from tests.support.metrics import parse_samples, total
 
@@ -131,6 +131,7 @@ def test_events_logs_and_problems_carry_the_trace(spans: InMemorySpanExporter) -
     assert event.traceparent == TRACEPARENT
     assert body["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert record.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert "trace=0af7651916cd43dd8448eb211c80319c" in ConsoleFormatter().format(record)  # console lines too
 
 
 def test_a_batch_span_continues_its_first_deliverys_trace_and_links_the_others(
