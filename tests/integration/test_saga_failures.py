@@ -41,7 +41,9 @@ def own_shop(key_file: Path, namespace: str) -> Iterator[LocalShop]:
     # Under the session's namespace, so the session's clean-up deletes its queues too.
     local = shop_factory()(key_file=key_file, namespace=f"{namespace}crash{uuid.uuid4().hex[:6]}.",
                       services=["customers", "products", "orders"], out=None,
-                      env={"MICROSHOP_LOG_LEVEL": "INFO"})
+                      # Small batches: a kill must land between commits (with the default 64 the first
+                      # batch can take the whole backlog, and there is no "mid-flight" to test).
+                      env={"MICROSHOP_LOG_LEVEL": "INFO", "MICROSHOP_BATCH_MAX_SIZE": "4"})
     try:
         local.start(timeout=90)
         yield local
