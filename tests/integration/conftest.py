@@ -12,6 +12,7 @@ exchange, queue and Redis key names, never with sleeps. Helpers shared by the mo
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,11 @@ async def wire(namespace: str) -> AsyncIterator[WireTap]:
         yield tap
     finally:
         await tap.close()
+
+
+@pytest.fixture
+async def database(mongo_url: str) -> AsyncIterator[tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]]:
+    """A database of its own on the session's SecantusDB (for tests that drive handlers directly)."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    yield client, client[f"h{uuid.uuid4().hex[:10]}"]
+    client.close()

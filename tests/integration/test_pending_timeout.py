@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from faststream.rabbit import TestRabbitBroker
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -19,26 +16,15 @@ from orders.service import OrderBook
 from orders.sweeper import PendingSweeper
 from products.models import Product
 from products.reservations import StockReservations
-from shopkit.broker import EventBus, create_broker
 from shopkit.contracts.events import OrderCreated, OrderLine, OrderUpdated, StockReserved
 from shopkit.events import CloudEvent, new_event
 from shopkit.mongo import utcnow
 from shopkit.outbox import OUTBOX, OutboxRelay
-from shopkit.settings import ServiceSettings
+from tests.support.bus import bus_for
 
 Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
 
 
-@pytest.fixture
-async def database(mongo_url: str) -> AsyncIterator[Db]:
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
-    yield client, client[f"p{uuid.uuid4().hex[:10]}"]
-    client.close()
-
-
-def bus_for(service: str) -> EventBus:
-    settings = ServiceSettings(service_name=service, namespace=f"p{uuid.uuid4().hex[:6]}.")
-    return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
 
 
 def pending_order(oid: ObjectId, age_seconds: float) -> dict[str, Any]:

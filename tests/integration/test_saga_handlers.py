@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from faststream.rabbit import TestRabbitBroker
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -26,7 +25,7 @@ from orders.saga import OrderSaga
 from orders.service import OrderBook
 from products.models import Product
 from products.reservations import StockReservations
-from shopkit.broker import EventBus, create_broker
+from shopkit.broker import EventBus
 from shopkit.contracts.events import (
     OrderCreated,
     OrderLine,
@@ -37,21 +36,11 @@ from shopkit.contracts.events import (
 )
 from shopkit.events import CloudEvent, new_event
 from shopkit.outbox import OUTBOX, OutboxRelay
-from shopkit.settings import ServiceSettings
+from tests.support.bus import bus_for
 
 Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
 
 
-@pytest.fixture
-async def database(mongo_url: str) -> AsyncIterator[Db]:
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
-    yield client, client[f"h{uuid.uuid4().hex[:10]}"]
-    client.close()
-
-
-def bus_for(service: str) -> EventBus:
-    settings = ServiceSettings(service_name=service, namespace=f"h{uuid.uuid4().hex[:6]}.")
-    return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
 
 
 async def outbox_events(db: AsyncIOMotorDatabase[Any]) -> list[dict[str, Any]]:
