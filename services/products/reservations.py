@@ -177,8 +177,11 @@ class StockReservations:
         applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
         if any(applied) and outcome.stock_low:
             STOCK_LOW.inc(outcome.stock_low)
-        # Also after a redelivery: the effect is committed; the cache and relay may not have heard of it.
-        await self.after_commit(outcome.touched or {pid for d in batch for pid, _ in merge_lines(d.data.items)})
+        # What this commit changed, and the products of redelivered events: their effect was committed
+        # before, but the cache and relay may not have heard of it (a crash right after that commit).
+        redelivered = {pid for d, done in zip(batch, applied, strict=True) if not done
+                       for pid, _ in merge_lines(d.data.items)}
+        await self.after_commit(outcome.touched | redelivered)
         counts = Counter(outcome.results.values())
         log.info("reserved a batch of %d: %s", len(batch), dict(counts) or "all duplicates")
         return outcome
