@@ -22,7 +22,7 @@ from alerts.settings import Settings
 from alerts.sockets import SocketLimits
 from alerts.ws import alerts_socket
 from shopkit.app import Resources, Service, Uses
-from shopkit.contracts.events import OrderCreated, OrderUpdated, StockLow
+from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, StockLow
 from shopkit.mongo import utcnow
 from shopkit.settings import ServiceSettings
 
@@ -72,7 +72,7 @@ async def purge_read_alerts(db: AsyncIOMotorDatabase[Any], settings: Settings) -
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
     alerts = Service(
-        Settings, settings, build=build, routes=[AlertController, alerts_socket],
+        Settings, settings, build=build, routes=[AlertController, alerts_socket], publishes=(AlertSent,),
         uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop alerts",
         description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
                     "at /alerts/ws.",

@@ -15,7 +15,7 @@ from orders.service import BY_IDEMPOTENCY_KEY, IDEMPOTENCY_INDEX_OPTIONS, ORDERS
 from orders.settings import Settings
 from orders.sweeper import BY_STATUS_CREATED, PendingSweeper
 from shopkit.app import Resources, Service, Uses
-from shopkit.contracts.events import StockRejected, StockReserved
+from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.settings import ServiceSettings
 
 
@@ -49,6 +49,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     # Both replies share their batches: one transaction settles the confirmed and the rejected.
     settle = {(StockReserved, StockRejected): lambda deps: deps.saga.settle}
     return Service(Settings, settings, build=build, routes=[OrderController], consumes=settle,
+                   publishes=(OrderCreated, OrderUpdated),
                    # Serves without RabbitMQ: the outbox holds the events until it is back.
                    uses=Uses(events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop orders",
                    description="Orders: placement, the status state machine and the orders side of the order saga.",

@@ -15,7 +15,7 @@ from products.reservations import StockReservations
 from products.seed import seed_demo_catalog
 from products.settings import Settings
 from shopkit.app import Resources, Service, Uses
-from shopkit.contracts.events import OrderCreated, OrderUpdated
+from shopkit.contracts.events import OrderCreated, OrderUpdated, ProductUpdated, StockLow, StockRejected, StockReserved
 from shopkit.settings import ServiceSettings
 
 
@@ -39,6 +39,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         Settings, settings, build=build, routes=[ProductController],
         consumes={OrderCreated: lambda deps: deps.reservations.reserve,
                   OrderUpdated: lambda deps: deps.reservations.release},
+        publishes=(StockReserved, StockRejected, ProductUpdated, StockLow),
         # Serves without Redis (the cache falls back to MongoDB) and without RabbitMQ (the outbox holds events).
         uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"redis", "broker"})),
         title="microshop products",

@@ -220,6 +220,7 @@ class Service(Generic[S, D]):
         build: Build[S, D],
         routes: Sequence[ControllerRouterHandler],
         consumes: Consumers[D] | None = None,
+        publishes: Sequence[type[EventData]] = (),
         uses: Uses = Uses(),
         title: str,
         description: str,
@@ -243,7 +244,8 @@ class Service(Generic[S, D]):
         self.verifier = verifier or TokenVerifier(self.settings)
         self.middleware = list(middleware)
         self.defer_auth_rejection = defer_auth_rejection
-        self.bus = EventBus(self.settings, create_broker(self.settings)) if uses.events else None
+        self.bus = (EventBus(self.settings, create_broker(self.settings), publishes=tuple(publishes))
+                    if uses.events else None)
         # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes and ``dlq_depths`` for metrics.
         self.dead_letters = (DeadLetters(self.settings.rabbitmq_url.get_secret_value(), self.settings.namespace)
                              if uses.events else None)

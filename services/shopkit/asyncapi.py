@@ -23,16 +23,6 @@ from shopkit.contracts.events import CATALOGUE, EventData
 from shopkit.events import CloudEvent
 from shopkit.settings import ServiceSettings
 
-# Who publishes each event (every consumer is found from the services' own subscriptions).
-PRODUCER: dict[str, str] = {
-    "order_created": "orders",
-    "order_updated": "orders",
-    "stock_reserved": "products",
-    "stock_rejected": "products",
-    "product_updated": "products",
-    "stock_low": "products",
-    "alert_sent": "alerts",
-}
 CONSUMERS = ("products", "orders", "alerts", "analytics")
 
 
@@ -52,7 +42,18 @@ def service_bus(name: str) -> EventBus:
     return bus
 
 
+def producers() -> dict[str, str]:
+    """Event type → the service that publishes it, from the services' own ``publishes`` declarations."""
+    found: dict[str, str] = {}
+    for service in CONSUMERS:
+        for model in service_bus(service).publishes or ():
+            assert model.TYPE not in found, f"{model.TYPE} published by {found[model.TYPE]} and {service}"
+            found[model.TYPE] = service
+    return found
+
+
 def document() -> dict[str, Any]:
+    producer = producers()
     broker = RabbitBroker("amqp://broker:5672/")
     for service in CONSUMERS:
         for sub in service_bus(service).subscriptions:
@@ -69,7 +70,7 @@ def document() -> dict[str, Any]:
         broker.publisher(
             exchange=RabbitExchange(model.EXCHANGE, type=ExchangeType.TOPIC, durable=True), routing_key=type_,
             title=f"{model.EXCHANGE}.{type_}:publish", schema=envelope(model),
-            description=f"{PRODUCER[type_]} publishes `{type_}` (through its transactional outbox). {model.__doc__}",
+            description=f"{producer[type_]} publishes `{type_}` (through its transactional outbox). {model.__doc__}",
         )
     spec = AsyncAPI(broker, title="microshop events", version="0.1.0", schema_version="3.0.0",
                     description="Every event of the shop: CloudEvents 1.0 envelopes on durable topic exchanges; "

@@ -16,12 +16,18 @@ event is never dead-lettered because of load or an outage. Any other failure is 
 backoff; after ``max_deliveries`` RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands
 in ``<queue>.dlq`` (``python -m shopkit.dlq`` lists, replays or discards those). Deliveries are
 acked only after their batch committed.
+
+A bus declares only what its service uses: the topic exchanges it consumes from or publishes to
+(``publishes``: the event models it produces), the dead-letter exchanges of what it consumes, its
+own queues, their DLQs and its replay exchange. :meth:`EventBus.permissions` turns exactly that
+into RabbitMQ permission regexes (the chart grants each service those, and no more).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -132,6 +138,54 @@ def dead_letter_exchange(settings: ServiceSettings, name: str) -> RabbitExchange
     return RabbitExchange(settings.namespace + name + ".dlx", type=ExchangeType.TOPIC, durable=True)
 
 
+def replay_exchange_name(namespace: str, consumer: str) -> str:
+    """``<namespace><consumer>.replay``: a direct exchange each consumer queue is bound to by its own name.
+
+    ``shopkit.dlq`` replays a dead letter through it into exactly the queue it died in. Through the
+    consumer's own exchange, not RabbitMQ's default one: publishing to the default exchange reaches
+    every queue, so granting it would let any service inject events into any other's queues.
+    """
+    return f"{namespace}{consumer}.replay"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """RabbitMQ permission regexes (``rabbitmqctl set_permissions <user> <configure> <write> <read>``)."""
+
+    configure: str
+    write: str
+    read: str
+
+
+def _one_of(names: set[str], suffix: str = "") -> list[str]:
+    return [f"(?:{'|'.join(re.escape(n) for n in sorted(names))}){suffix}"] if names else []
+
+
+def rabbitmq_permissions(namespace: str, consumers: set[str], consumed: set[str], published: set[str]) -> Permissions:
+    """The least a service needs on the broker, from what its bus declares and uses.
+
+    - its own names, ``<consumer>.…`` (queues, their DLQs, the replay exchange): everything;
+    - each topic exchange it consumes from or publishes to (``E``): declare (configure) with its
+      alternate exchange (RabbitMQ then checks read on ``E`` and write on ``E.unroutable``), bind
+      its queues to it (read); write only on those it publishes to;
+    - ``E.unroutable`` (fanout) and the ``unroutable`` queue it feeds: declare and bind;
+    - ``E.dlx`` of each exchange it consumes from: declare, name as its queues' dead-letter
+      exchange (write), bind the DLQs to it (read).
+
+    Names are matched whole (``^…$``); nothing else, in particular not the default exchange.
+    """
+    ns = re.escape(namespace)
+    own = [f"{re.escape(c)}\\..+" for c in sorted(consumers)]
+    used = consumed | published
+    rules = {
+        "configure": [*own, "unroutable", *_one_of(used, r"(?:\.unroutable)?"), *_one_of(consumed, r"\.dlx")],
+        "write": [*own, "unroutable", *_one_of(published), *_one_of(used, r"\.unroutable"),
+                  *_one_of(consumed, r"\.dlx")],
+        "read": [*own, *_one_of(used, r"(?:\.unroutable)?"), *_one_of(consumed, r"\.dlx")],
+    }
+    return Permissions(**{what: f"^{ns}(?:{'|'.join(parts)})$" for what, parts in rules.items()})
+
+
 def _delivery_count(message: RabbitMessage) -> int:
     """How often RabbitMQ delivered this message before (quorum queues count it in a header)."""
     raw = getattr(message, "raw_message", None)
@@ -168,6 +222,9 @@ class EventBus:
 
     settings: ServiceSettings
     broker: RabbitBroker
+    # The event models this service publishes (None: undeclared, as in tests and tools: every exchange
+    # is declared and any event may be published). A service's bus publishes nothing else.
+    publishes: Sequence[type[EventData]] | None = None
     max_deliveries: int = 5
     retry_backoff_seconds: float = 0.1
     transient_backoff_cap_seconds: float = 5.0
@@ -289,18 +346,50 @@ class EventBus:
                        linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
                        lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
 
+    def consumed_exchanges(self) -> set[str]:
+        return {EXCHANGE_OF[sub.routing_key] for sub in self.subscriptions}
+
+    def published_exchanges(self) -> set[str]:
+        if self.publishes is None:
+            return set(EXCHANGE_OF.values())
+        return {model.EXCHANGE for model in self.publishes}
+
+    def used_exchanges(self) -> list[str]:
+        """The topic exchanges this bus declares: those it consumes from or publishes to."""
+        return sorted(self.consumed_exchanges() | self.published_exchanges())
+
+    def consumers(self) -> set[str]:
+        return {sub.consumer for sub in self.subscriptions}
+
+    def permissions(self) -> Permissions:
+        """What this bus needs on RabbitMQ and nothing more (:func:`rabbitmq_permissions`)."""
+        return rabbitmq_permissions(self.settings.namespace, self.consumers(), self.consumed_exchanges(),
+                                    self.published_exchanges())
+
     async def declare(self) -> None:
-        """Declare exchanges, dead-letter exchanges and DLQs (idempotent; call after connecting)."""
+        """Declare what this service uses (idempotent; call after connecting).
+
+        Its topic exchanges (with their alternate exchanges), the dead-letter exchanges of what it
+        consumes, each consumer queue's DLQ, and each consumer's replay exchange with its queues
+        bound to it by name (``shopkit.dlq`` replays through it).
+        """
         await self.declare_topic_exchanges()
-        for name in sorted(set(EXCHANGE_OF.values())):
+        for name in sorted(self.consumed_exchanges()):
             await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
+        replay: dict[str, Any] = {}
         for sub in self.subscriptions:
             dlx = await self.broker.declare_exchange(sub.dlx)
             dlq = await self.broker.declare_queue(sub.dlq)
             await dlq.bind(dlx, routing_key=sub.dlq.routing_key)
+            if sub.consumer not in replay:
+                replay[sub.consumer] = await self.broker.declare_exchange(RabbitExchange(
+                    replay_exchange_name(self.settings.namespace, sub.consumer), type=ExchangeType.DIRECT,
+                    durable=True))
+            queue = await self.broker.declare_queue(sub.queue)  # as its subscriber declares it on start
+            await queue.bind(replay[sub.consumer], routing_key=f"{sub.consumer}.{sub.routing_key}")
 
     async def declare_topic_exchanges(self) -> None:
-        """Each topic exchange with an alternate exchange, so an event no queue is bound for is kept, not dropped.
+        """Each topic exchange this bus uses with an alternate exchange, so an event no queue is bound for is kept.
 
         ``<exchange>`` has ``alternate-exchange: <exchange>.unroutable`` (fanout), bound to the
         ``<namespace>unroutable`` queue (at most ``UNROUTABLE_MAX_LENGTH`` messages, oldest dropped
@@ -316,7 +405,7 @@ class EventBus:
             queue = await channel.declare_queue(
                 unroutable_queue_name(self.settings), durable=True,
                 arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
-            for name in sorted(set(EXCHANGE_OF.values())):
+            for name in self.used_exchanges():
                 alternate = alternate_exchange_name(self.settings, name)
                 fanout = await channel.declare_exchange(alternate, aio_pika.ExchangeType.FANOUT, durable=True)
                 await queue.bind(fanout)
@@ -335,7 +424,14 @@ class EventBus:
                                                    durable=True, passive=True)
 
     async def publish(self, event: CloudEvent) -> None:
-        """Publish persistently with publisher confirms (the call returns once the broker has it)."""
+        """Publish persistently with publisher confirms (the call returns once the broker has it).
+
+        Only events of the declared ``publishes`` models: the service's broker user may write to no
+        other exchange, so an undeclared one fails here, clearly, rather than as ACCESS_REFUSED.
+        """
+        if EXCHANGE_OF[event.type] not in self.published_exchanges():
+            raise ValueError(f"{self.settings.service_name} does not declare that it publishes {event.type!r} "
+                             "(Service(publishes=...))")
         await self.broker.publish(
             event.model_dump(mode="json"),
             exchange=exchange(self.settings, EXCHANGE_OF[event.type]),

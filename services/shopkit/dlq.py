@@ -10,11 +10,13 @@ failures never put it there. Everything here speaks plain AMQP to the DLQs (``ba
 - *show*: the dead letters of one queue, oldest first, with why they died (``x-death``); they
   are fetched unacknowledged and put back untouched when the channel closes;
 - *replay*: republish a dead letter (same body, message id, correlation id and headers) straight
-  into the consumer queue it died in, then ack it out of the DLQ. Straight into that queue (via
-  the default exchange), not to the original topic exchange: the event failed for *this*
-  consumer only; republishing it to the exchange would deliver it to every other consumer again
-  (they would dedupe it, but need not see it at all). Replay after fixing the cause: a poison
-  event dead-letters again;
+  into the consumer queue it died in, then ack it out of the DLQ. Straight into that queue
+  (through the consumer's replay exchange ``<service>.replay``, to which each of its queues is
+  bound by name), not to the original topic exchange: the event failed for *this* consumer only;
+  republishing it to the exchange would deliver it to every other consumer again (they would
+  dedupe it, but need not see it at all). Not through RabbitMQ's default exchange either: a
+  service's broker user may not write to it (it reaches every queue). Replay after fixing the
+  cause: a poison event dead-letters again;
 - *discard*: ack it out of the DLQ for good.
 
 Queues are named as their consumers name them without the namespace, ``<service>.<event type>``
@@ -48,7 +50,7 @@ from litestar.status_codes import HTTP_200_OK
 from pydantic import BaseModel, Field
 
 from shopkit.auth import requires_admin
-from shopkit.broker import UNROUTABLE_QUEUE
+from shopkit.broker import UNROUTABLE_QUEUE, replay_exchange_name
 from shopkit.errors import ProblemError
 from shopkit.events import EXCHANGE_OF
 from shopkit.settings import ServiceSettings
@@ -134,7 +136,7 @@ class DeadLetters:
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[AbstractChannel]:
         connection = await self._connect()
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)  # unrouted: not acked
         try:
             yield channel
         finally:
@@ -200,19 +202,21 @@ class DeadLetters:
     async def replay(self, queue: str, ids: Sequence[str] | None = None, limit: int = MAX_FETCH) -> list[str | None]:
         """Republish the chosen dead letters (``ids``; ``None``: all) into ``queue``, then ack them out of the DLQ."""
         async with self._channel() as channel:
+            replay_exchange = await channel.get_exchange(
+                replay_exchange_name(self.namespace, queue.partition(".")[0]), ensure=False)
             done: list[str | None] = []
             for message in await self._fetch(channel, queue, limit):
                 if ids is not None and message.message_id not in ids:
                     continue
                 headers = {k: v for k, v in (message.headers or {}).items() if k not in ("x-delivery-count",)}
-                await channel.default_exchange.publish(
+                await replay_exchange.publish(
                     aio_pika.Message(
                         message.body, headers=headers, message_id=message.message_id,
                         correlation_id=message.correlation_id, content_type=message.content_type,
                         content_encoding=message.content_encoding, app_id=message.app_id,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=message.timestamp,
                         type=message.type),
-                    routing_key=self.namespace + queue)  # confirmed before the ack below
+                    routing_key=queue)  # confirmed before the ack below
                 await message.ack()
                 done.append(message.message_id)
             return done

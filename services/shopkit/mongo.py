@@ -107,14 +107,20 @@ INDEX_OPTIONS_CONFLICT = (85, 86)
 
 async def ensure_ttl_index(db: AsyncIOMotorDatabase[Any], collection: str, field: str, seconds: float,
                            name: str) -> None:
-    """A TTL index on ``field``: MongoDB deletes a document ``seconds`` after that time (``collMod`` if it changed)."""
+    """A TTL index on ``field``: MongoDB deletes a document ``seconds`` after that time.
+
+    A changed ``seconds`` replaces the index (drop, then create) rather than ``collMod``: a service's
+    database user has ``readWrite`` on its own database only, which may drop and create indexes but
+    not run ``collMod``. Between the two nothing expires, which only delays a purge.
+    """
     expire = max(int(seconds), 0)
     try:
         await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
     except OperationFailure as exc:
         if exc.code not in INDEX_OPTIONS_CONFLICT:
             raise
-        await db.command("collMod", collection, index={"name": name, "expireAfterSeconds": expire})
+        await db[collection].drop_index(name)
+        await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
 
 
 async def ensure_marker_retention(db: AsyncIOMotorDatabase[Any], seconds: float) -> None:

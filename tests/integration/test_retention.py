@@ -51,7 +51,7 @@ async def test_changing_the_marker_retention_updates_the_ttl_index(database: Db)
     _, db = database
     await ensure_marker_retention(db, 7 * 86400)
     assert await ttl_of(db) == 7 * 86400
-    await ensure_marker_retention(db, 86400)  # a new setting on the next start: collMod, not a conflict
+    await ensure_marker_retention(db, 86400)  # a new setting on the next start: the index is replaced, not a conflict
     assert await ttl_of(db) == 86400
 
 
