@@ -19,13 +19,14 @@ def mongo_url(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false&directConnection=true"
 
 
-def secantus_proc(port: int | None = None, storage: str | Path = ":memory:") -> Proc:
+def secantus_proc(port: int | None = None, storage: str | Path = ":memory:", *, auth: bool = False) -> Proc:
+    """A SecantusDB server; ``auth`` requires SCRAM authentication (users created before, without it)."""
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     port = port or free_port()
     return Proc(
         name="mongo",
         argv=[exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-              "--log-level", "WARNING"],
+              "--log-level", "WARNING", *(["--auth"] if auth else [])],
         env={},
     )
 

@@ -101,6 +101,16 @@ async def apply_batch_once(
         return await in_transaction(client, attempt(look_up=True))
 
 
+def database_user(service: str, database: str | None = None) -> dict[str, Any]:
+    """The MongoDB user a service connects as: ``readWrite`` on its own database and nothing else.
+
+    The chart creates these (``createUser``) and gives each service its own credentials; every
+    statement a service runs (transactions, indexes, TTL indexes included) needs no more.
+    """
+    db = database or service
+    return {"user": service, "db": db, "roles": [{"role": "readWrite", "db": db}]}
+
+
 MARKERS_TTL_INDEX = "handled_events_ttl"
 INDEX_OPTIONS_CONFLICT = (85, 86)
 
