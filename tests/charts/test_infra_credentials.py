@@ -32,7 +32,12 @@ from tests.charts.test_network_topology import allowed_components
 from tests.charts.test_render import EXTERNAL_INFRA, MIXED_INFRA, SHOP_VARIANTS
 
 INFRA = ("mongodb", "redis", "rabbitmq")
-INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password"}
+# Each service's own user (its MongoDB database, its RabbitMQ permissions): one password per service.
+DATABASE_USERS = ("alerts", "analytics", "customers", "orders", "products")
+BROKER_USERS = ("alerts", "analytics", "orders", "products")
+INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password",
+              *(f"mongodb-password-{service}" for service in DATABASE_USERS),
+              *(f"rabbitmq-password-{service}" for service in BROKER_USERS)}
 URL_ENV = {"mongodb": "MICROSHOP_MONGO_URL", "redis": "MICROSHOP_REDIS_URL", "rabbitmq": "MICROSHOP_RABBITMQ_URL"}
 HELPER_ENV = {"mongodb": "MONGODB_PASSWORD", "redis": "REDIS_PASSWORD", "rabbitmq": "RABBITMQ_PASSWORD"}
 BASE64_ALPHABET = set(string.ascii_letters + string.digits + "+/=")
@@ -205,11 +210,13 @@ def test_services_connect_with_the_secrets_credentials(render: Render) -> None:
                 assert url.password is None, f"{service} does not use {infra}: it gets no credentials"
                 assert HELPER_ENV[infra] not in env
                 continue
-            assert url.password == secrets[("shop-infra", f"{infra}-password")], f"{service} → {infra}"
-            assert url.username == ("" if infra == "redis" else "microshop")
+            key = f"{infra}-password" if infra == "redis" else f"{infra}-password-{service}"
+            assert url.password == secrets[("shop-infra", key)], f"{service} → {infra}: its own password"
+            assert url.username == ("" if infra == "redis" else service), "its own user, never the admin"
             if infra == "mongodb":
                 query = parse_qs(url.query)
-                assert query == {"replicaSet": ["rs0"], "authSource": ["admin"]}
+                assert query == {"replicaSet": ["rs0"], "authSource": [service]}, "the user lives in its database"
+                assert url.path == f"/{service}"
                 assert url.hostname == "shop-mongodb-0.shop-mongodb.shop-ns.svc.cluster.local"
             else:
                 assert url.hostname == f"shop-{infra}"
@@ -217,14 +224,14 @@ def test_services_connect_with_the_secrets_credentials(render: Render) -> None:
 
 def test_service_urls_reference_secret_backed_variables_defined_before_them(render: Render) -> None:
     objects = render(SHOP_CHART)
-    expected = {
-        "mongodb": "mongodb://microshop:$(MONGODB_PASSWORD)@shop-mongodb-0.shop-mongodb.shop-ns.svc.cluster.local"
-                   ":27017/?replicaSet=rs0&authSource=admin",
-        "redis": "redis://:$(REDIS_PASSWORD)@shop-redis:6379/0",
-        "rabbitmq": "amqp://microshop:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/",
-    }
     for name, deployment in by_kind(objects, "Deployment").items():
         service = name.removeprefix("shop-")
+        expected = {
+            "mongodb": f"mongodb://{service}:$(MONGODB_PASSWORD)@shop-mongodb-0.shop-mongodb.shop-ns.svc.cluster.local"
+                       f":27017/{service}?replicaSet=rs0&authSource={service}",
+            "redis": "redis://:$(REDIS_PASSWORD)@shop-redis:6379/0",
+            "rabbitmq": f"amqp://{service}:$(RABBITMQ_PASSWORD)@shop-rabbitmq:5672/",
+        }
         env = pod_spec(deployment)["containers"][0]["env"]
         names = [e["name"] for e in env]
         for infra in INFRA:
@@ -232,7 +239,8 @@ def test_service_urls_reference_secret_backed_variables_defined_before_them(rend
                 continue
             helper, url = names.index(HELPER_ENV[infra]), names.index(URL_ENV[infra])
             assert helper < url, "Kubernetes expands $(VAR) only from entries defined earlier"
-            assert env[helper]["valueFrom"] == {"secretKeyRef": {"name": "shop-infra", "key": f"{infra}-password"}}
+            key = f"{infra}-password" if infra == "redis" else f"{infra}-password-{service}"
+            assert env[helper]["valueFrom"] == {"secretKeyRef": {"name": "shop-infra", "key": key}}
             assert env[url]["value"] == expected[infra]
 
 
@@ -324,9 +332,10 @@ def test_mongodb_keyfile_copy_is_owner_read_only_and_rerunnable(render: Render, 
     assert stat.S_IMODE(copied.stat().st_mode) == 0o400
 
 
-def test_mongodb_readiness_authenticates_and_initiates(render: Render, tmp_path: Path) -> None:
-    """Run the probe's shell with a stand-in mongosh that records its arguments."""
-    container = _infra_container(render(SHOP_CHART), "mongodb")
+def test_mongodb_readiness_authenticates_and_runs_the_users_script(render: Render, tmp_path: Path) -> None:
+    """Run the probe's shell with a stand-in mongosh that records its arguments (the script: test_infra_access)."""
+    objects = render(SHOP_CHART)
+    container = _infra_container(objects, "mongodb")
     command = container["readinessProbe"]["exec"]["command"]
     assert command[:2] == ["bash", "-c"]
     record = tmp_path / "argv.json"
@@ -342,7 +351,9 @@ def test_mongodb_readiness_authenticates_and_initiates(render: Render, tmp_path:
     assert argv[argv.index("--username") + 1] == "microshop"
     assert argv[argv.index("--password") + 1] == password
     assert argv[argv.index("--authenticationDatabase") + 1] == "admin"
-    script = argv[argv.index("--eval") + 1]
-    assert "rs.initiate" in script
-    assert '"shop-mongodb-0.shop-mongodb.shop-ns.svc.cluster.local:27017"' in script
+    script = Path(argv[argv.index("--file") + 1])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(script.parent))
+    volume = next(v for v in pod_spec(by_kind(objects, "StatefulSet")["shop-mongodb"])["volumes"]
+                  if v["name"] == mount["name"])
+    assert script.name in by_kind(objects, "ConfigMap")[volume["configMap"]["name"]]["data"]
     assert password not in json.dumps(container), "the probe names the variable, never the value"

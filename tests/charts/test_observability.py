@@ -55,8 +55,10 @@ def test_service_pods_carry_scrape_annotations_by_default(render: Render) -> Non
 
 
 def test_no_monitoring_objects_by_default(render: Render) -> None:
-    kinds = {o["kind"] for o in render(SHOP_CHART)}
-    assert not kinds & {"ServiceMonitor", "PodMonitor", "ConfigMap"}
+    objects = render(SHOP_CHART)
+    assert not {o["kind"] for o in objects} & {"ServiceMonitor", "PodMonitor"}
+    # The only ConfigMaps: the managed infrastructure's users (templates/infrastructure.yaml), no dashboards.
+    assert set(by_kind(objects, "ConfigMap")) == {"shop-mongodb-users", "shop-rabbitmq-definitions"}
     assert "shop-loadgen" not in by_kind(render(SHOP_CHART), "Deployment")
 
 

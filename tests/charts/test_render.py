@@ -192,7 +192,8 @@ def test_mongodb_runs_as_a_replica_set_the_services_name(render: Render) -> None
     mongo = by_kind(objects, "StatefulSet")["shop-mongodb"]
     container = mongo["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:2] == ["--replSet", "rs0"]
-    assert "rs.initiate" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert "ensure-users.js" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert "rs.initiate" in by_kind(objects, "ConfigMap")["shop-mongodb-users"]["data"]["ensure-users.js"]
     assert mongo["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
     env = {e["name"]: e for e in by_kind(objects, "Deployment")["shop-orders"]["spec"]["template"]["spec"]
            ["containers"][0]["env"]}

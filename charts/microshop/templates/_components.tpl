@@ -14,15 +14,62 @@ What each service talks to (static: other templates read it often, so it is chea
   callers  services that call it over HTTP (the gateway proxies to every service; every service fetches
            customers' JWKS; orders reads the catalog from products)
   infra    which managed infrastructure it may reach (NetworkPolicies); tests/charts/test_network_topology.py
-           checks it against what each app connects to
+           checks it against what each app connects to. A service listing mongodb gets its own database
+           user (readWrite on the database named after it), one listing rabbitmq its own broker user
+  consumes the topic exchanges it consumes from, and
+  publishes those it publishes to: its broker user's permissions (microshop.rabbitmq.permissions) are
+           derived from them; tests/charts/test_infra_access.py checks both against each app's EventBus
 */}}
 {{- define "microshop.topology" -}}
-gateway:   {port: 8000, public: true, callers: [],                                    infra: [redis]}
-customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics],     infra: [mongodb, redis]}
-products:  {port: 8002, callers: [gateway, orders],                                  infra: [mongodb, redis, rabbitmq]}
-orders:    {port: 8003, callers: [gateway],                                          infra: [mongodb, rabbitmq]}
-alerts:    {port: 8004, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
-analytics: {port: 8005, callers: [gateway],                                          infra: [mongodb, redis, rabbitmq]}
+gateway:   {port: 8000, public: true, callers: [],                                infra: [redis]}
+customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics], infra: [mongodb, redis]}
+products:  {port: 8002, callers: [gateway, orders],                              infra: [mongodb, redis, rabbitmq],
+            consumes: [order_exchange], publishes: [product_exchange]}
+orders:    {port: 8003, callers: [gateway],                                      infra: [mongodb, rabbitmq],
+            consumes: [product_exchange], publishes: [order_exchange]}
+alerts:    {port: 8004, callers: [gateway],                                      infra: [mongodb, redis, rabbitmq],
+            consumes: [order_exchange, product_exchange], publishes: [alert_exchange]}
+analytics: {port: 8005, callers: [gateway],                                      infra: [mongodb, redis, rabbitmq],
+            consumes: [alert_exchange, order_exchange, product_exchange], publishes: []}
+{{- end -}}
+
+{{/* The services that use one kind of managed infrastructure (each gets its own user there), sorted. */}}
+{{- define "microshop.infraUsers" -}}
+{{- $topology := include "microshop.topology" .root | fromYaml -}}
+{{- $users := list -}}
+{{- range $name := keys $topology | sortAlpha -}}
+{{- if has $.kind (index $topology $name).infra -}}{{- $users = append $users $name -}}{{- end -}}
+{{- end -}}
+{{- toJson $users -}}
+{{- end -}}
+
+{{/*
+One service's RabbitMQ permissions: {configure, write, read} regexes, the same that shopkit.broker's
+rabbitmq_permissions computes from the service's EventBus (tests/charts/test_infra_access.py compares
+them): its own names (<service>.…: queues, DLQs, replay exchange), each exchange E it uses (declared with
+alternate exchange E.unroutable feeding the `unroutable` queue), E.dlx of what it consumes, write on
+what it publishes. Never the default exchange.
+*/}}
+{{- define "microshop.rabbitmq.permissions" -}}
+{{- $entry := index (include "microshop.topology" .root | fromYaml) .name -}}
+{{- $consumed := $entry.consumes | default list | sortAlpha -}}
+{{- $published := $entry.publishes | default list | sortAlpha -}}
+{{- $used := concat $consumed $published | uniq | sortAlpha -}}
+{{- $own := printf "%s\\..+" .name -}}
+{{- $usedAny := printf "(?:%s)" (join "|" $used) -}}
+{{- $configure := list $own "unroutable" (printf "%s(?:\\.unroutable)?" $usedAny) -}}
+{{- $write := list $own "unroutable" -}}
+{{- if $published }}{{- $write = append $write (printf "(?:%s)" (join "|" $published)) -}}{{- end -}}
+{{- $write = append $write (printf "%s\\.unroutable" $usedAny) -}}
+{{- $read := list $own (printf "%s(?:\\.unroutable)?" $usedAny) -}}
+{{- if $consumed -}}
+{{- $dlx := printf "(?:%s)\\.dlx" (join "|" $consumed) -}}
+{{- $configure = append $configure $dlx -}}
+{{- $write = append $write $dlx -}}
+{{- $read = append $read $dlx -}}
+{{- end -}}
+{{- toJson (dict "configure" (printf "^(?:%s)$" (join "|" $configure)) "write" (printf "^(?:%s)$" (join "|" $write))
+    "read" (printf "^(?:%s)$" (join "|" $read))) -}}
 {{- end -}}
 
 {{/*

@@ -102,11 +102,13 @@ NetworkPolicy would not let it).
 {{- $topology := include "microshop.topology" .root | fromYaml -}}
 {{- $uses := has .kind (index $topology .name).infra -}}
 {{- $passwordEnv := include "microshop.infraPasswordEnv" .kind -}}
+{{- /* MongoDB and RabbitMQ: the service's own user and password; Redis: its one password. */ -}}
+{{- $own := and $uses (ne .kind "redis") -}}
 {{- if $uses }}
-{{ include "microshop.infraSecretEnv" (dict "root" .root "env" $passwordEnv "key" (printf "%s-password" .kind)) }}
+{{ include "microshop.infraSecretEnv" (dict "root" .root "env" $passwordEnv "key" (ternary (printf "%s-password-%s" .kind .name) (printf "%s-password" .kind) $own)) }}
 {{- end }}
 - name: {{ .env }}
-  value: {{ include (printf "microshop.%s.url" .kind) (dict "root" .root "password" (ternary (printf "$(%s)" $passwordEnv) "" $uses)) | quote }}
+  value: {{ include (printf "microshop.%s.url" .kind) (dict "root" .root "password" (ternary (printf "$(%s)" $passwordEnv) "" $uses) "user" .name) | quote }}
 {{- else }}
 - name: {{ .env }}
   valueFrom:
@@ -116,16 +118,18 @@ NetworkPolicy would not let it).
 {{- end }}
 {{- end -}}
 
-{{/* The managed user of MongoDB and RabbitMQ (Redis has one password and no user). */}}
+{{/* The admin user of managed MongoDB and RabbitMQ (Redis has one password and no user). Services never
+use it: each connects as its own user, named after it (microshop.infraUsers). */}}
 {{- define "microshop.infraUser" -}}microshop{{- end -}}
 
 {{- define "microshop.mongodb.host" -}}
 {{- printf "%s-mongodb-0.%s-mongodb.%s.svc.cluster.local" (include "microshop.fullname" .) (include "microshop.fullname" .) .Release.Namespace -}}
 {{- end -}}
-{{/* URLs of the managed components; .password is a $(VAR) reference (never a literal) or "" for none. */}}
+{{/* URLs of the managed components for service .user; .password is a $(VAR) reference (never a literal) or
+"" for none. The MongoDB user lives in the service's own database (the authSource). */}}
 {{- define "microshop.mongodb.url" -}}
 {{- if .password -}}
-{{- printf "mongodb://%s:%s@%s:27017/?replicaSet=rs0&authSource=admin" (include "microshop.infraUser" .root) .password (include "microshop.mongodb.host" .root) -}}
+{{- printf "mongodb://%s:%s@%s:27017/%s?replicaSet=rs0&authSource=%s" .user .password (include "microshop.mongodb.host" .root) .user .user -}}
 {{- else -}}
 {{- printf "mongodb://%s:27017/?replicaSet=rs0" (include "microshop.mongodb.host" .root) -}}
 {{- end -}}
@@ -134,7 +138,7 @@ NetworkPolicy would not let it).
 {{- printf "redis://%s%s-redis:6379/0" (ternary (printf ":%s@" .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
 {{- end -}}
 {{- define "microshop.rabbitmq.url" -}}
-{{- printf "amqp://%s%s-rabbitmq:5672/" (ternary (printf "%s:%s@" (include "microshop.infraUser" .root) .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
+{{- printf "amqp://%s%s-rabbitmq:5672/" (ternary (printf "%s:%s@" .user .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
 {{- end -}}
 
 {{/*
