@@ -218,20 +218,20 @@ class Reconciler:
 
     async def _ensure_secrets(self, shop: ShopRef, spec: Mapping[str, Any], result: Result) -> None:
         names = secret_names(shop.name, spec)
-        # (body, the keys the rendered pods reference)
-        wanted: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+        # (body, the keys the rendered pods reference, whether to complete the operator's own Secret)
+        wanted: list[tuple[dict[str, Any], tuple[str, ...], bool]] = [
             (secrets.jwt_secret_body(names.jwt, shop.namespace, shop.labels, shop.owner_reference),
-             (secrets.JWT_KEY,)),
+             (secrets.JWT_KEY,), False),
             (secrets.admin_secret_body(names.admin, shop.namespace, names.admin_email, shop.labels,
-                                       shop.owner_reference), (secrets.ADMIN_PASSWORD_KEY,)),
+                                       shop.owner_reference), (secrets.ADMIN_PASSWORD_KEY,), False),
         ]
         managed = managed_infrastructure(spec)
         if managed:  # all external: the chart references no infra Secret
             wanted.append((secrets.infra_secret_body(names.infra, shop.namespace, shop.labels),
-                           secrets.infra_keys(managed)))
-        for body, required in wanted:
+                           secrets.infra_keys(managed), True))
+        for body, required, complete_own in wanted:
             try:
-                if await secrets.ensure_secret(self.kube, body, required):
+                if await secrets.ensure_secret(self.kube, body, required, complete_own):
                     result.created_secrets.append(body["metadata"]["name"])
                     self.log.info("created Secret %s", body["metadata"]["name"])
             except secrets.IncompleteSecret as exc:

@@ -8,13 +8,17 @@ overwritten.
   volumes, not the Shop: no owner reference (the PVCs have none either), deleted with the PVCs when
   the Shop asks for that (``spec.deletion``), reused by a Shop of the same name otherwise.
 
-An existing Secret (whoever made it) is never changed; when it lacks a key the chart references, the
-reconcile fails with a message that names the key instead of rolling out pods that cannot start.
+An existing Secret is never changed, with one exception: an infra Secret this operator made for this
+Shop (its labels say so) that lacks keys a newer chart references (each service's own MongoDB and
+RabbitMQ password came later) gets the missing keys generated; its existing values stay. Any other
+Secret that lacks a key the chart references fails the reconcile with a message that names the key
+instead of rolling out pods that cannot start.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import string
 from collections.abc import Iterable, Mapping
@@ -25,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from microshop_operator.kube import Kind, Kube, KubeError
 
+log = logging.getLogger(__name__)
+
 SECRET = Kind("v1", "Secret", "secrets")
 JWT_KEY = "private.pem"  # the key the chart mounts for the customers service
 ADMIN_PASSWORD_KEY = "password"  # noqa: S105 (a key name, not a password)
@@ -32,10 +38,18 @@ ADMIN_EMAIL_KEY = "email"
 # The infra Secret's keys (charts/microshop/templates/secrets.yaml renders the same) and their lengths.
 # Passwords are alphanumeric: they go into the services' connection URLs unescaped. The MongoDB keyfile
 # must be 6-1024 characters of the base64 alphabet; alphanumeric is a subset.
-INFRA_KEY_LENGTHS = {"mongodb-password": 32, "mongodb-keyfile": 756, "redis-password": 32, "rabbitmq-password": 32}
+# Besides the admin passwords, each service has its own MongoDB / RabbitMQ user and password
+# (``<kind>-password-<service>``; the services of microshop.topology that use the component).
+DATABASE_USERS = ("alerts", "analytics", "customers", "orders", "products")
+BROKER_USERS = ("alerts", "analytics", "orders", "products")
 # What each managed component's pods reference.
-INFRA_KEYS_BY_COMPONENT = {"mongodb": ("mongodb-password", "mongodb-keyfile"), "redis": ("redis-password",),
-                           "rabbitmq": ("rabbitmq-password",)}
+INFRA_KEYS_BY_COMPONENT = {
+    "mongodb": ("mongodb-password", "mongodb-keyfile", *(f"mongodb-password-{s}" for s in DATABASE_USERS)),
+    "redis": ("redis-password",),
+    "rabbitmq": ("rabbitmq-password", *(f"rabbitmq-password-{s}" for s in BROKER_USERS)),
+}
+INFRA_KEY_LENGTHS = {key: 756 if key == "mongodb-keyfile" else 32
+                     for keys in INFRA_KEYS_BY_COMPONENT.values() for key in keys}
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
@@ -90,10 +104,14 @@ def infra_keys(managed: Iterable[str]) -> tuple[str, ...]:
     return tuple(key for component in managed for key in INFRA_KEYS_BY_COMPONENT[component])
 
 
-async def ensure_secret(kube: Kube, body: Mapping[str, Any], required_keys: Iterable[str] = ()) -> bool:
+async def ensure_secret(kube: Kube, body: Mapping[str, Any], required_keys: Iterable[str] = (),
+                        complete_own: bool = False) -> bool:
     """Create the Secret unless one of that name exists (whoever made it). True when created now.
 
-    An existing Secret is never changed; if it lacks one of ``required_keys``, IncompleteSecret.
+    An existing Secret is never changed; if it lacks one of ``required_keys``, IncompleteSecret. Except
+    with ``complete_own``, for a Secret carrying exactly ``body``'s labels (made by this operator for
+    this Shop): the missing keys are added from ``body`` (an update conditional on the resourceVersion
+    read, so a concurrent change wins and the next reconcile looks again); present values never change.
     """
     meta = body["metadata"]
     existing = await kube.get(SECRET, meta["namespace"], meta["name"])
@@ -107,6 +125,14 @@ async def ensure_secret(kube: Kube, body: Mapping[str, Any], required_keys: Iter
         return True
     present = set(existing.get("data") or {}) | set(existing.get("stringData") or {})
     missing = [key for key in required_keys if key not in present]
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    if missing and complete_own and all(labels.get(k) == v for k, v in (meta.get("labels") or {}).items()):
+        completed = {**existing, "data": {**(existing.get("data") or {}),
+                                          **{key: body["data"][key] for key in missing}}}
+        await kube.replace(SECRET, meta["namespace"], completed)
+        log.info("added %s to Secret/%s (made by this operator, before the chart referenced them)",
+                 ", ".join(missing), meta["name"])
+        return False
     if missing:
         raise IncompleteSecret(f"Secret/{meta['name']} exists but has no key {', '.join(missing)}, which the "
                                "shop's pods need; the operator never changes an existing Secret: add the key")

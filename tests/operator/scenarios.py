@@ -14,7 +14,10 @@ from tests.operator.api import APPS, CORE, SHOPS, Api, ApiFailure, eventually
 
 SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 INFRA = ("mongodb", "redis", "rabbitmq")
-INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password"}
+INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password",
+              *(f"mongodb-password-{s}" for s in ("alerts", "analytics", "customers", "orders", "products")),
+              *(f"rabbitmq-password-{s}" for s in ("alerts", "analytics", "orders", "products"))}
+MANAGED_BY = "microshop-operator"
 SHOP_LABEL = "microshop.dev/shop"
 
 
@@ -163,6 +166,29 @@ async def secrets_are_never_overwritten(env: Env, name: str) -> None:
     infra = await env.api.get(env.core("secrets", f"{name}-infra"))
     assert infra is not None and infra["data"] == mine
     assert infra["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "not even patched"
+
+
+async def own_infra_secret_gains_the_keys_a_newer_chart_references(env: Env, name: str) -> None:
+    """An infra Secret an older operator made for this Shop (its labels) lacks the per-service passwords:
+    they are added, the values it had stay, and the Shop is not Degraded."""
+    old = {key: base64.b64encode(f"old{key.replace('-', '')}".encode()).decode()
+           for key in ("mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password")}
+    await env.api.create(env.core("secrets"), {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": old,
+        "metadata": {"name": f"{name}-infra",
+                     "labels": {SHOP_LABEL: name, "app.kubernetes.io/managed-by": MANAGED_BY}}})
+    await create_shop(env, name, {})
+
+    async def completed() -> dict[str, Any] | None:
+        infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+        return infra if infra and set(infra["data"]) == INFRA_KEYS else None
+
+    infra = await eventually(completed, timeout=env.timeout, what="the per-service keys added")
+    assert {key: infra["data"][key] for key in old} == old, "existing values never change"
+    for key in INFRA_KEYS - set(old):
+        assert base64.b64decode(infra["data"][key]).decode().isalnum(), key
+    shop = await env.api.get(env.shop(name))
+    assert shop is not None and condition(shop, "Degraded").get("status") != "True", condition(shop, "Degraded")
 
 
 async def incomplete_infra_secret_degrades(env: Env, name: str) -> None:

@@ -29,6 +29,10 @@ async def test_existing_secrets_are_never_overwritten(env: Env) -> None:
     await scenarios.secrets_are_never_overwritten(env, shop_name())
 
 
+async def test_own_infra_secret_gains_the_keys_a_newer_chart_references(env: Env) -> None:
+    await scenarios.own_infra_secret_gains_the_keys_a_newer_chart_references(env, shop_name())
+
+
 async def test_incomplete_infra_secret_degrades_until_completed(env: Env) -> None:
     await scenarios.incomplete_infra_secret_degrades(env, shop_name())
 

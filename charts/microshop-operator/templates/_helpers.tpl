@@ -48,9 +48,10 @@ microshop_operator.reconcile.PRUNABLE_KINDS and charts/microshop/templates.
   verbs: [update]
 - apiGroups: [""]
   # The Shop's JWT, admin and infra Secrets: read, created when missing, the infra one deleted with the
-  # volumes (spec.deletion). Never listed, patched or updated.
+  # volumes (spec.deletion), and updated only to add keys a newer chart references to an infra Secret
+  # the operator made itself (existing values never change). Never listed or patched.
   resources: [secrets]
-  verbs: [get, create, delete]
+  verbs: [get, create, update, delete]
 - apiGroups: [""]
   # Deleted with the Shop only when spec.deletion.deletePersistentVolumeClaims is true.
   resources: [persistentvolumeclaims]
