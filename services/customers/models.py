@@ -31,6 +31,10 @@ class RefreshFamily(Model):
     this document (``generation`` + 1, only if unrevoked and still at the token's generation), and
     revoking is one write to it (or to the customer's epoch), so a token minted by a refresh that
     raced a revocation is dead on arrival, whatever order the writes landed in.
+
+    ``expires_at`` is the login's absolute end (``created_at`` + ``refresh_family_max_age_seconds``):
+    no refresh is accepted after it and no token of the family expires later. ``None`` only in a
+    family stored before it existed (read as ``created_at`` + the max age).
     """
 
     family_id: str = Field(primary_field=True)
@@ -39,6 +43,7 @@ class RefreshFamily(Model):
     generation: int = 0
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
 
     model_config = {"collection": "refresh_families"}
 
