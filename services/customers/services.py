@@ -176,8 +176,13 @@ class Accounts:
         family = await self.engine.find_one(RefreshFamily, RefreshFamily.family_id == stored.family_id)
         if family is not None or stored.revoked or stored.rotated_at is not None:
             return family
-        # A token issued before families existed: its family starts at its generation (one writer wins),
-        # and ends the max age after the token's issue.
+        # No family: either its family expired and MongoDB deleted it (TTL), so the token is dead, or the
+        # token was issued before families existed (its document has no ``generation``).
+        predates_families = await self.engine.get_collection(RefreshToken).find_one(
+            {"_id": stored.id, "generation": {"$exists": False}}, {"_id": 1})
+        if predates_families is None:
+            return None
+        # Its family starts at its generation (one writer wins), and ends the max age after the token's issue.
         customer = await self.get(stored.customer_id)
         legacy = RefreshFamily(  # type: ignore[call-arg]  # family_id is the primary key
             family_id=stored.family_id, customer_id=stored.customer_id, generation=stored.generation,

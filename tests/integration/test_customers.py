@@ -218,6 +218,16 @@ async def test_a_minted_refresh_token_never_expires_after_its_family(
     assert (await stored_token(customers_db, r.json()["refresh_token"]))["expires_at"] == ends
 
 
+async def test_a_token_whose_family_was_deleted_cannot_be_refreshed(
+        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    """MongoDB deletes an expired family (TTL): a token of it left over is dead, not a fresh family."""
+    user = await register_and_login(client)
+    family = await family_of(customers_db, user["refresh_token"])
+    assert (await customers_db["refresh_families"].delete_one({"_id": family["_id"]})).deleted_count == 1
+    await refused_like_an_unknown_token(client, user["refresh_token"])
+    assert await customers_db["refresh_families"].find_one({"_id": family["_id"]}) is None
+
+
 async def test_patch_me_name_and_password(client: httpx.AsyncClient) -> None:
     user = await register_and_login(client)
     auth = bearer(user["access_token"])
