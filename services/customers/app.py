@@ -10,7 +10,7 @@ from litestar import Litestar
 
 from customers.controllers import AuthController, MeController
 from customers.keys import load_signing_key
-from customers.models import Customer, RefreshFamily, RefreshToken
+from customers.models import Customer, RefreshFamily, RefreshToken, ensure_refresh_retention
 from customers.services import Accounts
 from customers.settings import Settings
 from customers.throttle import LoginThrottle
@@ -34,6 +34,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
+        await ensure_refresh_retention(res.db, config.refresh_family_max_age_seconds)
         throttle = LoginThrottle(res.cache, config.namespace, threshold=config.login_failures_before_lockout,
                                  lockout_seconds=config.login_lockout_seconds,
                                  max_lockout_seconds=config.login_lockout_max_seconds,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from motor.motor_asyncio import AsyncIOMotorDatabase
 from odmantic import Field, Index, Model
 
-from shopkit.mongo import utcnow
+from shopkit.mongo import ensure_ttl_index, utcnow
+
+REFRESH_FAMILIES_TTL_INDEX = "refresh_families_ttl"
+REFRESH_TOKENS_TTL_INDEX = "refresh_tokens_ttl"
 
 
 class Customer(Model):
@@ -31,6 +36,11 @@ class RefreshFamily(Model):
     this document (``generation`` + 1, only if unrevoked and still at the token's generation), and
     revoking is one write to it (or to the customer's epoch), so a token minted by a refresh that
     raced a revocation is dead on arrival, whatever order the writes landed in.
+
+    ``expires_at`` is the login's absolute end (``created_at`` + ``refresh_family_max_age_seconds``):
+    no refresh is accepted after it and no token of the family expires later. MongoDB deletes the
+    family then (TTL index). ``None`` only in a family stored before it existed (read as ``created_at``
+    + the max age; ``ensure_refresh_retention`` fills it in at start-up).
     """
 
     family_id: str = Field(primary_field=True)
@@ -39,6 +49,7 @@ class RefreshFamily(Model):
     generation: int = 0
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
 
     model_config = {"collection": "refresh_families"}
 
@@ -46,7 +57,9 @@ class RefreshFamily(Model):
 class RefreshToken(Model):
     """A refresh token, stored by its SHA-256 only. Tokens of one login form a family (``RefreshFamily``).
 
-    Presenting a token that was already rotated means it leaked: the whole family is revoked.
+    Presenting a token that was already rotated means it leaked: the whole family is revoked. A rotated
+    or revoked token is kept until its ``expires_at`` for that detection only; MongoDB then deletes it
+    (TTL index).
     """
 
     token_hash: str = Field(unique=True)
@@ -62,3 +75,17 @@ class RefreshToken(Model):
         "collection": "refresh_tokens",
         "indexes": lambda: [Index(RefreshToken.customer_id)],
     }
+
+
+async def ensure_refresh_retention(db: AsyncIOMotorDatabase[Any], family_max_age_seconds: float) -> None:
+    """Refresh tokens and families are deleted by MongoDB once past their ``expires_at`` (TTL indexes).
+
+    A family stored before families had an ``expires_at`` gets ``created_at`` + the max age (one
+    statement; afterwards it finds nothing to do), so the TTL index covers it too.
+    """
+    await ensure_ttl_index(db, RefreshToken.__collection__, "expires_at", 0, REFRESH_TOKENS_TTL_INDEX)
+    await ensure_ttl_index(db, RefreshFamily.__collection__, "expires_at", 0, REFRESH_FAMILIES_TTL_INDEX)
+    max_age_ms = int(family_max_age_seconds * 1000)
+    await db[RefreshFamily.__collection__].update_many(
+        {"expires_at": None}, [{"$set": {"expires_at": {"$add": ["$created_at", max_age_ms]}}}]
+    )

@@ -132,22 +132,37 @@ class Accounts:
         return jwt.encode(claims, self.key.private_key, algorithm="EdDSA", headers={"kid": self.key.kid})
 
     async def issue_tokens(self, customer: Customer) -> dict[str, Any]:
-        """A new login: a new refresh-token family at the customer's current token epoch."""
+        """A new login: a new refresh-token family at the customer's current token epoch, ending after the max age."""
+        now = utcnow()
         family = RefreshFamily(  # type: ignore[call-arg]  # family_id is the primary key
             family_id=uuid.uuid4().hex, customer_id=str(customer.id), epoch=customer.token_epoch,
+            created_at=now, expires_at=now + self._family_max_age,
         )
         await self.engine.save(family)
-        return await self._mint(customer, family.family_id, generation=0)
+        return await self._mint(customer, family, generation=0)
 
-    async def _mint(self, customer: Customer, family_id: str, generation: int) -> dict[str, Any]:
+    @property
+    def _family_max_age(self) -> timedelta:
+        return timedelta(seconds=self.settings.refresh_family_max_age_seconds)
+
+    def _family_expiry(self, family: RefreshFamily) -> datetime:
+        """When the login ends; a family stored before it had ``expires_at`` ends the max age after its creation."""
+        if family.expires_at is not None:
+            return _aware(family.expires_at)
+        return _aware(family.created_at) + self._family_max_age
+
+    async def _mint(self, customer: Customer, family: RefreshFamily, generation: int) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
+        # No token outlives its family: the last ones of a login expire with it.
+        expires_at = min(utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                         self._family_expiry(family))
         await self.engine.save(
             RefreshToken(  # type: ignore[call-arg]  # odmantic generates the id
                 token_hash=_token_hash(refresh),
-                family_id=family_id,
+                family_id=family.family_id,
                 customer_id=str(customer.id),
                 generation=generation,
-                expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+                expires_at=expires_at,
             )
         )
         return {
@@ -161,11 +176,18 @@ class Accounts:
         family = await self.engine.find_one(RefreshFamily, RefreshFamily.family_id == stored.family_id)
         if family is not None or stored.revoked or stored.rotated_at is not None:
             return family
-        # A token issued before families existed: its family starts at its generation (one writer wins).
+        # No family: either its family expired and MongoDB deleted it (TTL), so the token is dead, or the
+        # token was issued before families existed (its document has no ``generation``).
+        predates_families = await self.engine.get_collection(RefreshToken).find_one(
+            {"_id": stored.id, "generation": {"$exists": False}}, {"_id": 1})
+        if predates_families is None:
+            return None
+        # Its family starts at its generation (one writer wins), and ends the max age after the token's issue.
         customer = await self.get(stored.customer_id)
         legacy = RefreshFamily(  # type: ignore[call-arg]  # family_id is the primary key
             family_id=stored.family_id, customer_id=stored.customer_id, generation=stored.generation,
             epoch=customer.token_epoch if customer is not None else 0,
+            created_at=stored.created_at, expires_at=_aware(stored.created_at) + self._family_max_age,
         )
         await self.engine.get_collection(RefreshFamily).update_one(
             {"_id": stored.family_id}, {"$setOnInsert": legacy.model_dump_doc()}, upsert=True
@@ -175,18 +197,18 @@ class Accounts:
     async def refresh(self, token: str) -> dict[str, Any]:
         """Rotate a refresh token.
 
-        Alive means: the token is at its family's generation, the family is unrevoked and at the
-        customer's token epoch. The rotation is one compare-and-set on the family, so of two
-        concurrent uses exactly one wins, and a revocation (family or password change) landing at any
-        moment leaves the token it races dead: validity is read from the family at each use, never
-        from the token document alone.
+        Alive means: the token is at its family's generation, the family is unrevoked, not past its
+        ``expires_at`` (the login's absolute lifetime) and at the customer's token epoch. The rotation
+        is one compare-and-set on the family, so of two concurrent uses exactly one wins, and a
+        revocation (family or password change) landing at any moment leaves the token it races dead:
+        validity is read from the family at each use, never from the token document alone.
         """
         invalid = ProblemError(401, "refresh token is invalid, expired or revoked", type_="invalid-refresh-token")
         stored = await self.engine.find_one(RefreshToken, RefreshToken.token_hash == _token_hash(token))
         if stored is None or stored.revoked or _aware(stored.expires_at) <= utcnow():
             raise invalid
         family = await self._family(stored)
-        if family is None or family.revoked:
+        if family is None or family.revoked or self._family_expiry(family) <= utcnow():
             raise invalid
         if stored.generation != family.generation or stored.rotated_at is not None:
             await self._revoke_family(stored.family_id, reason="reuse of a rotated refresh token")
@@ -205,7 +227,7 @@ class Accounts:
         await self.engine.get_collection(RefreshToken).update_one(
             {"_id": stored.id}, {"$set": {"rotated_at": utcnow()}}
         )
-        return await self._mint(customer, family.family_id, generation=stored.generation + 1)
+        return await self._mint(customer, family, generation=stored.generation + 1)
 
     async def _revoke_family(self, family_id: str, reason: str) -> None:
         await self.engine.get_collection(RefreshFamily).update_one({"_id": family_id}, {"$set": {"revoked": True}})

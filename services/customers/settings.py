@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shopkit.settings import ServiceSettings
 
@@ -17,6 +17,9 @@ class Settings(ServiceSettings):
     jwt_private_key: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
+    # The absolute lifetime of a login (a refresh-token family): however often its tokens are rotated, none
+    # is accepted, or expires, later than this after the login. At least one token lifetime.
+    refresh_family_max_age_seconds: int = Field(default=30 * 86400, ge=300, le=365 * 86400)
 
     # Password hashing (argon2id). Each running hash holds memory_kib of memory: the chart's memory limit
     # must cover concurrency x memory_kib on top of the baseline (a chart test checks it). Beyond
@@ -37,3 +40,12 @@ class Settings(ServiceSettings):
     # The first admin (a Secret in the cluster; `make dev` passes documented dev-only values).
     admin_email: str | None = None
     admin_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _a_login_outlives_one_refresh_token(self) -> Settings:
+        if self.refresh_family_max_age_seconds < self.refresh_token_ttl_seconds:
+            raise ValueError(
+                f"MICROSHOP_REFRESH_FAMILY_MAX_AGE_SECONDS ({self.refresh_family_max_age_seconds}) must be at least "
+                f"MICROSHOP_REFRESH_TOKEN_TTL_SECONDS ({self.refresh_token_ttl_seconds}): a login's maximum age "
+                "cannot be shorter than the lifetime of one of its refresh tokens")
+        return self

@@ -126,13 +126,25 @@ async def buyer(shop_api: httpx.AsyncClient) -> str:
 
 
 @pytest.fixture
-async def products_db(mongo_url: str) -> AsyncIterator[AsyncIOMotorDatabase[Any]]:
-    """The session shop's products database, to observe what the saga recorded."""
+async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncIOMotorClient[Any]]:
+    """A client of the session's SecantusDB, closed after the test."""
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
     try:
-        yield client["products"]
+        yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def products_db(mongo_client: AsyncIOMotorClient[Any]) -> AsyncIOMotorDatabase[Any]:
+    """The session shop's products database, to observe what the saga recorded."""
+    return mongo_client["products"]
+
+
+@pytest.fixture
+def customers_db(mongo_client: AsyncIOMotorClient[Any]) -> AsyncIOMotorDatabase[Any]:
+    """The session shop's customers database, to inspect (or age) refresh tokens and their families."""
+    return mongo_client["customers"]
 
 
 @pytest.fixture

@@ -7,17 +7,22 @@ since services verify tokens themselves and never trust the network.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from devtools.shop import LocalShop
 from tests.support.api import bearer, register_and_login, unique_email
 from tests.support.tokens import attack_tokens, claims, mint, signing_key
 
 PASSWORD = "correct horse battery"
+FAMILY_MAX_AGE = timedelta(days=30)  # MICROSHOP_REFRESH_FAMILY_MAX_AGE_SECONDS' default (the shop keeps it)
 
 
 @pytest.fixture(params=["gateway", "direct"])
@@ -139,6 +144,88 @@ async def test_concurrent_refresh_with_one_token_yields_at_most_one_winner(clien
     )
     assert sorted(r.status_code for r in results).count(200) <= 1
     assert any(r.status_code == 401 for r in results)
+
+
+async def stored_token(db: AsyncIOMotorDatabase[Any], refresh_token: str) -> dict[str, Any]:
+    token = await db["refresh_tokens"].find_one({"token_hash": hashlib.sha256(refresh_token.encode()).hexdigest()})
+    assert token is not None
+    return dict(token)
+
+
+async def family_of(db: AsyncIOMotorDatabase[Any], refresh_token: str) -> dict[str, Any]:
+    family = await db["refresh_families"].find_one({"_id": (await stored_token(db, refresh_token))["family_id"]})
+    assert family is not None
+    return dict(family)
+
+
+async def refused_like_an_unknown_token(client: httpx.AsyncClient, refresh_token: str) -> None:
+    """The refusal of any invalid refresh token: 401 problem+json ``invalid-refresh-token``, no new pair."""
+    unknown = await client.post("/auth/refresh", json={"refresh_token": "never-issued-" + refresh_token[:8]})
+    r = await client.post("/auth/refresh", json={"refresh_token": refresh_token})
+    assert r.status_code == unknown.status_code == 401, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    same = ("type", "title", "status", "detail")
+    assert {k: r.json().get(k) for k in same} == {k: unknown.json().get(k) for k in same}
+    assert r.json()["type"].endswith("/invalid-refresh-token") and "refresh_token" not in r.json()
+
+
+async def test_a_login_older_than_the_family_max_age_cannot_be_refreshed(
+        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    user = await register_and_login(client)
+    r = await client.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+    other_login = r.json()
+    now = datetime.now(UTC)
+    family = await family_of(customers_db, user["refresh_token"])
+    assert family["expires_at"] - family["created_at"] == FAMILY_MAX_AGE  # set at login
+    # The login started 31 days ago and ended a day ago; its token has not expired itself.
+    aged = {"created_at": now - timedelta(days=31), "expires_at": now - timedelta(days=1)}
+    await customers_db["refresh_families"].update_one({"_id": family["_id"]}, {"$set": aged})
+    assert (await stored_token(customers_db, user["refresh_token"]))["expires_at"] > now
+    await refused_like_an_unknown_token(client, user["refresh_token"])
+    # The customer's other login is young: it still rotates.
+    r = await client.post("/auth/refresh", json={"refresh_token": other_login["refresh_token"]})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_family_stored_without_expiry_ends_its_max_age_after_creation(
+        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    """A family from before ``expires_at`` existed: created_at + max age is its end, for refusals and expiries."""
+    now = datetime.now(UTC)
+    old, young = await register_and_login(client), await register_and_login(client)
+    for user, age in ((old, timedelta(days=31)), (young, timedelta(days=29))):
+        await customers_db["refresh_families"].update_one(
+            {"_id": (await family_of(customers_db, user["refresh_token"]))["_id"]},
+            {"$set": {"created_at": now - age}, "$unset": {"expires_at": ""}})
+    await refused_like_an_unknown_token(client, old["refresh_token"])
+    r = await client.post("/auth/refresh", json={"refresh_token": young["refresh_token"]})
+    assert r.status_code == 200, r.text
+    # Its new token expires with the family (a day from now), not a whole token lifetime from now.
+    minted = await stored_token(customers_db, r.json()["refresh_token"])
+    assert abs(minted["expires_at"] - (now - timedelta(days=29) + FAMILY_MAX_AGE)) < timedelta(seconds=1)
+
+
+async def test_a_minted_refresh_token_never_expires_after_its_family(
+        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    user = await register_and_login(client)
+    family = await family_of(customers_db, user["refresh_token"])
+    at_login = await stored_token(customers_db, user["refresh_token"])
+    assert at_login["created_at"] < at_login["expires_at"] <= family["expires_at"]
+    # The login ends in an hour, sooner than a refresh token lives (14 days): the next token ends with it.
+    ends = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    await customers_db["refresh_families"].update_one({"_id": family["_id"]}, {"$set": {"expires_at": ends}})
+    r = await client.post("/auth/refresh", json={"refresh_token": user["refresh_token"]})
+    assert r.status_code == 200, r.text
+    assert (await stored_token(customers_db, r.json()["refresh_token"]))["expires_at"] == ends
+
+
+async def test_a_token_whose_family_was_deleted_cannot_be_refreshed(
+        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    """MongoDB deletes an expired family (TTL): a token of it left over is dead, not a fresh family."""
+    user = await register_and_login(client)
+    family = await family_of(customers_db, user["refresh_token"])
+    assert (await customers_db["refresh_families"].delete_one({"_id": family["_id"]})).deleted_count == 1
+    await refused_like_an_unknown_token(client, user["refresh_token"])
+    assert await customers_db["refresh_families"].find_one({"_id": family["_id"]}) is None
 
 
 async def test_patch_me_name_and_password(client: httpx.AsyncClient) -> None:

@@ -96,8 +96,13 @@ async def test_refresh_racing_a_password_change_never_leaves_a_minted_token_aliv
 async def test_a_token_stored_before_families_existed_rotates_once(accounts: Accounts) -> None:
     customer = await new_customer(accounts)
     token = str((await accounts.issue_tokens(customer))["refresh_token"])
+    # Such a token has no family and no ``generation`` (a token with one whose family is gone is dead).
     await accounts.engine.get_collection(RefreshFamily).delete_many({"customer_id": str(customer.id)})
+    await accounts.engine.get_collection(RefreshToken).update_many(
+        {"customer_id": str(customer.id)}, {"$unset": {"generation": ""}})
     fresh = await try_refresh(accounts, token)
     assert fresh is not None
+    family = await accounts.engine.find_one(RefreshFamily, RefreshFamily.customer_id == str(customer.id))
+    assert family is not None and family.expires_at is not None  # the family it gets ends too
     assert await try_refresh(accounts, token) is None  # reuse: the family is revoked
     assert await try_refresh(accounts, fresh) is None

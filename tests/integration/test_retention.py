@@ -1,4 +1,5 @@
-"""Nothing grows without bound: handled-event markers expire (TTL), read alerts are purged, sent outbox records too."""
+"""Nothing grows without bound: handled-event markers and refresh tokens and families expire (TTL), read alerts
+are purged, sent outbox records too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from alerts.inbox import ADMINS, ALERTS, purge_read
+from customers.models import REFRESH_FAMILIES_TTL_INDEX, REFRESH_TOKENS_TTL_INDEX, ensure_refresh_retention
+from devtools.shop import LocalShop
 from shopkit.app import Uses, connect
 from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.contracts.events import StockLow
@@ -70,3 +73,26 @@ async def test_read_alerts_older_than_the_retention_are_purged_and_unread_ones_k
     assert await purge_read(db, utcnow() - timedelta(days=30)) == 2
     assert sorted([d["_id"] async for d in db[ALERTS].find({})]) == sorted(
         ["old unread", "new read", "old stock unread", "old stock never marked"])
+
+
+async def test_customers_starts_with_ttl_indexes_on_the_expiry_of_refresh_tokens_and_families(
+        shop: LocalShop, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+    for collection, name in (("refresh_tokens", REFRESH_TOKENS_TTL_INDEX),
+                             ("refresh_families", REFRESH_FAMILIES_TTL_INDEX)):
+        index = (await customers_db[collection].index_information()).get(name)
+        assert index is not None, f"customers made no index {name} on {collection}"
+        assert index["key"] == [("expires_at", 1)] and index.get("expireAfterSeconds") == 0, index
+
+
+async def test_refresh_families_stored_without_an_expiry_get_created_at_plus_the_max_age(database: Db) -> None:
+    _, db = database
+    created = (utcnow() - timedelta(days=3)).replace(microsecond=0)
+    await db["refresh_families"].insert_many([
+        {"_id": "legacy", "customer_id": "c", "generation": 2, "created_at": created},
+        {"_id": "current", "customer_id": "c", "generation": 0, "created_at": created,
+         "expires_at": created + timedelta(days=1)},
+    ])
+    await ensure_refresh_retention(db, 30 * 86400)
+    await ensure_refresh_retention(db, 30 * 86400)  # the next start: nothing to do, no conflict
+    expiry = {d["_id"]: d["expires_at"] async for d in db["refresh_families"].find({})}
+    assert expiry == {"legacy": created + timedelta(days=30), "current": created + timedelta(days=1)}
