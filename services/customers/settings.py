@@ -7,6 +7,9 @@ from pydantic import Field, SecretStr, model_validator
 from shopkit.settings import ServiceSettings
 
 
+DEFAULT_FAMILY_MAX_AGE_SECONDS = 30 * 86400
+
+
 class Settings(ServiceSettings):
     service_name: str = "customers"
     port: int = Field(default=8001, ge=1, le=65535)
@@ -18,8 +21,9 @@ class Settings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
     # The absolute lifetime of a login (a refresh-token family): however often its tokens are rotated, none
-    # is accepted, or expires, later than this after the login. At least one token lifetime.
-    refresh_family_max_age_seconds: int = Field(default=30 * 86400, ge=300, le=365 * 86400)
+    # is accepted, or expires, later than this after the login. At least one token lifetime; unset, it is
+    # 30 days or the refresh-token lifetime if that is longer (so a longer token TTL alone never fails).
+    refresh_family_max_age_seconds: int = Field(default=DEFAULT_FAMILY_MAX_AGE_SECONDS, ge=300, le=365 * 86400)
 
     # Password hashing (argon2id). Each running hash holds memory_kib of memory: the chart's memory limit
     # must cover concurrency x memory_kib on top of the baseline (a chart test checks it). Beyond
@@ -43,6 +47,10 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _a_login_outlives_one_refresh_token(self) -> Settings:
+        if "refresh_family_max_age_seconds" not in self.model_fields_set:
+            # frozen model: the default follows a longer token lifetime
+            object.__setattr__(self, "refresh_family_max_age_seconds",
+                               max(DEFAULT_FAMILY_MAX_AGE_SECONDS, self.refresh_token_ttl_seconds))
         if self.refresh_family_max_age_seconds < self.refresh_token_ttl_seconds:
             raise ValueError(
                 f"MICROSHOP_REFRESH_FAMILY_MAX_AGE_SECONDS ({self.refresh_family_max_age_seconds}) must be at least "

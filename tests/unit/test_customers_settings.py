@@ -31,6 +31,13 @@ def test_a_family_max_age_shorter_than_the_refresh_token_lifetime_is_refused(mon
     assert Settings().refresh_family_max_age_seconds == 7 * DAY
 
 
+def test_unset_the_family_max_age_follows_a_longer_refresh_token_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICROSHOP_REFRESH_TOKEN_TTL_SECONDS", str(60 * DAY))  # the chart allows up to 90 days
+    assert Settings().refresh_family_max_age_seconds == 60 * DAY
+    monkeypatch.setenv("MICROSHOP_REFRESH_TOKEN_TTL_SECONDS", str(DAY))
+    assert Settings().refresh_family_max_age_seconds == 30 * DAY
+
+
 @pytest.mark.parametrize("seconds", [299, 365 * DAY + 1])
 def test_the_family_max_age_is_bounded(seconds: int) -> None:
     with pytest.raises(ValidationError, match="refresh_family_max_age_seconds"):
