@@ -26,6 +26,7 @@ into RabbitMQ permission regexes (the chart grants each service those, and no mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -350,9 +351,13 @@ class EventBus:
         return {EXCHANGE_OF[sub.routing_key] for sub in self.subscriptions}
 
     def published_exchanges(self) -> set[str]:
+        return set(self._published)
+
+    @functools.cached_property
+    def _published(self) -> frozenset[str]:
         if self.publishes is None:
-            return set(EXCHANGE_OF.values())
-        return {model.EXCHANGE for model in self.publishes}
+            return frozenset(EXCHANGE_OF.values())
+        return frozenset(model.EXCHANGE for model in self.publishes)
 
     def used_exchanges(self) -> list[str]:
         """The topic exchanges this bus declares: those it consumes from or publishes to."""
@@ -429,7 +434,7 @@ class EventBus:
         Only events of the declared ``publishes`` models: the service's broker user may write to no
         other exchange, so an undeclared one fails here, clearly, rather than as ACCESS_REFUSED.
         """
-        if EXCHANGE_OF[event.type] not in self.published_exchanges():
+        if EXCHANGE_OF[event.type] not in self._published:
             raise ValueError(f"{self.settings.service_name} does not declare that it publishes {event.type!r} "
                              "(Service(publishes=...))")
         await self.broker.publish(

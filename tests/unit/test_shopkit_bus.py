@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -10,7 +11,7 @@ from faststream.rabbit import TestRabbitBroker
 
 from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.context import current_correlation_id
-from shopkit.contracts.events import StockLow
+from shopkit.contracts.events import OrderCreated, StockLow
 from shopkit.events import CloudEvent, new_event
 from shopkit.settings import ServiceSettings
 
@@ -132,3 +133,26 @@ def test_transient_failures_are_told_from_deterministic_ones() -> None:
     assert is_transient(wrapped)
     for exc in (RuntimeError("bug"), ValueError("bad data"), KeyError("k"), OperationFailure("bad", code=2)):
         assert not is_transient(exc), exc
+
+
+async def test_a_service_bus_publishes_only_what_it_declares_and_declares_only_what_it_uses() -> None:
+    settings = ServiceSettings(service_name="unit", namespace="unit.")
+    bus = EventBus(settings, create_broker(settings), publishes=(OrderCreated,))
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        return None
+
+    bus.subscribe(StockLow, handle)
+    assert bus.used_exchanges() == ["order_exchange", "product_exchange"], "not alert_exchange"
+    async with TestRabbitBroker(bus.broker):
+        with pytest.raises(ValueError, match="does not declare that it publishes 'stock_low'"):
+            await bus.publish(low("p1"))
+    granted = bus.permissions()
+    assert re.fullmatch(granted.write, "unit.order_exchange")
+    assert not re.fullmatch(granted.write, "unit.product_exchange"), "it consumes stock_low, it does not publish it"
+    assert not re.fullmatch(granted.write, "amq.default") and not re.fullmatch(granted.write, "")
+    for name in ("unit.unit.stock_low", "unit.unit.stock_low.dlq", "unit.unit.replay", "unit.product_exchange.dlx",
+                 "unit.unroutable", "unit.product_exchange.unroutable"):
+        assert re.fullmatch(granted.configure, name), name
+    assert not re.fullmatch(granted.configure, "unit.other.stock_low"), "another service's queue"
+    assert not re.fullmatch(granted.read, "other.unit.stock_low"), "another namespace"
