@@ -6,7 +6,6 @@ from pydantic import Field, SecretStr, model_validator
 
 from shopkit.settings import ServiceSettings
 
-
 DEFAULT_FAMILY_MAX_AGE_SECONDS = 30 * 86400
 
 

@@ -29,7 +29,7 @@ from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.api import register_and_login
 from tests.support.saga import WireTap, login, new_customer, public_client
 from tests.support.session import session_key_file, session_namespace
-from tests.support.shops import shop_factory
+from tests.support.shops import running, shop_factory
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,11 +79,8 @@ def shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
         # SHOP_SERVICES=customers,gateway starts a subset (handy while a service is being written).
         services=os.environ["SHOP_SERVICES"].split(",") if os.environ.get("SHOP_SERVICES") else None,
     )
-    try:
-        local.start(timeout=90)
+    with running(local):
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture

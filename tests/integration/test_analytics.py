@@ -24,7 +24,7 @@ from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.alerts import create_product, eventually, order_status, place_order
 from tests.support.api import bearer, register_and_login
 from tests.support.saga import declare_topic
-from tests.support.shops import shop_factory
+from tests.support.shops import running, shop_factory
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 EXCHANGES = ("order_exchange", "product_exchange", "alert_exchange")
@@ -46,11 +46,8 @@ def own_shop(mongo_url: str, namespace: str, key_file: Path, services: list[str]
 def analytics_shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
     local = own_shop(mongo_url, f"{namespace}an.", key_file,
                      ["customers", "products", "orders", "analytics", "gateway"])
-    try:
-        local.start(timeout=90)
+    with running(local):
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from pymongo.errors import AutoReconnect, OperationFailure
 
 from devtools.shop import LocalShop
 from shopkit.broker import Delivery, EventBus, create_broker
-from shopkit.contracts.events import OrderCreated, OrderLine, StockLow
+from shopkit.contracts.events import StockLow
 from shopkit.dlq import DeadLetters
 from shopkit.events import new_event
 from shopkit.settings import ServiceSettings
 from tests.support.api import bearer
-from tests.support.saga import AMQP_URL, cloud_event, eventually, publish_raw
+from tests.support.saga import AMQP_URL, cloud_event, dead_letter_for_alerts, eventually, publish_raw
 
 
 @pytest.fixture
@@ -138,13 +138,8 @@ async def test_a_malformed_event_is_dead_lettered_at_once_and_can_be_discarded(b
 
 async def test_dead_letters_through_the_gateway_admin_only_listed_shown_and_replayed(
         shop: LocalShop, api: httpx.AsyncClient, admin_token: str, customer: dict[str, str], namespace: str) -> None:
-    # A valid order_created the alerts consumer "failed" on: it sits in alerts.order_created.dlq.
-    order_id = uuid.uuid4().hex[:24]
-    event = new_event(OrderCreated(order_id=order_id, customer_id=customer["id"], total=500, currency="EUR",
-                                   items=(OrderLine(product_id="p1", name="Thing", unit_price=500, quantity=1),)),
-                      "/tests")
-    await publish_raw(namespace, "", f"{namespace}alerts.order_created.dlq", event.model_dump_json().encode(),
-                      event.id)
+    event = await dead_letter_for_alerts(namespace, customer["id"])
+    order_id = event.data["order_id"]
     base = "/alerts/admin/dead-letters"
     assert (await api.get(base, headers=bearer(customer["access_token"]))).status_code == 403
     r = await api.get(base, headers=bearer(admin_token))

@@ -30,22 +30,20 @@ from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from shopkit.asyncapi import CONSUMERS, service_bus
 from shopkit.broker import rabbitmq_permissions
-from shopkit.contracts.events import OrderCreated, OrderLine
-from shopkit.events import new_event
 from shopkit.mongo import database_user
 from tests.support.saga import (
     auth,
     create_product,
+    dead_letter_for_alerts,
     eventually,
     login,
     new_customer,
     place_order,
     public_client,
-    publish_raw,
     stock_of,
     wait_for_status,
 )
-from tests.support.shops import shop_factory
+from tests.support.shops import running, shop_factory
 
 DATABASE_SERVICES = ("customers", "products", "orders", "alerts", "analytics")
 BROKER_SERVICES = CONSUMERS  # every service on the bus
@@ -127,11 +125,8 @@ def secured_shop(secured: Secured, lp_namespace: str, key_file: Path) -> Iterato
         # No credentials: nothing may reach the database without a service's own user.
         mongo=f"mongodb://127.0.0.1:{secured.mongo_port}/?directConnection=true",
         env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000"}, service_env=service_env)
-    try:
-        shop.start(timeout=90)
+    with running(shop):
         yield shop
-    finally:
-        shop.stop()
 
 
 @pytest.fixture
@@ -167,12 +162,8 @@ async def test_a_dead_letter_replays_with_the_services_own_broker_user(
     admin = await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
     customer = await new_customer(api)
     me = (await api.get("/customers/me", headers=auth(customer))).json()
-    order_id = uuid.uuid4().hex[:24]
-    event = new_event(OrderCreated(order_id=order_id, customer_id=me["id"], total=500, currency="EUR",
-                                   items=(OrderLine(product_id="p1", name="Thing", unit_price=500, quantity=1),)),
-                      "/tests")
-    await publish_raw(lp_namespace, "", f"{lp_namespace}alerts.order_created.dlq", event.model_dump_json().encode(),
-                      event.id)
+    event = await dead_letter_for_alerts(lp_namespace, me["id"])
+    order_id = event.data["order_id"]
     base = "/alerts/admin/dead-letters/alerts.order_created"
     r = await api.post(f"{base}/replay", json={"ids": [event.id]}, headers=auth(admin))
     assert r.status_code == 200, r.text

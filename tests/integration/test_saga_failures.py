@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from tests.support.saga import (
     stock_of,
     wait_for_status,
 )
-from tests.support.shops import shop_factory
+from tests.support.shops import running, shop_factory
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +43,8 @@ def own_shop(key_file: Path, namespace: str) -> Iterator[LocalShop]:
                       # Small batches: a kill must land between commits (with the default 64 the first
                       # batch can take the whole backlog, and there is no "mid-flight" to test).
                       env={"MICROSHOP_LOG_LEVEL": "INFO", "MICROSHOP_BATCH_MAX_SIZE": "4"})
-    try:
-        local.start(timeout=90)
+    with running(local):
         yield local
-    except BaseException:
-        for name, proc in local.procs.items():
-            print(f"--- {name}", *proc.lines[-30:], sep="\n", file=sys.stderr)
-        raise
-    finally:
-        local.stop()
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
 from devtools.shop import LocalShop
+from shopkit.contracts.events import OrderCreated, OrderLine
+from shopkit.events import CloudEvent, new_event
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TERMINAL = {"confirmed", "rejected", "cancelled"}
@@ -235,3 +237,13 @@ def close_broker_connections(pids: set[int]) -> int:
                            check=True, capture_output=True)
             closed += 1
     return closed
+
+
+async def dead_letter_for_alerts(namespace: str, customer_id: str) -> CloudEvent:
+    """A valid order_created the alerts consumer "failed" on: put straight into ``alerts.order_created.dlq``."""
+    event = new_event(OrderCreated(order_id=uuid.uuid4().hex[:24], customer_id=customer_id, total=500, currency="EUR",
+                                   items=(OrderLine(product_id="p1", name="Thing", unit_price=500, quantity=1),)),
+                      "/tests")
+    await publish_raw(namespace, "", f"{namespace}alerts.order_created.dlq", event.model_dump_json().encode(),
+                      event.id)
+    return event

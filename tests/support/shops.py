@@ -7,9 +7,11 @@ the chart runs it on the host network, so the whole integration suite tests the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,3 +29,18 @@ def shop_factory() -> Callable[..., LocalShop]:
     if docker is None:
         pytest.exit(f"MICROSHOP_TEST_IMAGE={image}: {why}", returncode=3)
     return functools.partial(ContainerShop, image=image, docker=docker)
+
+
+@contextlib.contextmanager
+def running(shop: LocalShop, timeout: float = 90.0) -> Iterator[LocalShop]:
+    """Start ``shop``, yield it, stop it; when it fails to start, each process's last lines go to stderr."""
+    try:
+        try:
+            shop.start(timeout=timeout)
+        except BaseException:
+            for name, proc in shop.procs.items():
+                print(f"--- {name}", *proc.lines[-30:], sep="\n", file=sys.stderr)
+            raise
+        yield shop
+    finally:
+        shop.stop()
