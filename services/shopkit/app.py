@@ -48,7 +48,14 @@ from shopkit.dlq import DeadLetters, dead_letter_controller
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
-from shopkit.metrics import MetricsController, RouteLabel, http_metrics, route_template
+from shopkit.metrics import (
+    DEAD_LETTERS,
+    UNROUTABLE_EVENTS,
+    MetricsController,
+    RouteLabel,
+    http_metrics,
+    route_template,
+)
 from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
@@ -246,7 +253,7 @@ class Service(Generic[S, D]):
         self.defer_auth_rejection = defer_auth_rejection
         self.bus = (EventBus(self.settings, create_broker(self.settings), publishes=tuple(publishes))
                     if uses.events else None)
-        # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes and ``dlq_depths`` for metrics.
+        # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes, and the gauges of ``_count_dead_letters``.
         self.dead_letters = (DeadLetters(self.settings.rabbitmq_url.get_secret_value(), self.settings.namespace)
                              if uses.events else None)
         self._deps: D | None = None
@@ -288,6 +295,8 @@ class Service(Generic[S, D]):
             self._checks.update(res.checks)
             self._optional_checks.update(res.optional)
             consuming: asyncio.Task[None] | None = None
+            counting = (asyncio.create_task(self._count_dead_letters(), name="dead-letter-gauges")
+                        if self.dead_letters is not None and self.settings.metrics_enabled else None)
             try:
                 if self.bus is not None:  # consumers last: every handler's dependencies exist now
                     if "broker" not in self.uses.ready_without:
@@ -297,10 +306,11 @@ class Service(Generic[S, D]):
                         consuming = asyncio.create_task(_start_consuming(self.bus), name="broker-connect")
                 yield
             finally:
-                if consuming is not None:
-                    consuming.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await consuming
+                for task in (consuming, counting):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 if self.bus is not None:
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None
@@ -311,6 +321,18 @@ class Service(Generic[S, D]):
     def consumer_queues(self) -> list[str]:
         """This service's consumer queues, without the namespace (``orders.stock_reserved``)."""
         return [f"{sub.consumer}.{sub.routing_key}" for sub in (self.bus.subscriptions if self.bus else [])]
+
+    async def _count_dead_letters(self) -> None:
+        """Keep ``microshop_dead_letters`` / ``microshop_unroutable_events`` current (a background task)."""
+        assert self.dead_letters is not None
+        while True:
+            try:
+                for queue, depth in (await self.dlq_depths()).items():
+                    DEAD_LETTERS.labels(queue).set(depth)
+                UNROUTABLE_EVENTS.set(await self.dead_letters.unroutable())
+            except Exception as exc:  # RabbitMQ away: the gauges keep their last values
+                log.debug("could not count dead letters: %s", exc)
+            await asyncio.sleep(self.settings.dead_letter_poll_seconds)
 
     async def dlq_depths(self) -> dict[str, int]:
         """Dead letters per consumer queue of this service (one passive declare each; for metrics and health)."""

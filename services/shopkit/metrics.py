@@ -32,6 +32,10 @@ EVENTS_REDELIVERED = Counter(
 EVENTS_DEAD_LETTERED = Counter(
     "microshop_events_dead_lettered",
     "Deliveries sent to the dead-letter queue: malformed events, and failures past the delivery limit", ["queue"])
+DEAD_LETTERS = Gauge("microshop_dead_letters", "Dead letters waiting in a consumer queue's DLQ (as last polled)",
+                     ["queue"])
+UNROUTABLE_EVENTS = Gauge("microshop_unroutable_events",
+                          "Events kept in the unroutable queue: published where no queue was bound (as last polled)")
 OUTBOX_PENDING = Gauge("microshop_outbox_pending", "Outbox records not yet published (as the relay last saw them)")
 OUTBOX_OLDEST_AGE = Gauge("microshop_outbox_oldest_age_seconds",
                           "Age of the oldest unpublished outbox record when the relay last looked (0: none)")

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
 
     # Observability (docs/observability.md): ``/metrics`` on the service's own port, traces over OTLP/HTTP.
     metrics_enabled: bool = True
+    # How often a consuming service counts its dead letters and the unroutable events for /metrics
+    # (``microshop_dead_letters``, ``microshop_unroutable_events``; one passive queue.declare each).
+    dead_letter_poll_seconds: float = Field(default=30.0, ge=0.5, le=3600)
     # The OTLP/HTTP base URL of a collector (``http://otel-collector:4318``); tracing is off without it
     # (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is read when this is unset).
     otlp_endpoint: str | None = None

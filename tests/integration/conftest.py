@@ -74,7 +74,8 @@ def shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
         key_file=key_file,
         mongo=mongo_url,
         namespace=namespace,
-        env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_LOG_LEVEL": os.environ.get("SHOP_LOG", "INFO")},
+        env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_DEAD_LETTER_POLL_SECONDS": "1",
+             "MICROSHOP_LOG_LEVEL": os.environ.get("SHOP_LOG", "INFO")},
         out=None,
         # SHOP_SERVICES=customers,gateway starts a subset (handy while a service is being written).
         services=os.environ["SHOP_SERVICES"].split(",") if os.environ.get("SHOP_SERVICES") else None,

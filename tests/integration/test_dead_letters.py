@@ -23,6 +23,7 @@ from shopkit.dlq import DeadLetters
 from shopkit.events import new_event
 from shopkit.settings import ServiceSettings
 from tests.support.api import bearer
+from tests.support.metrics import parse_samples, total
 from tests.support.saga import AMQP_URL, cloud_event, dead_letter_for_alerts, eventually, publish_raw
 
 
@@ -140,6 +141,13 @@ async def test_dead_letters_through_the_gateway_admin_only_listed_shown_and_repl
         shop: LocalShop, api: httpx.AsyncClient, admin_token: str, customer: dict[str, str], namespace: str) -> None:
     event = await dead_letter_for_alerts(namespace, customer["id"])
     order_id = event.data["order_id"]
+
+    async def waiting() -> float:  # what alerts' /metrics says (polled every second in the session shop)
+        async with httpx.AsyncClient() as client:
+            page = (await client.get(f"{shop.url('alerts')}/metrics")).text
+        return total(parse_samples(page), "microshop_dead_letters", queue="alerts.order_created")
+
+    await eventually(waiting, timeout=20, what="microshop_dead_letters counting the waiting dead letter")
     base = "/alerts/admin/dead-letters"
     assert (await api.get(base, headers=bearer(customer["access_token"]))).status_code == 403
     r = await api.get(base, headers=bearer(admin_token))
@@ -161,3 +169,13 @@ async def test_dead_letters_through_the_gateway_admin_only_listed_shown_and_repl
         return r.status_code == 200 and order_id in r.text
 
     await eventually(alerted, timeout=20, what="the replayed order_created handled by alerts")
+    letters = DeadLetters(AMQP_URL, namespace)
+    try:
+        depth = (await letters.depths(["alerts.order_created"]))["alerts.order_created"]
+    finally:
+        await letters.close()
+
+    async def counted_again() -> bool:
+        return await waiting() == depth
+
+    await eventually(counted_again, timeout=20, what=f"microshop_dead_letters back to the DLQ's depth ({depth})")
