@@ -5,8 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell $(PYTHON) scripts/install_uv.py)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/.venv
-# The virtualenv's interpreter: the fastest CPython 3.11 here (scripts/pick_python.py, kept in .tools/python;
-# MICROSHOP_PYTHON=/path/to/python3.11 names one). None found: uv's own choice.
+# The virtualenv's interpreter: the distribution's python3.11 when there is one (scripts/pick_python.py says
+# why; MICROSHOP_PYTHON=/path/to/python3.11 names one). None: uv's own choice.
 PICKED_PYTHON := $(shell $(PYTHON) scripts/pick_python.py)
 ifneq ($(PICKED_PYTHON),)
 export UV_PYTHON := $(PICKED_PYTHON)

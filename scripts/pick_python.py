@@ -1,19 +1,16 @@
 #!/usr/bin/env python3
-"""Print the CPython 3.11 the virtualenv is built with: the fastest one on this machine.
+"""Print the CPython the virtualenv is built with: the distribution's ``python3.11`` when there is one.
 
 Interpreters of the same version differ a lot in speed, by how they were compiled (profile-guided
 optimisation, LTO, a shared ``libpython``). On the development machine Debian's
 ``/usr/bin/python3.11`` ran a plain loop 1.5x as fast as pyenv's default build (shared, without
-``--enable-optimizations``), and the whole shop confirmed 1.4x the orders per second on it
-(docs/saga.md, "Throughput"). Every
-``python3.11`` on PATH, plus the usual system locations, is timed on the same loop (about 0.5 s, in
-three interleaved rounds, the best round counting), and the fastest wins: this runs once, at the
-first ``make`` of a checkout.
+``--enable-optimizations``), and the whole shop confirmed 1.3–1.4x the orders per second on it
+(docs/saga.md, "Throughput"). uv would take the first ``python3.11`` on PATH, often a pyenv shim.
 
-The choice is kept in ``.tools/python`` so the virtualenv is not rebuilt because a later timing came
-out differently. Delete that file to choose again, or set ``MICROSHOP_PYTHON`` to name an interpreter
-yourself. Nothing found: nothing is printed, and uv picks an interpreter as it would anyway.
-Standard library only: it runs before the virtualenv exists.
+The choice is a rule, not a timing: short timings on a shared machine flipped between runs (a
+timed choice once picked the slower build), and a virtualenv should not change with the weather.
+``MICROSHOP_PYTHON`` names an interpreter yourself. No distribution interpreter: nothing is printed,
+and uv picks one as it would anyway. Standard library only: it runs before the virtualenv exists.
 """
 
 from __future__ import annotations
@@ -21,64 +18,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CHOICE = ROOT / ".tools" / "python"
-NAME = "python3.11"
-PROBE = (
-    "import os, sys, time\n"
-    "t = time.perf_counter(); x = 0\n"
-    "for i in range(3_000_000): x += i % 7\n"
-    "print(os.path.realpath(sys.executable), time.perf_counter() - t)\n"
-)
-ROUNDS = 3
+SYSTEM = ("/usr/bin/python3.11",)
 
 
-def candidates() -> list[str]:
-    dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]
-    found: list[str] = []
-    for directory in dirs:
-        path = Path(directory or ".") / NAME
-        if os.access(path, os.X_OK) and os.path.realpath(path) not in found:
-            found.append(os.path.realpath(path))  # /bin and /usr/bin are often one directory
-    return found
-
-
-def timed(interpreter: str) -> tuple[str, float] | None:
-    """(the interpreter's real executable, its best loop time), or None when it does not run."""
+def usable(interpreter: str) -> bool:
     try:
-        out = subprocess.run([interpreter, "-c", PROBE], capture_output=True, text=True, timeout=30, check=True)
-        executable, seconds = out.stdout.split()
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return executable, float(seconds)
+        out = subprocess.run([interpreter, "-c", "import sys; print(sys.version_info[:2] == (3, 11))"],
+                             capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.stdout.strip() == "True"
 
 
 def main() -> int:
     if chosen := os.environ.get("MICROSHOP_PYTHON", "").strip():
         print(chosen)
         return 0
-    if CHOICE.is_file() and (kept := CHOICE.read_text().strip()) and os.access(kept, os.X_OK):
-        print(kept)
-        return 0
-    # Rounds interleave the candidates, so a burst of other load on the machine hurts them alike;
-    # an interpreter's time is its best round.
-    timings: dict[str, float] = {}
-    for _ in range(ROUNDS):
-        for interpreter in candidates():
-            result = timed(interpreter)
-            if result is not None:  # a shim and its target are one interpreter
-                timings[result[0]] = min(result[1], timings.get(result[0], float("inf")))
-    if not timings:
-        return 0
-    fastest = min(timings, key=timings.__getitem__)
-    if len(timings) > 1:
-        print("[setup] " + ", ".join(f"{exe} {seconds * 1000:.0f} ms" for exe, seconds in sorted(timings.items()))
-              + f": the virtualenv uses {fastest} (.tools/python; delete it to choose again)", file=sys.stderr)
-    CHOICE.parent.mkdir(parents=True, exist_ok=True)
-    CHOICE.write_text(fastest + "\n")
-    print(fastest)
+    for interpreter in SYSTEM:
+        if os.access(interpreter, os.X_OK) and usable(interpreter):
+            print(interpreter)
+            return 0
     return 0
 
 
