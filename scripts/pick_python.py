@@ -4,7 +4,7 @@
 Interpreters of the same version differ a lot in speed, by how they were compiled (profile-guided
 optimisation, LTO, a shared ``libpython``). On the development machine Debian's
 ``/usr/bin/python3.11`` ran a plain loop 1.5x as fast as pyenv's default build (shared, without
-``--enable-optimizations``), and the whole shop confirmed 1.3–1.4x the orders per second on it
+``--enable-optimizations``), and the whole shop confirmed 1.3 to 1.4x the orders per second on it
 (docs/saga.md, "Throughput"). uv would take the first ``python3.11`` on PATH, often a pyenv shim.
 
 The choice is a rule, not a timing: short timings on a shared machine flipped between runs (a
