@@ -14,13 +14,11 @@ from orders.catalog import CatalogClient
 from orders.saga import OrderSaga
 from orders.service import OrderBook
 from orders.sweeper import PendingSweeper
-from products.models import Product
-from products.reservations import StockReservations
-from shopkit.contracts.events import OrderCreated, OrderLine, OrderUpdated, StockReserved
+from shopkit.contracts.events import OrderUpdated, StockReserved
 from shopkit.events import CloudEvent, new_event
 from shopkit.mongo import utcnow
 from shopkit.outbox import OUTBOX, OutboxRelay
-from tests.support.bus import bus_for
+from tests.support.bus import bus_for, order_created, reserving_bus, stocked_product
 
 Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
 
@@ -31,10 +29,6 @@ def pending_order(oid: ObjectId, age_seconds: float) -> dict[str, Any]:
     return {"_id": oid, "customer_id": "c1", "status": "pending", "total": 100, "currency": "EUR",
             "items": [{"product_id": "p", "name": "P", "unit_price": 100, "quantity": 1}],
             "created_at": utcnow() - timedelta(seconds=age_seconds), "updated_at": utcnow()}
-
-
-async def no_cache(_: Any) -> None:
-    return None
 
 
 async def test_orders_pending_past_the_timeout_are_rejected_once_and_a_late_reply_changes_nothing(
@@ -69,12 +63,6 @@ async def test_orders_pending_past_the_timeout_are_rejected_once_and_a_late_repl
     assert (await db["orders"].find_one({"_id": stale}))["status"] == "rejected"
 
 
-def order_created(order_id: str, product_id: str, quantity: int) -> CloudEvent:
-    return new_event(OrderCreated(order_id=order_id, customer_id="c1", total=100 * quantity, currency="EUR",
-                                  items=(OrderLine(product_id=product_id, unit_price=100, quantity=quantity),)),
-                     "/tests")
-
-
 def timed_out(order_id: str) -> CloudEvent:
     return new_event(OrderUpdated(order_id=order_id, customer_id="c1", old_status="pending", new_status="rejected",
                                   status="rejected", reason="timeout"), "/tests")
@@ -83,13 +71,8 @@ def timed_out(order_id: str) -> CloudEvent:
 async def test_products_releases_what_it_reserved_for_an_order_rejected_on_timeout_in_either_order(
         database: Db) -> None:
     client, db = database
-    product = Product(sku="T-1", name="P", category="c", price=100, currency="EUR", stock=5, low_stock_threshold=0)
-    await db["products"].insert_one(product.model_dump_doc())
-    pid = str(product.id)
-    reservations = StockReservations(client, db, no_cache)
-    bus = bus_for("products")
-    bus.subscribe(OrderCreated, reservations.reserve)
-    bus.subscribe(OrderUpdated, reservations.release)
+    pid = await stocked_product(db, "T-1", stock=5, low_stock_threshold=0)
+    bus = reserving_bus(client, db)
     async with TestRabbitBroker(bus.broker):
         await bus.publish(order_created("slow", pid, 3))  # reserved, but orders timed it out meanwhile
         rejection = timed_out("slow")
@@ -97,6 +80,6 @@ async def test_products_releases_what_it_reserved_for_an_order_rejected_on_timeo
         await bus.publish(rejection)  # redelivered: released once
         await bus.publish(timed_out("early"))  # the rejection overtakes its order_created
         await bus.publish(order_created("early", pid, 2))
-    assert (await db["products"].find_one({"_id": product.id}))["stock"] == 5
+    assert (await db["products"].find_one({"_id": ObjectId(pid)}))["stock"] == 5
     decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
     assert decided == {"slow": "released", "early": "cancelled"}

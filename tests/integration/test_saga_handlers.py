@@ -23,7 +23,6 @@ from alerts.push import Channels, PushHub
 from orders.catalog import CatalogClient
 from orders.saga import OrderSaga
 from orders.service import OrderBook
-from products.models import Product
 from products.reservations import StockReservations
 from shopkit.broker import EventBus
 from shopkit.contracts.events import (
@@ -36,7 +35,7 @@ from shopkit.contracts.events import (
 )
 from shopkit.events import CloudEvent, new_event
 from shopkit.outbox import OUTBOX, OutboxRelay
-from tests.support.bus import bus_for
+from tests.support.bus import bus_for, no_cache, order_created, reserving_bus, stocked_product
 
 Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
 
@@ -47,26 +46,14 @@ async def outbox_events(db: AsyncIOMotorDatabase[Any]) -> list[dict[str, Any]]:
     return [doc["event"] async for doc in db[OUTBOX].find({}).sort("seq", 1)]
 
 
-def order_created(order_id: str, product_id: str, quantity: int) -> CloudEvent:
-    return new_event(OrderCreated(order_id=order_id, customer_id="c1", total=100 * quantity, currency="EUR",
-                                  items=(OrderLine(product_id=product_id, unit_price=100, quantity=quantity),)),
-                     "/tests")
-
-
 async def publish_all(bus: EventBus, events: Iterable[CloudEvent]) -> None:
     """Concurrently, as a consumer's prefetch window delivers them: they share batches."""
     await asyncio.gather(*(bus.publish(e) for e in events))
 
 
-async def no_cache(_: Iterable[str]) -> None:
-    return None
-
-
 async def test_reserve_decides_a_batch_in_arrival_order_and_a_redelivery_changes_nothing(database: Db) -> None:
     client, db = database
-    product = Product(sku="H-1", name="Hot", category="c", price=100, currency="EUR", stock=5, low_stock_threshold=1)
-    await db["products"].insert_one(product.model_dump_doc())
-    pid = str(product.id)
+    pid = await stocked_product(db, "H-1", stock=5, low_stock_threshold=1)
     bus = bus_for("products")
     sub = bus.subscribe(OrderCreated, StockReservations(client, db, no_cache).reserve, linger=0.05)
     quantities = {"o0": 2, "o1": 4, "o2": 3, "o3": 1}  # 5 in stock: not all fit, so the order decides
@@ -86,7 +73,7 @@ async def test_reserve_decides_a_batch_in_arrival_order_and_a_redelivery_changes
         expected[order_id] = "reserved" if fits else "rejected"
     assert [(t.removeprefix("stock_"), o) for t, o in replies] == [(expected[o], o) for _, o in replies]
     assert "rejected" in expected.values(), "the stock ran out on the way"
-    assert (await db["products"].find_one({"_id": product.id}))["stock"] == left
+    assert (await db["products"].find_one({"_id": ObjectId(pid)}))["stock"] == left
     decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
     assert decided == expected
     low = [e for e in await outbox_events(db) if e["type"] == "stock_low"]
@@ -96,13 +83,8 @@ async def test_reserve_decides_a_batch_in_arrival_order_and_a_redelivery_changes
 
 async def test_release_gives_stock_back_once_and_a_cancel_first_leaves_a_tombstone(database: Db) -> None:
     client, db = database
-    product = Product(sku="H-2", name="P", category="c", price=100, currency="EUR", stock=4, low_stock_threshold=0)
-    await db["products"].insert_one(product.model_dump_doc())
-    pid = str(product.id)
-    reservations = StockReservations(client, db, no_cache)
-    bus = bus_for("products")
-    bus.subscribe(OrderCreated, reservations.reserve)
-    bus.subscribe(OrderUpdated, reservations.release)
+    pid = await stocked_product(db, "H-2", stock=4, low_stock_threshold=0)
+    bus = reserving_bus(client, db)
 
     def cancelled(order_id: str) -> CloudEvent:
         return new_event(OrderUpdated(order_id=order_id, customer_id="c1", old_status="confirmed",
@@ -113,7 +95,7 @@ async def test_release_gives_stock_back_once_and_a_cancel_first_leaves_a_tombsto
         cancel = cancelled("kept")
         await publish_all(bus, [cancel, cancel, cancelled("early")])  # twice, and one before its order
         await bus.publish(order_created("early", pid, 1))
-    assert (await db["products"].find_one({"_id": product.id}))["stock"] == 4
+    assert (await db["products"].find_one({"_id": ObjectId(pid)}))["stock"] == 4
     decided = {doc["_id"]: doc["status"] async for doc in db["reservations"].find({})}
     assert decided == {"kept": "released", "early": "cancelled"}
 
