@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shopkit.app import Resources, Service, Uses
 from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, StockLow
 from shopkit.mongo import utcnow
 from shopkit.settings import ServiceSettings
+from shopkit.tasks import cancel
 
 log = logging.getLogger("alerts.app")
 
@@ -50,9 +50,7 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
                               window_seconds=res.settings.ws_connect_window_seconds)
         yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub), limits)
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        await cancel(purger)
         await hub.stop()
 
 

@@ -24,6 +24,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from shopkit.metrics import WEBSOCKET_CONNECTIONS
+from shopkit.tasks import cancel
 
 log = logging.getLogger("alerts.push")
 
@@ -154,10 +155,7 @@ class PushHub:
         self._task = asyncio.create_task(self._listen(), name="alerts-push-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()

@@ -14,7 +14,6 @@ transition lets one of them win and the others change nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from pymongo import ASCENDING
 from orders.service import IllegalTransition, OrderBook, Transition
 from orders.statuses import Actor, OrderStatus
 from shopkit.mongo import in_transaction, utcnow
+from shopkit.tasks import cancel
 
 log = logging.getLogger("orders.sweeper")
 
@@ -80,7 +80,4 @@ class PendingSweeper:
         self._task = asyncio.create_task(self.run(), name="orders-pending-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)

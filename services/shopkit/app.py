@@ -60,6 +60,7 @@ from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
+from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.app")
 
@@ -306,11 +307,7 @@ class Service(Generic[S, D]):
                         consuming = asyncio.create_task(_start_consuming(self.bus), name="broker-connect")
                 yield
             finally:
-                for task in (consuming, counting):
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                await cancel(consuming, counting)
                 if self.bus is not None:
                     await self.bus.stop()  # no delivery runs while the dependencies are torn down
                 self._deps = None

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from shopkit.tasks import cancel
+
 log = logging.getLogger("shopkit.batching")
 
 T = TypeVar("T")
@@ -129,9 +131,7 @@ class Batcher(Generic[T, R]):
 
     async def close(self) -> None:
         if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel(self._worker)
 
 
 def _settle(fut: asyncio.Future[R], *, result: R | None = None, exc: BaseException | None = None) -> None:

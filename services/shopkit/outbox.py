@@ -23,6 +23,7 @@ from shopkit.broker import EventBus
 from shopkit.context import correlation_id_var
 from shopkit.events import CloudEvent
 from shopkit.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.outbox")
 OUTBOX = "outbox"
@@ -176,7 +177,4 @@ class OutboxRelay:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
