@@ -27,6 +27,8 @@ setup: .venv/.synced ## create the virtualenv from uv.lock
 infra: setup ## make sure RabbitMQ and Redis answer (start or install them; INFRA_ARGS=--prometheus adds Prometheus)
 	$(UV) run --frozen python -m devtools.infra $(INFRA_ARGS)
 
+# `make dev ARGS=--prometheus` makes `make infra` install Prometheus too (INFRA_ARGS=--prometheus).
+dev: INFRA_ARGS += $(if $(findstring --prometheus,$(ARGS)),--prometheus)
 dev: infra ## run the whole shop locally (ARGS="--fresh" wipes the dev database, ARGS=--prometheus adds Prometheus)
 	$(UV) run --frozen python -m devtools.run $(ARGS)
 

@@ -30,8 +30,9 @@ apt_mirror() {
 MIRROR="${DEBIAN_MIRROR:-$(apt_mirror)}"
 
 [[ $EUID -eq 0 ]] || { say "debootstrap needs root (it creates device nodes and chroots)"; exit 1; }
-command -v debootstrap >/dev/null || {
-  say "debootstrap is missing: apt-get install -y debootstrap (Debian/Ubuntu)"; exit 1; }
+# shellcheck source=scripts/need.sh
+source "$(dirname "$0")/need.sh"
+need_packages base-image debootstrap=debootstrap || exit 1
 "$DOCKER" info >/dev/null 2>&1 || { say "no Docker engine answers to '$DOCKER'"; exit 1; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/microshop-base.XXXXXX")"

@@ -16,6 +16,8 @@
 #                      when the engine has no bridge network).
 #   DOCKER             the docker client to use; else the first working one of DOCKER_CANDIDATES
 #                      (every `docker` on PATH, then /usr/bin/docker).
+# Where no engine answers and none of DOCKER, DOCKER_HOST, DOCKER_CANDIDATES is set,
+# scripts/docker-engine.sh installs and starts one first (as root). The base-image stand-in installs debootstrap when it is missing.
 # As skaffold's custom builder (skaffold.yaml, one target each): IMAGE is the image to build and
 # PUSH_IMAGE=true pushes it (skaffold sets both, and BUILD_CONTEXT).
 set -euo pipefail
@@ -78,6 +80,10 @@ pick_client() {
   } >&2
   exit 1
 }
+# ---- an engine: where none answers (and none is named), scripts/docker-engine.sh installs and starts one ----
+if [[ -z "${DOCKER:-}${DOCKER_HOST:-}${DOCKER_CANDIDATES:-}" ]]; then
+  bash scripts/docker-engine.sh start || die "no Docker engine answers and none could be started (above)"
+fi
 pick_client
 say "client: $CLIENT_DESC"
 

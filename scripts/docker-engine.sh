@@ -12,6 +12,8 @@
 # builds with --network host when the engine has no bridge. DOCKERD_ARGS replaces those options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/need.sh
+source scripts/need.sh
 PIDFILE=.dev/dockerd.pid
 LOG=.dev/dockerd.log
 DOCKERD_ARGS="${DOCKERD_ARGS:---storage-driver overlay2 --bridge=none --iptables=false --ip-masq=false}"
@@ -27,18 +29,10 @@ answers() {
 }
 
 install_missing() {
-  local want=()
-  command -v dockerd >/dev/null || want+=(docker.io)
-  [[ -x /usr/bin/docker ]] || want+=(docker.io)
-  command -v debootstrap >/dev/null || want+=(debootstrap)
-  command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || want+=(docker-compose)
-  ((${#want[@]})) || return 0
-  command -v apt-get >/dev/null || { say "cannot install ${want[*]}: no apt-get on this machine"; return 1; }
-  say "installing ${want[*]} (Debian packages)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q "${want[@]}" >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${want[@]}" >/dev/null; } \
-    || { say "apt-get install ${want[*]} failed"; return 1; }
+  # debootstrap too: scripts/base-image.sh needs it for the base-image stand-in (it also installs it itself).
+  local want=(dockerd=docker.io debootstrap=debootstrap)
+  docker compose version >/dev/null 2>&1 || want+=(docker-compose=docker-compose)
+  need_packages docker-engine "${want[@]}"
 }
 
 start() {
