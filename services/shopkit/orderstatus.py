@@ -2,7 +2,8 @@
 
 Order events travel on separate queues (``order_created`` and ``order_updated``) and may be
 handled out of order. A status is only taken when it is further along than the one already
-seen; statuses with the same rank exclude each other (confirmed/rejected, shipped/cancelled).
+seen; statuses with the same rank exclude each other (confirmed/rejected; cancelled/delivered,
+either of which may follow shipped).
 """
 
 from __future__ import annotations
