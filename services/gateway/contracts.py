@@ -1,20 +1,8 @@
 """Request-body validation at the edge, with the same pydantic models the services use.
 
 A contract is (HTTP method, path template) → model, the path as the service sees it
-(``/products/{id}``). Two sources, later ones winning:
-
-1. ``BUILTIN`` below: the contracts that existed before this registry (customers, products,
-   orders), looked up by name; a missing one is logged and skipped.
-2. Any module in ``shopkit.contracts`` that defines ``BODY_CONTRACTS``, e.g. in
-   ``shopkit/contracts/products.py``::
-
-       BODY_CONTRACTS = {
-           ("POST", "/products"): CreateProductRequest,
-           ("PATCH", "/products/{id}"): UpdateProductRequest,
-       }
-
-   The gateway imports every such module at startup, so a new domain's contracts are enforced
-   as soon as its module exists; nothing in the gateway changes.
+(``/products/{id}``): ``BUILTIN`` below, the models looked up by name (a missing one is logged and
+skipped).
 
 A body that is not JSON gets 400; one that breaks the model gets the kit's 422 problem+json
 (``errors: [{"field", "rule", "source"}]``), exactly as the service itself would answer.
@@ -25,11 +13,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import pkgutil
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from litestar.exceptions import ValidationException
@@ -41,7 +27,6 @@ from shopkit.errors import ProblemError
 
 log = logging.getLogger("gateway.contracts")
 
-CONTRACTS_PACKAGE = "shopkit.contracts"
 BUILTIN: tuple[tuple[str, str, str, str], ...] = (
     # method, path template, module, model
     ("POST", "/auth/register", "shopkit.contracts.customers", "RegisterRequest"),
@@ -125,27 +110,8 @@ def validation_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _models_from_module(module: ModuleType) -> Iterable[tuple[str, str, type[BaseModel]]]:
-    declared: Any = getattr(module, "BODY_CONTRACTS", None)
-    if declared is None:
-        return []
-    if not isinstance(declared, Mapping):
-        log.error("%s.BODY_CONTRACTS must be a mapping of (method, path) to a model; ignored", module.__name__)
-        return []
-    found = []
-    for key, model in declared.items():
-        if (
-            isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)
-            and isinstance(model, type) and issubclass(model, BaseModel)
-        ):
-            found.append((key[0], key[1], model))
-        else:
-            log.error("%s.BODY_CONTRACTS: ignoring entry %r", module.__name__, key)
-    return found
-
-
 def load_registry() -> ContractRegistry:
-    """The built-in contracts plus every ``BODY_CONTRACTS`` found in ``shopkit.contracts.*``."""
+    """The body contracts of ``BUILTIN``."""
     registry = ContractRegistry()
     for method, template, module_name, model_name in BUILTIN:
         try:
@@ -155,10 +121,5 @@ def load_registry() -> ContractRegistry:
                         module_name, model_name, method, template)
             continue
         registry.register(method, template, model)
-    package = importlib.import_module(CONTRACTS_PACKAGE)
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{CONTRACTS_PACKAGE}.{info.name}")
-        for method, template, model in _models_from_module(module):
-            registry.register(method, template, model)
     log.info("validating request bodies of %s", ", ".join(f"{c.method} {c.template}" for c in registry.contracts))
     return registry
