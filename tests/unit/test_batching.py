@@ -92,9 +92,10 @@ async def test_a_batch_waiting_for_the_shared_lock_takes_everything_that_arrived
     batcher: Batcher[int, int] = Batcher(mine, linger=LONG, lock=lock, clock=Clock(step=1000.0))
     committing = asyncio.create_task(busy.submit(100))
     await turns()
-    waiting = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
-    for task in waiting:
-        await turns()  # arrivals spread over several loop turns
+    waiting = []
+    for i in range(3):  # arrivals spread over several loop turns: the first one's worker is already waiting
+        waiting.append(asyncio.create_task(batcher.submit(i)))
+        await turns()
     assert mine.batches == []  # the other batcher's commit holds the lock
     other.release.set()
     assert await asyncio.wait_for(asyncio.gather(*waiting, committing), 5) == [0, 10, 20, 1000]
