@@ -50,6 +50,10 @@ class ServiceSettings(BaseSettings):
     # How long the outbox keeps a record after its publish was confirmed (for inspection); 0 deletes
     # it at once, which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
+    # How long an outbox relay holds the records it claimed for publishing; a replica that dies holding
+    # a claim delays those records this long (then another relay takes them over). Replicas' clocks must
+    # agree far better than this.
+    outbox_lease_seconds: float = Field(default=10, ge=1, le=600)
     # How long a consumer remembers that it handled an event (its handled-event marker, a TTL index): a
     # redelivery within that time is recognised as a duplicate. Far longer than anything stays in flight.
     handled_event_retention_seconds: float = Field(default=7 * 86400, ge=60, le=365 * 86400)
