@@ -109,7 +109,7 @@ class OrderBook:
         self.catalog = catalog
         self.relay = relay
         # Placements commit together (one transaction, one statement per collection, per batch), so
-        # a burst of orders costs a few transactions instead of one each; a lone order waits the linger.
+        # a burst of orders costs a few transactions instead of one each; a lone order is written at once.
         self.placements: Batcher[tuple[dict[str, Any], CloudEvent], ObjectId | None] = Batcher(
             self._write_placements, max_size=batch_max_size, linger=batch_linger_seconds, name="orders.place")
 

@@ -167,8 +167,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
         if uses.outbox:
             assert bus is not None, "the outbox needs events"
             await ensure_outbox_indexes(res.db)
-            relay = res.relay = OutboxRelay(res.db, bus, linger_seconds=settings.batch_linger_ms / 1000,
-                                            retention_seconds=settings.outbox_retention_seconds)
+            relay = res.relay = OutboxRelay(res.db, bus, retention_seconds=settings.outbox_retention_seconds,
+                                            lease_seconds=settings.outbox_lease_seconds)
             relay.start()
             stack.push_async_callback(relay.stop)
         res.optional = set(uses.ready_without) & set(res.checks)

@@ -1,10 +1,18 @@
 """Group commit: many concurrent callers, one commit.
 
-Callers ``submit`` an item and wait for its result. The :class:`Batcher` collects items while a
-batch is being written and for at most ``linger`` seconds after the first one arrives (so a
-lone item under light load waits a few milliseconds, not a full batch), then hands up to
-``max_size`` of them, in arrival order, to one call of ``flush``. One flush runs at a time:
-while it commits, the next batch fills up; under load batches grow by themselves.
+Callers ``submit`` an item and wait for its result. The :class:`Batcher` hands up to ``max_size``
+items, in arrival order, to one call of ``flush``; one flush runs at a time (per batcher, and per
+``lock`` shared by the batchers of a service). When a batch is written is adaptive, in the manner
+of PostgreSQL's ``commit_delay`` / ``commit_siblings``:
+
+* **idle and sparse** (nothing committing, arrivals far apart): the item is flushed at once, alone;
+  no linger is paid when there is nobody to wait for;
+* **a commit in flight** (this batcher's, or another one holding the shared lock): items gather
+  while it runs and go out together, up to ``max_size``, as soon as it finishes; the commit's
+  own duration is the wait, so under load batches grow by themselves with no timer;
+* **idle and dense** (an exponentially weighted mean of the gaps between arrivals predicts at least
+  ``siblings`` more items within ``linger``): the first item waits up to ``linger`` seconds, or
+  until ``max_size`` items are there, for company.
 
 When a flush of several items raises, every item is flushed again on its own, so one bad item
 (a poison event, a conflicting write) fails alone and its neighbours still commit. The result
@@ -20,6 +28,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -53,15 +62,23 @@ class BatchStats:
             self.sizes.append(size)
 
 
+GAP_WEIGHT = 0.25
+"""Weight of the newest inter-arrival gap in the running mean (a few arrivals turn it around)."""
+
+
 class Batcher(Generic[T, R]):
-    def __init__(self, flush: Flush[T, R], *, max_size: int = 64, linger: float = 0.005,
+    def __init__(self, flush: Flush[T, R], *, max_size: int = 64, linger: float = 0.005, siblings: float = 2.0,
                  lock: asyncio.Lock | None = None, name: str = "batch",
-                 on_batch: Callable[[int], object] | None = None) -> None:
+                 on_batch: Callable[[int], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
+        if siblings <= 0:
+            raise ValueError("siblings must be positive")
         self._flush = flush
         self.max_size = max_size
         self.linger = linger
+        self.siblings = siblings
         # Shared by the batchers of one service that write the same documents (one commit at a time).
         self._lock = lock or asyncio.Lock()
         self.name = name
@@ -70,9 +87,26 @@ class Batcher(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._worker: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
+        self._clock = clock  # stamps arrivals (tests pass a controlled one)
+        self._last_arrival: float | None = None
+        self._gap: float | None = None  # running mean of the gaps between arrivals, seconds
+
+    def dense(self) -> bool:
+        """Whether arrivals come fast enough that waiting ``linger`` would gather ``siblings`` more items."""
+        return self.linger > 0 and self._gap is not None and self._gap * self.siblings <= self.linger
+
+    def _arrival(self) -> None:
+        now = self._clock()
+        if self._last_arrival is not None:
+            # A long silence counts as "sparse", not as hours: capped at twice the dense threshold, so a
+            # burst after a quiet spell is recognised within a few arrivals.
+            gap = min(max(now - self._last_arrival, 0.0), 2 * self.linger / self.siblings)
+            self._gap = gap if self._gap is None else self._gap + GAP_WEIGHT * (gap - self._gap)
+        self._last_arrival = now
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._arrival()
         self._pending.append((item, future))
         self._arrived.set()
         if self._worker is None or self._worker.done():
@@ -83,22 +117,32 @@ class Batcher(Generic[T, R]):
         return await future
 
     async def _run(self) -> None:
+        # The worker runs while items are pending. Its first batch started it (nothing of this batcher
+        # was committing): that one may linger, when arrivals are dense and no other batch holds the
+        # lock. Every later batch gathered while a commit was in flight and goes out as soon as it ends.
+        idle = True
         while self._pending:
-            if len(self._pending) < self.max_size and self.linger > 0:
-                # Linger for company, but never longer than ``linger`` after this batch's first item.
-                deadline = asyncio.get_running_loop().time() + self.linger
-                while len(self._pending) < self.max_size:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0:
-                        break
-                    self._arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._arrived.wait(), remaining)
-            batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size:]
-            batch = [(item, fut) for item, fut in batch if not fut.done()]  # a caller that gave up
-            if batch:
-                async with self._lock:
+            if idle and not self._lock.locked() and len(self._pending) < self.max_size and self.dense():
+                await self._linger()
+            idle = False
+            async with self._lock:
+                # Taken under the lock: what arrived while another batch held it joins this one.
+                batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size:]
+                batch = [(item, fut) for item, fut in batch if not fut.done()]  # a caller that gave up
+                if batch:
                     await self._write(batch)
+
+    async def _linger(self) -> None:
+        """Wait for company: until ``max_size`` items are pending, at most ``linger`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger
+        while len(self._pending) < self.max_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
 
     async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.stats.record(len(batch))

@@ -4,7 +4,8 @@ Each consumer gets its own durable quorum queue per routing key. A subscription 
 event model (``shopkit.contracts.events``): the kit validates the envelope and the payload
 once; one that does not validate is rejected, i.e. dead-lettered at once (a retry cannot fix
 it). Valid deliveries are handed to the handler in batches (``shopkit.batching``: up to
-``max_batch`` deliveries, gathered while the previous batch commits or for ``linger`` seconds),
+``max_batch`` deliveries, gathered while the previous batch commits, or for at most ``linger`` seconds
+when deliveries arrive densely),
 so one transaction serves many events. A batch that fails is retried item by item.
 
 Failures come in two kinds (:func:`is_transient`). A transient one (the database away or

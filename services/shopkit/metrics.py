@@ -39,6 +39,13 @@ UNROUTABLE_EVENTS = Gauge("microshop_unroutable_events",
 OUTBOX_PENDING = Gauge("microshop_outbox_pending", "Outbox records not yet published (as the relay last saw them)")
 OUTBOX_OLDEST_AGE = Gauge("microshop_outbox_oldest_age_seconds",
                           "Age of the oldest unpublished outbox record when the relay last looked (0: none)")
+OUTBOX_TAKEOVERS = Counter(
+    "microshop_outbox_takeovers",
+    "Outbox records claimed from a relay whose lease had expired (it died or stalled; it may have published them)")
+OUTBOX_LOST_CLAIMS = Counter(
+    "microshop_outbox_lost_claims",
+    "Outbox records a relay published after its lease expired and another relay had claimed them (published twice,"
+    " unless that relay failed first)")
 BATCH_SIZE = Histogram("microshop_consumer_batch_size", "Deliveries per committed batch, per consumer group",
                        ["group"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
@@ -117,6 +124,7 @@ def broker_metrics(service: str) -> Any:
 
 __all__ = [
     "BATCH_SIZE", "EVENTS_DEAD_LETTERED", "EVENTS_REDELIVERED", "ORDERS_PLACED", "ORDER_CONFIRM_SECONDS",
-    "ORDER_STATUS_CHANGES", "OUTBOX_OLDEST_AGE", "OUTBOX_PENDING", "PASSWORD_HASH_QUEUE", "RATE_LIMITED", "STOCK_LOW",
-    "WEBSOCKET_CONNECTIONS", "MetricsController", "broker_metrics", "http_metrics", "password_hash_queue_depth",
+    "ORDER_STATUS_CHANGES", "OUTBOX_LOST_CLAIMS", "OUTBOX_OLDEST_AGE", "OUTBOX_PENDING", "OUTBOX_TAKEOVERS",
+    "PASSWORD_HASH_QUEUE", "RATE_LIMITED", "STOCK_LOW", "WEBSOCKET_CONNECTIONS", "MetricsController", "broker_metrics",
+    "http_metrics", "password_hash_queue_depth",
 ]

@@ -4,6 +4,17 @@ A service writes its events with :func:`add_to_outbox` inside the same transacti
 change they describe; :class:`OutboxRelay` publishes pending records in order, a batch at a
 time, and deletes them once confirmed (or, with a retention, marks them sent and purges them
 later). A crash between publish and delete re-publishes: consumers dedupe on event id.
+
+Every replica runs a relay over the service's one ``outbox`` collection, and each record is
+published by one of them: a relay **claims** a batch before publishing it, writing its claim token
+and a short lease (``lease_until``) into the records with one conditional ``update_many`` that only
+matches records nobody holds (no lease, or an expired one), and publishes only what it got. A relay
+that dies holding a claim blocks nothing for longer than the lease: the records are then free again
+and another relay takes them over. A relay whose lease ran out before it published does not publish;
+one whose lease ran out *while* it published (a stall, a hung broker, clocks further apart than the
+lease) may have published records another relay took over meanwhile: it finds that when it settles
+them, and counts them in ``microshop_outbox_lost_claims`` (each is published twice, unless the relay
+that took it over fails first); consumers drop the copy by event id.
 """
 
 from __future__ import annotations
@@ -11,7 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +38,7 @@ from shopkit import tracing
 from shopkit.broker import EventBus
 from shopkit.context import correlation_id_var
 from shopkit.events import CloudEvent
-from shopkit.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_TAKEOVERS
 from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.outbox")
@@ -55,17 +71,42 @@ async def add_to_outbox(
     await db[OUTBOX].insert_many(docs, session=session, ordered=True)
 
 
+def _free(now: datetime) -> dict[str, Any]:
+    """Unsent records no relay holds: never claimed, released, or claimed by a relay whose lease ran out."""
+    return {"sent": False, "lease_until": {"$not": {"$gte": now}}}
+
+
+@dataclass
+class Claim:
+    """A batch of records this relay holds until ``expires``; ``full``: the batch limit was reached, more may wait."""
+
+    token: str
+    expires: datetime
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    full: bool = False
+
+
 class OutboxRelay:
-    """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls."""
+    """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls.
+
+    Relays of several replicas share the work through claims (module docstring): each record is
+    published by the relay that claimed it.
+    """
 
     def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
-                 batch: int = 256, linger_seconds: float = 0.0, retention_seconds: float = 0.0) -> None:
+                 batch: int = 256, retention_seconds: float = 0.0, lease_seconds: float = 10.0,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
         self.bus = bus
         self.poll_seconds = poll_seconds
         self.batch = batch
-        self.linger = linger_seconds
         self.retention = timedelta(seconds=retention_seconds)
+        self.lease = timedelta(seconds=lease_seconds)
+        self._clock = clock or (lambda: datetime.now(UTC))  # leases are compared across replicas' clocks
+        # Readable in the records it claims (which pod, which process), unique per relay.
+        self.id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._rounds = 0
+        self.published = 0  # records this relay published
         self._purged_at = datetime.now(UTC)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -78,38 +119,115 @@ class OutboxRelay:
         return await self.db[OUTBOX].count_documents({"sent": False})
 
     async def drain_once(self) -> int:
-        """Publish one batch; returns how many records were published.
+        """Claim one batch and publish it; returns how many records were published."""
+        return (await self._drain())[0]
 
-        The batch is published pipelined: every record is handed to the channel in order (the
-        channel writes them in that order) and the publisher confirms are awaited together, so a
-        batch costs about one round trip instead of one per record. What was confirmed is marked
-        sent with one write.
-        """
-        docs = await self.db[OUTBOX].find({"sent": False}).sort("seq", ASCENDING).limit(self.batch).to_list(
-            self.batch)
-        if not docs:
+    async def _drain(self) -> tuple[int, bool]:
+        """One round: (records published, whether more may be waiting)."""
+        claim = await self.claim()
+        if not claim.docs and not claim.full:
             OUTBOX_PENDING.set(0)
             OUTBOX_OLDEST_AGE.set(0)
             await self._purge_sent()
+            return 0, False
+        return await self.publish(claim), claim.full
+
+    async def claim(self) -> Claim:
+        """Take the oldest free records, up to ``batch``, for this relay until the lease expires.
+
+        The candidates are read whole, then claimed with one conditional write (only records that are
+        still free match, so two relays never both get one); when the write got fewer than it was
+        given, another relay was quicker and this relay reads back which ones are its own.
+        """
+        now = self._clock()
+        self._rounds += 1
+        claim = Claim(f"{self.id}/{self._rounds}", now + self.lease)
+        docs = await self.db[OUTBOX].find(_free(now)).sort("seq", ASCENDING).limit(self.batch).to_list(self.batch)
+        claim.full = len(docs) >= self.batch
+        if not docs:
+            return claim
+        ids = [doc["_id"] for doc in docs]
+        got = await self.db[OUTBOX].update_many(
+            {"_id": {"$in": ids}, **_free(now)}, {"$set": {"claim": claim.token, "lease_until": claim.expires}})
+        if got.modified_count < len(docs):
+            mine = {doc["_id"] for doc in await self.db[OUTBOX].find(
+                {"_id": {"$in": ids}, "claim": claim.token}, {"_id": 1}).to_list(None)}
+            docs = [doc for doc in docs if doc["_id"] in mine]
+        # A record that carried a claim was held by a relay whose lease ran out (it died, or stalled):
+        # it may have published some of them already.
+        taken_over = [doc for doc in docs if doc.get("claim")]
+        if taken_over:
+            OUTBOX_TAKEOVERS.inc(len(taken_over))
+            log.warning("outbox relay took over %d records whose lease had expired (held by %s)", len(taken_over),
+                        ", ".join(sorted({str(doc["claim"]) for doc in taken_over})))
+        claim.docs = docs
+        return claim
+
+    async def publish(self, claim: Claim) -> int:
+        """Publish what ``claim`` holds; returns how many records were published.
+
+        The batch is published pipelined: every record is handed to the channel in order (the
+        channel writes them in that order) and the publisher confirms are awaited together, so a
+        batch costs about one round trip instead of one per record. What was confirmed is settled
+        with one write; what failed is released for the next round (here or on another replica).
+        """
+        docs = claim.docs
+        if not docs:
+            return 0
+        if self._clock() >= claim.expires:
+            # Too late (this process stalled): the records are free again and another relay may hold them.
+            log.warning("outbox relay's claim on %d records expired before it published them", len(docs))
+            await self._release(claim, [doc["_id"] for doc in docs])
             return 0
         events = [CloudEvent.model_validate(doc["event"]) for doc in docs]
         results = await asyncio.gather(*(self._publish(event) for event in events), return_exceptions=True)
         sent = [doc["_id"] for doc, result in zip(docs, results, strict=True) if result is None]
         await self._observe_backlog(docs, results)
-        # One write settles what was confirmed, also when another publish failed; a crash before it
-        # re-publishes the batch, which consumers dedupe by event id. Without a retention the records
-        # are deleted at once (the broker has them): a delete is the cheapest write there is.
-        if sent and self.retention:
-            await self.db[OUTBOX].update_many(
-                {"_id": {"$in": sent}, "sent": False}, {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
-            )
-        elif sent:
-            await self.db[OUTBOX].delete_many({"_id": {"$in": sent}})
+        if sent:
+            await self._settle(claim, sent)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
+            await self._release(claim, [doc["_id"] for doc, result in zip(docs, results, strict=True)
+                                        if result is not None])
             raise failed
         await self._purge_sent()
         return len(sent)
+
+    async def _release(self, claim: Claim, ids: list[Any]) -> None:
+        """Give up the claim on records this relay did not publish: free at once, and no takeover to count."""
+        try:
+            await self.db[OUTBOX].update_many({"_id": {"$in": ids}, "claim": claim.token},
+                                              {"$unset": {"claim": "", "lease_until": ""}})
+        except Exception as exc:  # the database is away too: the lease frees them
+            log.warning("outbox relay could not release %d unpublished records (%s)", len(ids), exc)
+
+    async def _settle(self, claim: Claim, sent: list[Any]) -> None:
+        """Delete (or, with a retention, mark sent) the confirmed records, with one write while the claim holds.
+
+        A crash before this write re-publishes the batch, which consumers dedupe by event id. Without a
+        retention the records are deleted at once (the broker has them): a delete is the cheapest write.
+        The write matches only records still carrying this claim: one that does not was taken over by
+        another relay after this relay's lease ran out, so it is published twice (counted).
+        """
+        ours = {"_id": {"$in": sent}, "claim": claim.token}
+        if self.retention:
+            mark = {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
+            settled = (await self.db[OUTBOX].update_many(ours, mark)).modified_count
+        else:
+            settled = (await self.db[OUTBOX].delete_many(ours)).deleted_count
+        self.published += len(sent)
+        lost = len(sent) - settled
+        if not lost:
+            return
+        OUTBOX_LOST_CLAIMS.inc(lost)
+        log.warning("outbox relay published %d records after its lease expired and another relay took them over",
+                    lost)
+        # Settled all the same (the broker has them): if the relay that took them over fails before
+        # publishing, nobody publishes them a third time.
+        if self.retention:
+            await self.db[OUTBOX].update_many({"_id": {"$in": sent}, "sent": False}, mark)
+        else:
+            await self.db[OUTBOX].delete_many({"_id": {"$in": sent}})
 
     async def _observe_backlog(self, docs: list[dict[str, Any]], results: list[Any]) -> None:
         """The backlog gauges, from what this drain read: no query while the relay keeps up.
@@ -152,12 +270,13 @@ class OutboxRelay:
         await self.db[OUTBOX].delete_many({"sent": True, "sent_at": {"$lt": now - self.retention}})
 
     async def run(self) -> None:
+        """Drain at once when woken (or every ``poll_seconds``); notifications during a round coalesce into the next."""
         backoff = self.poll_seconds
         while True:
             # Cleared before draining: a notify() that lands mid-drain makes the wait below return at once.
             self._wake.clear()
             try:
-                while await self.drain_once():
+                while (await self._drain())[1]:  # a full batch: more may be waiting
                     pass
                 backoff = self.poll_seconds
             except asyncio.CancelledError:
@@ -170,8 +289,6 @@ class OutboxRelay:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                if self.linger:
-                    await asyncio.sleep(self.linger)  # woken by a commit: let the next ones join the batch
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="outbox-relay")

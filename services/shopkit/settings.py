@@ -41,14 +41,19 @@ class ServiceSettings(BaseSettings):
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
 
-    # Group commit (shopkit.batching): event consumers, the outbox relay and orders' placements write
-    # up to ``batch_max_size`` items per transaction, and wait at most ``batch_linger_ms`` after the
-    # first item for company (only when no batch is already committing, i.e. under light load).
+    # Group commit (shopkit.batching): event consumers and orders' placements write up to
+    # ``batch_max_size`` items per transaction. An item arriving while nothing commits is written at
+    # once; items arriving during a commit go out together right after it; only when arrivals are dense
+    # does a first item wait, at most ``batch_linger_ms``, for company.
     batch_max_size: int = Field(default=64, ge=1, le=1000)
     batch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
     # How long the outbox keeps a record after its publish was confirmed (for inspection); 0 deletes
     # it at once, which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
+    # How long an outbox relay holds the records it claimed for publishing; a replica that dies holding
+    # a claim delays those records this long (then another relay takes them over). Replicas' clocks must
+    # agree far better than this.
+    outbox_lease_seconds: float = Field(default=10, ge=1, le=600)
     # How long a consumer remembers that it handled an event (its handled-event marker, a TTL index): a
     # redelivery within that time is recognised as a duplicate. Far longer than anything stays in flight.
     handled_event_retention_seconds: float = Field(default=7 * 86400, ge=60, le=365 * 86400)
