@@ -66,7 +66,7 @@ COPY services/ services/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    uv sync --frozen --no-dev --no-editable \
+    uv sync --frozen --no-dev --no-editable --reinstall-package microshop \
       --no-install-package kubernetes --no-install-package kopf \
     && cd / && /opt/venv/bin/python -c "import orders, gateway, shopkit"
 
@@ -81,7 +81,7 @@ COPY services/ services/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    uv sync --frozen --no-dev --no-editable --group operator \
+    uv sync --frozen --no-dev --no-editable --reinstall-package microshop --group operator \
     && cd / && /opt/venv/bin/python -c "import microshop_operator"
 
 # SecantusDB (the MongoDB stand-in of `make dev`, a development dependency) for compose.host.yaml where no
