@@ -47,6 +47,15 @@ up() {
     # Its own prefix for queue, exchange and key names on this host's broker and Redis, apart from `make dev`.
     export MICROSHOP_NAMESPACE="${MICROSHOP_NAMESPACE:-compose.}"
   fi
+  if [[ "$route" == registry ]]; then
+    # The infrastructure images first, so that without a registry nothing is created (no network, no volume).
+    for image in $(sed -n 's/^    image: *//p' compose.override.yaml); do
+      "${DOCKER:-docker}" image inspect "$image" >/dev/null 2>&1 && continue
+      say "pulling $image"
+      "${DOCKER:-docker}" pull -q "$image" >/dev/null \
+        || die "cannot pull $image (no registry here?); nothing was started. Without a registry: make compose-up-host"
+    done
+  fi
   mkdir -p .dev
   echo "$route ${MICROSHOP_NAMESPACE:-}" >"$RECORD"
   say "starting $COMPOSE_PROJECT_NAME ($files)"
