@@ -4,6 +4,7 @@
 #                      runs the same image six times with a different argument (one build, one scan,
 #                      one cache; the services share all dependencies and the shopkit code).
 #   --target operator  the kopf operator with a pinned helm and the shop chart it renders.
+#   --target secantus  SecantusDB, the MongoDB stand-in, for compose.host.yaml (no registry needed).
 #
 # Builds on any Docker engine from 20.10 with BuildKit (DOCKER_BUILDKIT=1), with or without a
 # registry: no `# syntax=` line (the built-in frontend handles the cache and secret mounts below), and
@@ -65,7 +66,7 @@ COPY services/ services/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    uv sync --frozen --no-dev --no-editable \
+    uv sync --frozen --no-dev --no-editable --reinstall-package microshop \
       --no-install-package kubernetes --no-install-package kopf \
     && cd / && /opt/venv/bin/python -c "import orders, gateway, shopkit"
 
@@ -80,8 +81,19 @@ COPY services/ services/
 COPY operator/ operator/
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    uv sync --frozen --no-dev --no-editable --group operator \
+    uv sync --frozen --no-dev --no-editable --reinstall-package microshop --group operator \
     && cd / && /opt/venv/bin/python -c "import microshop_operator"
+
+# SecantusDB (the MongoDB stand-in of `make dev`, a development dependency) for compose.host.yaml where no
+# MongoDB image can be pulled: its version and its dependencies' versions from uv.lock. Never in the shop image.
+FROM deps AS deps-secantus
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    uv export --frozen --no-hashes --no-emit-project --all-groups -o /tmp/pins.txt \
+    && uv venv /opt/venv \
+    && uv pip install --python /opt/venv/bin/python --constraint /tmp/pins.txt \
+         "$(grep -E '^secantusdb==' /tmp/pins.txt | cut -d';' -f1 | tr -d ' ')" \
+    && /opt/venv/bin/secantusd-py --help >/dev/null
 
 # ---- the common runtime base: non-root user, no caches ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -104,6 +116,15 @@ ENV HOME=/tmp \
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "microshop_operator"]
+
+# ---- SecantusDB (`make compose-up-host`): data in /data, a volume ----
+FROM runtime AS secantus
+COPY --from=deps-secantus /opt/venv /opt/venv
+RUN mkdir /data && chown 10001:10001 /data
+USER 10001:10001
+EXPOSE 27017
+ENTRYPOINT ["secantusd-py", "--storage-path", "/data"]
+CMD ["--host", "127.0.0.1", "--port", "27017"]
 
 # ---- the services (last stage: the default target) ----
 FROM runtime AS shop

@@ -46,15 +46,15 @@ test-unit: setup ## the unit tier alone: no services, no network, seconds
 test-integration: infra ## the integration tier: RabbitMQ, Redis, SecantusDB, the shop as processes (~3 min)
 	$(UV) run --frozen pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff over the Python code (rules and exclusions: pyproject.toml [tool.ruff])
 	$(UV) run --frozen ruff check .
 
-typecheck: setup ## mypy
+typecheck: setup ## mypy over services, operator, devtools and the locustfile (settings: pyproject.toml [tool.mypy])
 	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py
 
 check: lint typecheck test ## what CI runs
 
-bench: infra ## benchmarks (printed ratios)
+bench: infra ## every benchmark in benchmarks/ (printed numbers and ratios; about 4 minutes, on a quiet machine)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
 
 clean: ## remove the virtualenv, dev data and caches

@@ -1,8 +1,9 @@
-"""Delete the exchanges and queues a test session declared under its namespace.
+"""Delete the exchanges and queues a test session (or `make compose-up-host`) declared under its namespace.
 
 Tests share the machine's RabbitMQ with `make dev` and with each other; each session uses a
 unique ``MICROSHOP_NAMESPACE`` prefix, and removes what it made at the end so the broker does
-not fill up with quorum queues run after run.
+not fill up with quorum queues run after run. `make compose-down` does the same for the compose
+shop on this host's broker: ``python -m devtools.broker_cleanup PREFIX [AMQP_URL]``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import warnings
 
 import aio_pika
@@ -48,3 +50,10 @@ def delete_namespace(url: str, prefix: str) -> int:
         except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
             warnings.warn(f"could not delete the test queues under {prefix!r}: {exc!r}", stacklevel=1)
     return len(queues) + len(exchanges)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3) or not sys.argv[1]:
+        sys.exit("usage: python -m devtools.broker_cleanup PREFIX [AMQP_URL]")
+    deleted = delete_namespace(sys.argv[2] if len(sys.argv) == 3 else "amqp://guest:guest@127.0.0.1:5672/", sys.argv[1])
+    print(f"[broker] deleted {deleted} queues and exchanges under {sys.argv[1]!r}")

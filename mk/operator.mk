@@ -15,7 +15,7 @@ operator-test: setup ## the operator under kopf against the kmock emulator (no c
 operator-crd: setup ## regenerate the Shop CRD from the chart's values schema
 	$(UV) run --frozen python -m microshop_operator.crd > charts/microshop-operator/crds/shops.microshop.dev.yaml
 
-operator-lint: setup
+operator-lint: setup ## ruff over the operator and its tests, mypy over the operator
 	$(UV) run --frozen ruff check operator tests/operator tests/e2e
 	$(UV) run --frozen mypy operator
 

@@ -4,8 +4,9 @@
 #
 # Inputs (environment):
 #   IMAGE_TAG          tag of both images (0.1.0)
-#   SHOP_IMAGE, OPERATOR_IMAGE   repositories (microshop, microshop-operator)
-#   TARGETS            which targets ("shop operator")
+#   SHOP_IMAGE, OPERATOR_IMAGE, SECANTUS_IMAGE   repositories (microshop, microshop-operator,
+#                      microshop-secantus: SecantusDB for `make compose-up-host`)
+#   TARGETS            which targets ("shop operator"; secantus too for `make compose-up-host`)
 #   PYTHON_IMAGE       the base image (python:3.11-slim-bookworm); used when present or pullable.
 #   BASE_FALLBACK      when PYTHON_IMAGE can be neither found nor pulled, this local stand-in is used,
 #                      built first by scripts/base-image.sh (debootstrap) if missing
@@ -26,6 +27,7 @@ cd "$(dirname "$0")/.."
 IMAGE_TAG="${IMAGE_TAG:-0.1.0}"
 SHOP_IMAGE="${SHOP_IMAGE:-microshop}"
 OPERATOR_IMAGE="${OPERATOR_IMAGE:-microshop-operator}"
+SECANTUS_IMAGE="${SECANTUS_IMAGE:-microshop-secantus}"
 TARGETS="${TARGETS:-shop operator}"
 PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.11-slim-bookworm}"
 BASE_FALLBACK="${BASE_FALLBACK-microshop-base/python:3.11-bookworm}"
@@ -133,7 +135,8 @@ if [[ -n "${IMAGE:-}" && -n "${BUILD_CONTEXT:-}" ]]; then
 fi
 image_of() { [[ -n "$SKAFFOLD_IMAGE" ]] && { echo "$SKAFFOLD_IMAGE"; return; }
              case "$1" in shop) echo "$SHOP_IMAGE:$IMAGE_TAG" ;; operator) echo "$OPERATOR_IMAGE:$IMAGE_TAG" ;;
-                          *) die "unknown target $1 (shop, operator)" ;; esac; }
+                          secantus) echo "$SECANTUS_IMAGE:$IMAGE_TAG" ;;
+                          *) die "unknown target $1 (shop, operator, secantus)" ;; esac; }
 declare -A SECONDS_OF=()
 for target in $TARGETS; do
   image="$(image_of "$target")"

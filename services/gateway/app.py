@@ -6,16 +6,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, get
 from litestar.di import NamedDependency
 from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.middleware import DefineMiddleware
-from litestar.params import FromPath
 from litestar.types import Receive, Scope, Send
 
 from gateway.contracts import ContractRegistry, load_registry
 from gateway.health import aggregate_health
-from gateway.openapi import ASSET_TYPES, DOCS_HEADERS, DocsCache, SwaggerAssets
+from gateway.openapi import DocsCache
 from gateway.pathguard import NormalPathMiddleware
 from gateway.proxy import Proxy, Upstreams
 from gateway.ratelimit import RateLimiter, RateLimitMiddleware
@@ -23,9 +22,9 @@ from gateway.routing import ACCESS_RULES, API_PREFIX, PREFIX_TO_SERVICE, public_
 from gateway.settings import Settings
 from gateway.ws import WebSocketUpstream, ws_route
 from shopkit.app import Resources, Service, Uses
-from shopkit.errors import ProblemError
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
+from shopkit.swagger import swagger_routes
 
 
 @dataclass
@@ -37,7 +36,6 @@ class Gateway:
     upstreams: Upstreams = field(init=False)
     limiter: RateLimiter = field(init=False)
     docs: DocsCache = field(default_factory=DocsCache)
-    swagger: SwaggerAssets = field(default_factory=lambda: SwaggerAssets.load(f"{API_PREFIX}/docs/openapi.json"))
 
     def __post_init__(self) -> None:
         self.upstreams = Upstreams(self.settings)
@@ -62,25 +60,6 @@ async def combined_openapi(request: Request[Any, Any, Any], gateway: NamedDepend
     return await gateway.docs.get(
         gateway.upstreams.session, gateway.upstreams.urls, gateway.settings.health_timeout_seconds, own
     )
-
-
-DOCS_ASSETS = f"{API_PREFIX}/docs/assets"
-
-
-@get(f"{API_PREFIX}/docs", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
-def swagger_ui(gateway: NamedDependency[Gateway]) -> Response[str]:
-    """Public. Swagger UI for the combined document, its assets from this gateway (pinned package, SRI, CSP)."""
-    return Response(gateway.swagger.page(DOCS_ASSETS), media_type=MediaType.HTML, headers=DOCS_HEADERS)
-
-
-@get(f"{DOCS_ASSETS}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
-def swagger_asset(name: FromPath[str], gateway: NamedDependency[Gateway]) -> Response[bytes]:
-    """Public. The docs page's scripts and stylesheet (versioned URLs, cached for a day)."""
-    data = gateway.swagger.files.get(name)
-    if data is None:
-        raise ProblemError(404, f"No docs asset {name!r}.", type_="not-found")
-    return Response(data, media_type=ASSET_TYPES[name],
-                    headers={**DOCS_HEADERS, "Cache-Control": "public, max-age=86400"})
 
 
 def proxy_route(proxy: Proxy) -> ASGIRouteHandler:
@@ -131,7 +110,9 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
             await gateway.upstreams.close()
             await sockets.close()
 
-    edge = [shop_health, combined_openapi, swagger_ui, swagger_asset, ws_route(sockets, config.ws_send_timeout_seconds),
+    edge = [shop_health, combined_openapi,
+            *swagger_routes(f"{API_PREFIX}/docs", f"{API_PREFIX}/docs/openapi.json", "microshop API"),
+            ws_route(sockets, config.ws_send_timeout_seconds),
             proxy_route(Proxy(config, gateway.upstreams, gateway.contracts))]
     # Requests with an invalid token count against the caller's IP before they get their 401.
     limit = DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,

@@ -8,16 +8,9 @@ from another is renamed ``<Service><Name>`` (with its ``$ref``s) so neither over
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
-import hashlib
-import importlib.metadata
-import importlib.util
-import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,73 +19,6 @@ from gateway.routing import API_PREFIX, service_for
 
 CACHE_SECONDS = 30.0
 PARTIAL_CACHE_SECONDS = 5.0  # a document missing a service is retried sooner
-
-SWAGGER_PACKAGE = "swagger-ui-py"  # pinned in uv.lock; its static/ holds the Swagger UI 5 distribution files
-ASSET_TYPES = {
-    "swagger-ui.css": "text/css",
-    "swagger-ui-bundle.js": "text/javascript",
-    "init.js": "text/javascript",
-}
-# The docs page runs nothing from elsewhere and nothing inline: scripts and styles come from this origin
-# only (Swagger UI sets inline style attributes, hence 'unsafe-inline' for styles alone; its icons are
-# data: URIs). It can fetch the API on this origin and cannot be framed.
-DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-            "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-DOCS_HEADERS = {
-    "Content-Security-Policy": DOCS_CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-
-SWAGGER_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>microshop API</title>
-  <link rel="stylesheet" href="__BASE__/swagger-ui.css?v=__VERSION__" integrity="__SRI_CSS__">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="__BASE__/swagger-ui-bundle.js?v=__VERSION__" integrity="__SRI_BUNDLE__"></script>
-  <script src="__BASE__/init.js?v=__VERSION__" integrity="__SRI_INIT__"></script>
-</body>
-</html>
-"""
-
-INIT_JS = """window.addEventListener("load", function () {
-  window.ui = SwaggerUIBundle({url: __SPEC_URL__, dom_id: "#swagger-ui"});
-});
-"""
-
-
-def _sri(data: bytes) -> str:
-    return "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode()
-
-
-@dataclass(frozen=True)
-class SwaggerAssets:
-    """Swagger UI served by the gateway itself from a pinned package: no CDN, integrity hashes, a strict CSP."""
-
-    version: str
-    files: dict[str, bytes]
-
-    @classmethod
-    def load(cls, spec_url: str) -> SwaggerAssets:
-        spec = importlib.util.find_spec("swagger_ui")  # located, not imported (its framework glue is not needed)
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError(f"the {SWAGGER_PACKAGE} package is not installed")
-        static = Path(next(iter(spec.submodule_search_locations))) / "static"
-        files = {name: (static / name).read_bytes() for name in ("swagger-ui.css", "swagger-ui-bundle.js")}
-        files["init.js"] = INIT_JS.replace("__SPEC_URL__", json.dumps(spec_url)).encode()
-        return cls(importlib.metadata.version(SWAGGER_PACKAGE), files)
-
-    def page(self, base: str) -> str:
-        return (SWAGGER_HTML.replace("__BASE__", base).replace("__VERSION__", self.version)
-                .replace("__SRI_CSS__", _sri(self.files["swagger-ui.css"]))
-                .replace("__SRI_BUNDLE__", _sri(self.files["swagger-ui-bundle.js"]))
-                .replace("__SRI_INIT__", _sri(self.files["init.js"])))
-
 
 def _rewrite_refs(node: Any, renames: Mapping[str, str]) -> Any:
     if isinstance(node, dict):

@@ -16,6 +16,7 @@ from orders.statuses import Actor, OrderStatus
 from shopkit.app import BEARER
 from shopkit.auth import Principal, requires_admin, requires_customer
 from shopkit.contracts.orders import CreateOrderRequest, StatusChangeRequest
+from shopkit.errors import forwarded_prefix
 from shopkit.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_OFFSET = 100_000
@@ -23,10 +24,7 @@ MAX_OFFSET = 100_000
 
 def location_of(request: Request[Any, Any, Any], order_id: str) -> str:
     # Behind the gateway the public path is /api/orders/...; it says so with X-Forwarded-Prefix.
-    prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
-    if not prefix.startswith("/") or any(c in prefix for c in "\r\n?#"):
-        prefix = ""
-    return f"{prefix}/orders/{order_id}"
+    return f"{forwarded_prefix(request)}/orders/{order_id}"
 
 
 class OrderController(Controller):

@@ -33,7 +33,7 @@ from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -60,6 +60,7 @@ from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
+from shopkit.swagger import swagger_routes
 from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.app")
@@ -357,7 +358,9 @@ class Service(Generic[S, D]):
             observe += tracing.http_middleware(self.route_label or route_template)
         if self.settings.metrics_enabled:
             observe.append(http_metrics(self.settings.service_name, self.route_label))
-        routes = [*HEALTH_HANDLERS, *self.routes, *([MetricsController] if self.settings.metrics_enabled else [])]
+        docs = swagger_routes(f"{SCHEMA_PATH}/swagger", f"{SCHEMA_PATH}/openapi.json", self.title)
+        routes = [*HEALTH_HANDLERS, *self.routes, *docs,
+                  *([MetricsController] if self.settings.metrics_enabled else [])]
         if self.dead_letters is not None and self.consumer_queues():
             routes.append(dead_letter_controller(self.settings.service_name, self.consumer_queues(),
                                                  self.dead_letters))
@@ -391,13 +394,17 @@ def _field_provider(service: Service[Any, Any], name: str) -> Callable[[], Any]:
     return provide
 
 
+SCHEMA_PATH = "/schema"
+
+
 def openapi_config(title: str, description: str | None = None) -> OpenAPIConfig:
     return OpenAPIConfig(
         title=title,
         version="0.1.0",
         description=description,
-        path="/schema",
-        render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        path=SCHEMA_PATH,
+        # Swagger UI is the kit's own route (shopkit.swagger, SCHEMA_PATH/swagger): no CDN.
+        render_plugins=[JsonRenderPlugin()],
         components=Components(
             security_schemes={
                 "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),

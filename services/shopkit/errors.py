@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,21 @@ from shopkit.transient import is_transient
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("shopkit.errors")
+# A path prefix as the gateway sends it (X-Forwarded-Prefix: /api): segments of URL-safe characters only.
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+){1,8}")
+
+
+def forwarded_prefix(request: Request[Any, Any, Any]) -> str:
+    """The public path prefix the gateway put before this service's paths (``/api``), or "" when called directly."""
+    prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
+    return prefix if _PREFIX.fullmatch(prefix) else ""
+
+
+def public_path(request: Request[Any, Any, Any]) -> str:
+    """The path the caller used, for a problem's ``instance``: ``/api/orders/7`` behind the gateway."""
+    path = request.url.path
+    prefix = forwarded_prefix(request)
+    return path if not prefix or path == prefix or path.startswith(prefix + "/") else prefix + path
 
 
 class ProblemError(HTTPException):
@@ -92,18 +108,18 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
 def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     errors = _validation_errors(exc)
     if not errors or (all(e["field"] == "body" for e in errors) and "malformed" in str(exc.detail).lower()):
-        return problem_response(400, str(exc.detail), type_="malformed-request", instance=request.url.path)
+        return problem_response(400, str(exc.detail), type_="malformed-request", instance=public_path(request))
     detail = "; ".join(f"{e['field']}: {e['rule']}" for e in errors)
     return problem_response(
         422, detail, type_="validation-error", title="Request validation failed",
-        instance=request.url.path, errors=errors,
+        instance=public_path(request), errors=errors,
     )
 
 
 def handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Response[dict[str, Any]]:
     return problem_response(
         exc.status_code, exc.detail, type_=exc.type_, title=exc.title, headers=exc.headers,
-        instance=request.url.path, **exc.extensions,
+        instance=public_path(request), **exc.extensions,
     )
 
 
@@ -111,7 +127,7 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="microshop"')
-    return problem_response(exc.status_code, str(exc.detail), headers=headers or None, instance=request.url.path)
+    return problem_response(exc.status_code, str(exc.detail), headers=headers or None, instance=public_path(request))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -121,7 +137,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
                     type(exc).__name__, exc)
         return problem_response(503, "A dependency of this service is unavailable; try again shortly.",
                                 type_="dependency-unavailable", headers={"Retry-After": "2"},
-                                instance=request.url.path)
+                                instance=public_path(request))
     # The stack trace goes to the log (with the request id), never to the caller.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "An unexpected error occurred; quote the request id when reporting it.")

@@ -106,3 +106,27 @@ def test_the_ca_bundle_secret_is_in_no_layer(images: BuiltImages, docker: str) -
             pytest.skip("the base image's own CA bundle is byte-identical to the host's: nothing to tell apart")
         assert not leaked, f"{image} holds the build's CA bundle: {leaked}"
         assert "secrets: []" in out.stdout
+
+
+IMAGE_CODE = ("import hashlib, json, pathlib, sys; site = pathlib.Path(sys.argv[1]); "
+              "print(json.dumps({str(p.relative_to(site)): hashlib.sha256(p.read_bytes()).hexdigest() "
+              "for pkg in sys.argv[2:] for p in sorted((site / pkg).rglob('*.py'))}))")
+
+
+@pytest.mark.parametrize("target", ["shop", "operator"])
+def test_each_image_runs_this_trees_code_not_a_cached_build(images: BuiltImages, docker: str, target: str) -> None:
+    """Every module of the tree's packages is in the image byte for byte: a change is never lost to a cached wheel
+    (uv keys its build of the project on pyproject.toml, not on the sources; the Dockerfile reinstalls it)."""
+    root = Path(__file__).resolve().parents[2]
+    packages = {p.parent.name: p.parent for p in [*root.glob("services/*/__init__.py"),
+                                                  root / "operator" / "microshop_operator" / "__init__.py"]}
+    tree = {str(path.relative_to(src.parent)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for src in packages.values() for path in sorted(src.rglob("*.py"))
+            if "__pycache__" not in path.parts}
+    image = images.shop if target == "shop" else images.operator
+    out = docker_run(docker, "--entrypoint", "python", image, "-c", IMAGE_CODE,
+                     "/opt/venv/lib/python3.11/site-packages", *sorted(packages))
+    assert out.returncode == 0, out.stderr
+    installed = json.loads(out.stdout)
+    stale = sorted(name for name in tree if installed.get(name) != tree[name])
+    assert not stale, f"the {target} image's copy differs from the tree: {stale[:10]}"

@@ -1,5 +1,5 @@
 """compose.yaml: valid (compose's own `config` and the compose-spec schema), the chart's settings and security,
-and its six app services running from the built image against this host's infrastructure (compose.host.yaml)."""
+and the route without a registry (`make compose-up-host`: compose.host.yaml) brought up, walked and taken down."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,11 @@ import jsonschema
 import pytest
 import yaml
 
-from devtools.procs import Proc, free_port, wait_until
-from devtools.secantus import mongo_url as secantus_url
-from devtools.secantus import port_of, secantus_proc, wait_secantus
+from devtools.procs import free_port
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
-from tests.images.conftest import ROOT, SHOP_CHART, BuiltImages, run_helm
-from tests.support.saga import create_product, login, new_customer, place_order, wait_for_status
+from products.seed import DEMO_PRODUCTS
+from tests.images.conftest import ROOT, SHOP_CHART, TAG, BuiltImages, run_helm
+from tests.support.saga import auth, login, new_customer, place_order, wait_for_status
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -32,6 +31,7 @@ HOST = ROOT / "compose.host.yaml"
 SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
 APP = [s.name for s in SERVICES]
 INFRA = ("mongodb", "rabbitmq", "redis")
+COMPOSE_SHOP = ROOT / "scripts" / "compose-shop.sh"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -56,18 +56,21 @@ def cli() -> list[str]:
     return argv
 
 
-@pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, OVERRIDE), (COMPOSE, HOST)], ids=["base", "default", "host"])
-def test_compose_cli_accepts_the_files(cli: list[str], files: tuple[Path, ...]) -> None:
+@pytest.mark.parametrize(("files", "infra"),
+                         [((COMPOSE,), ()), ((COMPOSE, OVERRIDE), INFRA), ((COMPOSE, HOST), ("mongodb",))],
+                         ids=["base", "registry", "host"])
+def test_compose_cli_accepts_the_files(cli: list[str], files: tuple[Path, ...], infra: tuple[str, ...]) -> None:
     argv = [*cli, *[a for f in files for a in ("-f", str(f))], "config"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
                          env={**os.environ, "MICROSHOP_IMAGE": "microshop:0.1.0"})
     assert out.returncode == 0, out.stderr
     merged = yaml.safe_load(out.stdout)
-    assert set(APP) | set(INFRA) == set(merged["services"])
+    assert set(APP) | set(infra) == set(merged["services"])
     if HOST in files:
-        assert all(merged["services"][s]["network_mode"] == "host" for s in APP)
+        assert all(svc["network_mode"] == "host" for svc in merged["services"].values())
         assert "ports" not in merged["services"]["gateway"]
         assert not merged.get("networks"), "the host variant needs no container network"
+        assert merged["services"]["mongodb"]["image"] == "microshop-secantus:0.1.0", "built here, not pulled"
 
 
 @pytest.mark.parametrize("path", [COMPOSE, OVERRIDE, HOST], ids=lambda p: p.name)
@@ -105,75 +108,91 @@ def test_app_services_are_the_chart_services() -> None:
         expected = set(chart[name])
         if name == "customers":
             expected = expected - {"MICROSHOP_JWT_PRIVATE_KEY_FILE"} | {"MICROSHOP_JWT_PRIVATE_KEY"}
+        if name == "products":  # compose seeds the demo catalog of `make dev`; the chart does not
+            expected |= {"MICROSHOP_SEED_DEMO"}
+            assert svc["environment"]["MICROSHOP_SEED_DEMO"] == "true"
         assert set(svc["environment"]) == expected, name
         assert svc["environment"]["MICROSHOP_LOG_FORMAT"] == "json"
         assert "ports" not in svc, "only compose.override.yaml publishes a port (the gateway's)"
-    assert load(OVERRIDE)["services"] == {"gateway": {"ports": ["127.0.0.1:${GATEWAY_PORT:-8000}:8000"]}}
+    assert load(OVERRIDE)["services"]["gateway"]["ports"] == ["127.0.0.1:${GATEWAY_PORT:-8000}:8000"]
+
+
+def depends_on(files: tuple[Path, ...], name: str) -> set[str]:
+    """What ``name`` waits for with these files (compose merges the files' depends_on mappings)."""
+    deps: dict[str, Any] = {}
+    for path in files:
+        deps.update(load(path)["services"].get(name, {}).get("depends_on", {}))
+    assert all(d == {"condition": "service_healthy"} for d in deps.values())
+    return set(deps)
 
 
 def test_infrastructure_official_images_health_and_start_order() -> None:
-    services = load(COMPOSE)["services"]
+    registry = (COMPOSE, OVERRIDE)
+    services = load(OVERRIDE)["services"]
     values = yaml.safe_load((SHOP_CHART / "values.yaml").read_text())
     for name in INFRA:
         assert services[name]["image"] == values[name]["image"], "the chart's pinned versions"
         assert services[name]["healthcheck"]["test"]
     assert services["mongodb"]["command"][:2] == ["--replSet", "rs0"], "a replica set: transactions"
     assert "rs.initiate" in " ".join(services["mongodb"]["healthcheck"]["test"])
-    assert "replicaSet=rs0" in services["orders"]["environment"]["MICROSHOP_MONGO_URL"]
-
-    def after(name: str) -> set[str]:
-        deps = services[name]["depends_on"]
-        assert all(d == {"condition": "service_healthy"} for d in deps.values())
-        return set(deps)
-
-    for name in APP:
-        assert set(INFRA) <= after(name)
+    assert "replicaSet=rs0" in load(COMPOSE)["services"]["orders"]["environment"]["MICROSHOP_MONGO_URL"]
     first = {"customers", "alerts", "analytics"}
-    for name in first:
-        assert after(name) == set(INFRA)
-    assert first <= after("products") and first <= after("orders")
-    assert {"products", "orders"} | first <= after("gateway")
+    for files, infra in ((registry, set(INFRA)), ((COMPOSE, HOST), {"mongodb"})):
+        for name in APP:
+            assert infra <= depends_on(files, name)
+        for name in first:
+            assert depends_on(files, name) == infra
+        assert first <= depends_on(files, "products") and first <= depends_on(files, "orders")
+        assert {"products", "orders"} | first <= depends_on(files, "gateway")
 
 
-@pytest.fixture(scope="module")
-def host_compose(cli: list[str], images: BuiltImages, docker: str, namespace: str) -> Iterator[dict[str, int]]:
-    """compose.yaml + compose.host.yaml: the app services on this host's RabbitMQ/Redis and a test SecantusDB."""
-    db: Proc = secantus_proc().start()
-    ports = {name: free_port() for name in APP}
+def project_leftovers(docker: str, project: str) -> dict[str, list[str]]:
+    """The containers, volumes and networks that carry the compose project's label."""
+    found = {}
+    for kind in ("container", "volume", "network"):
+        argv = [docker, kind, "ls", "--filter", f"label=com.docker.compose.project={project}", "--format",
+                "{{.Names}}" if kind == "container" else "{{.Name}}"]
+        if kind == "container":
+            argv.insert(3, "-a")
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        found[kind] = out.stdout.split()
+    return found
+
+
+async def test_compose_up_host_serves_the_seeded_shop_and_down_leaves_nothing(
+        cli: list[str], images: BuiltImages, docker: str, namespace: str) -> None:
+    """`make compose-up-host` as its script runs it (on free ports), an order walked, then `make compose-down`."""
+    ports = {name: free_port() for name in [*APP, "mongo"]}
     project = f"microshoptest{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "MICROSHOP_IMAGE": images.shop,
-           "MICROSHOP_NAMESPACE": f"{namespace}compose.",
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "IMAGE_TAG": TAG, "COMPOSE_WAIT_SECONDS": "240",
+           "MICROSHOP_NAMESPACE": f"{namespace}compose.", "PYTHON": sys.executable,
            **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()}}
-    compose = ["bash", str(ROOT / "scripts" / "compose.sh"), str(COMPOSE), str(HOST), "--"]
+
+    def compose_shop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(COMPOSE_SHOP), *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=900, check=False)
+
     try:
-        wait_secantus(db)
-        env["HOST_MONGO_URL"] = secantus_url(port_of(db))
-        up = subprocess.run([*compose, "up", "-d", "--no-deps", *APP], env=env, cwd=ROOT, capture_output=True,
-                            text=True, timeout=600, check=False)
-        assert up.returncode == 0, up.stdout + up.stderr
-        healthy = wait_until(lambda: all(health(docker, project, name) == "healthy" for name in APP), 180, 1)
-        assert healthy, {name: health(docker, project, name) for name in APP}
-        yield ports
+        up = compose_shop("up", "host")
+        assert up.returncode == 0, up.stdout + up.stderr[-4000:]
+        gateway = f"http://127.0.0.1:{ports['gateway']}/api"
+        assert f"microshop: {gateway}" in up.stdout
+        async with httpx.AsyncClient(base_url=gateway, timeout=30) as api:
+            r = await api.get("/health")
+            assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+            catalog = (await api.get("/products", params={"limit": 50})).json()["items"]
+            assert {p["sku"] for p in catalog} == {str(p["sku"]) for p in DEMO_PRODUCTS}, "seeded as by make dev"
+            await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+            buyer = await new_customer(api)
+            mug = next(p for p in catalog if p["sku"] == "MUG-001")
+            order = await place_order(api, buyer, [(mug["id"], 1)])
+            assert (await wait_for_status(api, buyer, order["id"], timeout=60))["status"] == "confirmed"
+            one = await api.get(f"/orders/{order['id']}", headers=auth(buyer))
+            assert one.status_code == 200 and one.json()["status"] == "confirmed", one.text
+        assert project_leftovers(docker, project)["volume"] == [f"{project}_mongodb"]
     finally:
-        subprocess.run([*compose, "down", "-v", "--timeout", "10"], env=env, cwd=ROOT, capture_output=True,
-                       timeout=300, check=False)
-        db.stop()
-
-
-def health(docker: str, project: str, service: str) -> str:
-    out = subprocess.run([docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-                          "--filter", f"label=com.docker.compose.service={service}",
-                          "--format", "{{.Status}}"], capture_output=True, text=True, timeout=30, check=False)
-    status = out.stdout.strip()
-    return "healthy" if "(healthy)" in status else status or "absent"
-
-
-async def test_compose_app_services_serve_the_shop_on_host_infrastructure(host_compose: dict[str, int]) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{host_compose['gateway']}/api", timeout=30) as api:
-        r = await api.get("/health")
-        assert r.status_code == 200 and r.json()["status"] == "ok", r.text
-        admin = await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
-        product = await create_product(api, admin, stock=3)
-        buyer = await new_customer(api)
-        order = await place_order(api, buyer, [(product["id"], 1)])
-        assert (await wait_for_status(api, buyer, order["id"], timeout=60))["status"] == "confirmed"
+        down = compose_shop("down")
+    assert down.returncode == 0, down.stdout + down.stderr[-4000:]
+    assert project_leftovers(docker, project) == {"container": [], "volume": [], "network": []}
+    assert not (ROOT / ".dev" / f"compose-{project}.route").exists()

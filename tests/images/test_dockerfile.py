@@ -63,8 +63,9 @@ def test_uv_and_helm_come_from_the_projects_pinned_installers() -> None:
 
 def test_downloads_get_the_ca_secret_and_no_layer_keeps_it() -> None:
     downloading = [step for step in run_steps(DOCKERFILE)
-                   if re.search(r"install_uv\.py|devtools/helm\.py|uv sync", step)]
-    assert len(downloading) == 6, downloading  # uv, helm, shop deps + project, operator deps + project
+                   if re.search(r"install_uv\.py|devtools/helm\.py|uv sync|uv pip install", step)]
+    # uv, helm, shop deps + project, operator deps + project, SecantusDB (compose.host.yaml)
+    assert len(downloading) == 7, downloading
     for step in downloading:
         assert "--mount=type=secret,id=ca" in step, step
         assert 'export SSL_CERT_FILE=/run/secrets/ca' in step, step
@@ -90,7 +91,7 @@ def test_the_shop_image_gets_no_operator_packages() -> None:
 def test_final_stages() -> None:
     s = stages()
     assert not re.search(r"^HEALTHCHECK", DOCKERFILE, re.M), "Kubernetes probes, not a Docker HEALTHCHECK"
-    for target in ("shop", "operator"):
+    for target in ("shop", "operator", "secantus"):
         assert "USER 10001:10001" in s[target]
         assert "apt-get" not in s[target] and "gcc" not in s[target]
     assert 'ENTRYPOINT ["python", "-m"]' in s["shop"]

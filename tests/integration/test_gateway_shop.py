@@ -64,3 +64,16 @@ async def test_combined_docs_cover_the_real_services(api: httpx.AsyncClient) -> 
     assert "/api/health" in doc["paths"]
     assert not any(p.startswith("/api/health/") or p.startswith("/api/schema") for p in doc["paths"])
     assert "RegisterRequest" in doc["components"]["schemas"]
+
+
+async def test_a_service_problem_names_the_path_the_caller_used(
+        api: httpx.AsyncClient, customer: dict[str, str]) -> None:
+    """A problem the service itself answers (routing's 405, a 404) names /api/..., the path the caller used."""
+    auth = {"Authorization": f"Bearer {customer['access_token']}"}
+    wrong_method = await api.get("/orders/0123456789abcdef01234567/status", headers=auth)
+    assert wrong_method.status_code == 405, wrong_method.text
+    assert wrong_method.headers["content-type"] == "application/problem+json"
+    assert wrong_method.json()["instance"] == "/api/orders/0123456789abcdef01234567/status"
+    missing = await api.get("/orders/0123456789abcdef01234567", headers=auth)
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["instance"] == "/api/orders/0123456789abcdef01234567"

@@ -25,6 +25,7 @@ from shopkit.events import CloudEvent, new_event
 from shopkit.logging import ContextFilter, JsonFormatter, redact
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
+from tests.support.docs import assert_self_contained_docs
 from tests.support.tokens import attack_tokens, claims, mint
 
 
@@ -275,13 +276,17 @@ class NoDeps:
     pass
 
 
-async def test_service_app_puts_request_id_on_routing_errors() -> None:
+def _service_app() -> Litestar:
+    """A kit service with no dependencies and one route (``conflict``)."""
     async def build(_: Resources[ServiceSettings]) -> AsyncIterator[NoDeps]:
         yield NoDeps()
 
-    app = Service(ServiceSettings, None, title="t", description="d", routes=[conflict], build=build,
-                  uses=Uses(mongo=False)).app()
-    async with AsyncTestClient(app) as client:
+    return Service(ServiceSettings, None, title="t", description="d", routes=[conflict], build=build,
+                   uses=Uses(mongo=False)).app()
+
+
+async def test_service_app_puts_request_id_on_routing_errors() -> None:
+    async with AsyncTestClient(_service_app()) as client:
         missing = await client.get("/no-such-route")
         wrong_method = await client.post("/health/live")
     for r in (missing, wrong_method):
@@ -289,6 +294,12 @@ async def test_service_app_puts_request_id_on_routing_errors() -> None:
         assert len(r.headers["x-request-id"]) == 32
         assert r.json()["request_id"] == r.headers["x-request-id"]
     assert (missing.status_code, wrong_method.status_code) == (404, 405)
+
+
+async def test_service_swagger_page_is_served_from_the_service_itself() -> None:
+    """Every service's /schema/swagger works offline: the Swagger UI files come from the service, not a CDN."""
+    async with AsyncTestClient(_service_app()) as client:
+        await assert_self_contained_docs(client, "/schema/swagger", "/schema/openapi.json")
 
 
 @pytest.mark.allow_connect

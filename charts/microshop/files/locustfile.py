@@ -17,6 +17,9 @@ A realistic mix (weights are the share of simulated users):
 Answers that are part of normal operation are not failures: 429 (the gateway's rate limit; counted in
 ``rate_limited`` and printed at the end), 409 on cancel, 422 "out of stock" style rejections on order placement.
 Every URL is relative to the host: the load goes nowhere else.
+
+``--progress-every N`` (``make load`` passes 5) prints a line every N seconds while the test runs: requests,
+failures, orders placed, rate-limited answers. The chart's generator leaves it off (Locust's own UI shows more).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import gevent
 import websocket  # websocket-client: blocking sockets that gevent (Locust) makes cooperative
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
@@ -235,3 +239,40 @@ class Listener(_Customer):
 @events.quitting.add_listener
 def _summary(environment: Environment, **_kwargs: Any) -> None:
     print("microshop load: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items()))
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--progress-every", type=float, default=0, metavar="SECONDS", include_in_web_ui=False,
+                        help="print requests, failures and orders placed every SECONDS while running (0: never)")
+
+
+def progress_line(environment: Environment, elapsed: float) -> str:
+    total = environment.stats.total
+    return (f"microshop load: {elapsed:.0f} s, {total.num_requests} requests ({total.current_rps:.1f}/s), "
+            f"{total.num_failures} failures, {stats['orders_placed']} orders placed, "
+            f"{stats['rate_limited']} rate-limited")
+
+
+_reporter: list[gevent.Greenlet] = []
+
+
+@events.test_start.add_listener
+def _progress(environment: Environment, **_kwargs: Any) -> None:
+    every = float(getattr(environment.parsed_options, "progress_every", 0) or 0)
+    if every <= 0 or _reporter:
+        return
+    started = time.monotonic()
+
+    def report() -> None:
+        while True:
+            gevent.sleep(every)
+            print(progress_line(environment, time.monotonic() - started), flush=True)
+
+    _reporter.append(gevent.spawn(report))
+
+
+@events.test_stopping.add_listener
+def _progress_stop(environment: Environment, **_kwargs: Any) -> None:
+    while _reporter:
+        _reporter.pop().kill(block=False)
