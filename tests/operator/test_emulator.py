@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -273,3 +274,48 @@ async def test_rbac_for_service_accounts(emu: tuple[ClusterEmulator, Api]) -> No
     assert owned["metadata"]["ownerReferences"] == [ref]
     assert ("update", "shops/finalizers", NS, True) in {
         (c.verb, c.resource, c.namespace, c.allowed) for c in cluster.calls if c.tag == "replica-a"}
+
+
+async def test_discovery_as_the_dynamic_client_reads_it(emu: tuple[ClusterEmulator, Api], tmp_path: Path) -> None:
+    cluster, api = emu
+    for path in ("/api/v2", "/apis/nope", "/apis/apps/v9", "/apis/nope/v1", f"{APPS}/deploymentz"):
+        with pytest.raises(ApiFailure) as unknown:
+            await api.request("GET", path)
+        assert unknown.value.status == 404 and unknown.value.body["reason"] == "NotFound", (path, unknown.value.body)
+    autoscaling = await api.request("GET", "/apis/autoscaling")
+    assert autoscaling["preferredVersion"]["version"] == "v2", autoscaling  # GA, highest first, as kube orders
+
+    def discover() -> tuple[Any, Any, Any]:
+        from kubernetes import client
+        from kubernetes.dynamic import DynamicClient
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        configuration = client.Configuration()
+        configuration.host = str(cluster.url).rstrip("/")
+        with client.ApiClient(configuration) as api_client:
+            dynamic = DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))
+            shops = dynamic.resources.get(api_version="microshop.dev/v1alpha1", kind="Shop")
+            secrets = dynamic.resources.get(prefix="api", api_version="v1", kind="Secret")
+            with pytest.raises(ResourceNotFoundError):
+                dynamic.resources.get(api_version="microshop.dev/v1alpha1", kind="Nope")
+            return shops, secrets, dynamic.version
+
+    shops, secrets, version = await asyncio.to_thread(discover)
+    assert (shops.name, shops.namespaced, sorted(shops.subresources)) == ("shops", True, ["status"])
+    assert (secrets.name, secrets.namespaced) == ("secrets", True)
+    assert version["kubernetes"]["gitVersion"].startswith("v1.")
+
+
+async def test_custom_resources_are_served_as_their_stored_crd_says(emu: tuple[ClusterEmulator, Api]) -> None:
+    _, api = emu
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/shops.microshop.dev"
+    crd = await api.get(path)
+    assert crd is not None and crd["metadata"]["managedFields"][0]["manager"] == "helm", "installed as helm does"
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["newField"] = {"type": "integer", "default": 7}
+    await apply(api, path, {"apiVersion": crd["apiVersion"], "kind": crd["kind"],
+                            "metadata": {"name": crd["metadata"]["name"]}, "spec": crd["spec"]},
+                "upgrader", force=True)
+    shop = await api.create(SHOPS, {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop",
+                                    "metadata": {"name": "newer"}, "spec": {}})
+    assert shop["spec"]["newField"] == 7, "the applied CRD's schema (its default) is what the server uses now"
