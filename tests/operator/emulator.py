@@ -41,6 +41,7 @@ import asyncio
 import contextvars
 import copy
 import datetime
+import functools
 import itertools
 import json
 import re
@@ -51,13 +52,13 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import celpy
+import jsonpatch
 import jsonschema
 import kmock
 import yaml
 from kmock._internal import enums, rendering
 from kmock._internal import k8s as kmock_k8s
-
-from tests.operator import cel
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "charts" / "microshop-operator" / "crds" / "shops.microshop.dev.yaml"
 SHOPS = kmock.resource("microshop.dev", "v1alpha1", "shops")
@@ -111,58 +112,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
-
-
 def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """RFC 6902: add, remove, replace, test (what kopf and kubectl send)."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = _pointer(op["path"])
-        parent: Any = doc
-        try:
-            for part in parts[:-1]:
-                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        except (KeyError, IndexError, ValueError) as exc:
-            if op["op"] == "test":
-                raise ApiError(409, "Conflict", f"test failed at {op['path']}") from exc
-            raise ApiError(422, "Invalid", f"no such path {op['path']}") from exc
-        last = parts[-1] if parts else None
-        if op["op"] == "test":
-            current: Any = doc
-            try:
-                for part in parts:
-                    current = current[int(part)] if isinstance(current, list) else current[part]
-            except (KeyError, IndexError, ValueError):
-                current = object()
-            if current != op.get("value"):
-                raise ApiError(409, "Conflict", f"test failed at {op['path']}: the object has been modified")
-        elif op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                if last == "-":
-                    parent.append(op["value"])
-                elif op["op"] == "add":
-                    parent.insert(int(str(last)), op["value"])
-                else:
-                    parent[int(str(last))] = op["value"]
-            elif last is None:
-                doc = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            try:
-                if isinstance(parent, list):
-                    del parent[int(str(last))]
-                else:
-                    del parent[last]
-            except (KeyError, IndexError) as exc:
-                raise ApiError(422, "Invalid", f"cannot remove {op['path']}: absent") from exc
-        else:
-            raise ApiError(422, "Invalid", f"unsupported JSON patch op {op['op']!r}")
-    return doc
+    """RFC 6902 (the jsonpatch package); a failed ``test`` (kopf's precondition) is 409 Conflict."""
+    try:
+        return jsonpatch.apply_patch(doc, ops)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise ApiError(409, "Conflict", f"the object has been modified: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise ApiError(422, "Invalid", f"invalid JSON patch: {exc}") from exc
 
 
 def _apply_merge(current: Any, applied: Any) -> Any:
@@ -296,20 +253,45 @@ def prune_unknown(schema: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _cel_rule(rule: str) -> tuple[celpy.Runner, bool]:
+    """A compiled ``x-kubernetes-validations`` rule, and whether it is a transition rule (uses ``oldSelf``)."""
+    ast = _CEL.compile(rule)
+    transition = any(getattr(token, "type", None) == "IDENT" and str(token) == "oldSelf"
+                     for token in ast.scan_values(lambda _: True))
+    return _CEL.program(ast), transition
+
+
+_CEL = celpy.Environment()
+
+
 def cel_violations(schema: Mapping[str, Any], value: Any, old: Any, where: str) -> list[str]:
-    """Evaluate x-kubernetes-validations; transition rules (``oldSelf``) only where an old value exists."""
+    """Evaluate x-kubernetes-validations with a CEL implementation, bound as kube-apiserver binds them:
+    ``self`` is the value at the schema node, ``oldSelf`` its previous value; transition rules (those that
+    use ``oldSelf``) run only on an update where the old value exists; a result other than a bool, a
+    rule that does not compile and an evaluation error (e.g. selecting an absent field) are errors."""
     errors: list[str] = []
     for rule in schema.get("x-kubernetes-validations") or ():
-        transition = cel.is_transition_rule(rule["rule"])
+        at = where or "<root>"
+        try:
+            program, transition = _cel_rule(rule["rule"])
+        except celpy.CELParseError as exc:
+            errors.append(f"{at}: Invalid value: {rule['rule']}: compilation failed: {exc}")
+            continue
         if transition and old is _ABSENT:
             continue
+        activation = {"self": celpy.json_to_cel(value)}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(old)
         try:
-            ok = cel.evaluate(rule["rule"], value, old) if transition else cel.evaluate(rule["rule"], value)
-        except cel.CelError as exc:
-            errors.append(f"{where or '<root>'}: Invalid value: {rule['rule']}: {exc}")
+            ok = program.evaluate(activation)
+        except celpy.CELEvalError as exc:
+            errors.append(f"{at}: Invalid value: {rule['rule']}: {exc.args[0] if exc.args else exc}")
             continue
-        if not ok:
-            errors.append(f"{where or '<root>'}: Invalid value: \"object\": {rule.get('message') or rule['rule']}")
+        if not isinstance(ok, celpy.celtypes.BoolType):
+            errors.append(f"{at}: Invalid value: {rule['rule']}: must evaluate to a bool, not {type(ok).__name__}")
+        elif not ok:
+            errors.append(f"{at}: Invalid value: \"object\": {rule.get('message') or rule['rule']}")
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         additional = schema.get("additionalProperties")

@@ -319,3 +319,42 @@ async def test_custom_resources_are_served_as_their_stored_crd_says(emu: tuple[C
     shop = await api.create(SHOPS, {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop",
                                     "metadata": {"name": "newer"}, "spec": {}})
     assert shop["spec"]["newField"] == 7, "the applied CRD's schema (its default) is what the server uses now"
+
+
+async def test_cel_rules_beyond_the_shop_crds_are_enforced(emu: tuple[ClusterEmulator, Api]) -> None:
+    """A CRD of the test's own with macros, string functions and a transition rule on a list."""
+    _, api = emu
+    tags = {"type": "array", "items": {"type": "string"}, "x-kubernetes-validations": [
+        {"rule": "self.all(t, t.startsWith('x-'))", "message": "every tag starts with x-"},
+        {"rule": "size(self) >= size(oldSelf)", "message": "tags cannot be removed"}]}
+    spec = {"type": "object", "properties": {"tags": tags, "owner": {"type": "string"}},
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.owner) || self.owner.matches('^[a-z]+@example[.]org$')",
+                 "message": "owner is an example.org address"},
+                {"rule": "!has(self.tags) || self.tags.exists(t, t == 'x-owned') || !has(self.owner)",
+                 "message": "an owned widget is tagged x-owned"}]}
+    await api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.test.microshop.dev"},
+        "spec": {"group": "test.microshop.dev", "scope": "Namespaced",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": spec}}}}]}})
+    widgets = f"/apis/test.microshop.dev/v1/namespaces/{NS}/widgets"
+
+    def widget(name: str, **fields: Any) -> dict[str, Any]:
+        return {"apiVersion": "test.microshop.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": fields}
+
+    created = await api.create(widgets, widget("ok", tags=["x-owned", "x-b"], owner="ann@example.org"))
+    assert created["spec"]["tags"] == ["x-owned", "x-b"]
+    for bad, message in ((widget("tag", tags=["x-a", "b"]), "every tag starts with x-"),
+                         (widget("mail", tags=["x-owned"], owner="Ann@example.org"), "example.org address"),
+                         (widget("untagged", tags=["x-a"], owner="ann@example.org"), "tagged x-owned")):
+        with pytest.raises(ApiFailure) as invalid:
+            await api.create(widgets, bad)
+        assert invalid.value.status == 422 and message in invalid.value.body["message"], invalid.value.body
+    grown = await api.merge(f"{widgets}/ok", {"spec": {"tags": ["x-owned", "x-b", "x-c"]}})
+    assert grown["spec"]["tags"][-1] == "x-c", "the transition rule holds: a tag added"
+    with pytest.raises(ApiFailure) as shrunk:
+        await api.merge(f"{widgets}/ok", {"spec": {"tags": ["x-owned"]}})
+    assert shrunk.value.status == 422 and "tags cannot be removed" in shrunk.value.body["message"]
