@@ -44,8 +44,9 @@ test-unit: setup ## the unit tier alone: no services, no network, seconds
 test-integration: infra ## the integration tier: RabbitMQ, Redis, SecantusDB, the shop as processes (~3 min)
 	$(UV) run --frozen pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff, and deptry: every imported package declared in pyproject.toml
 	$(UV) run --frozen ruff check .
+	$(UV) run --frozen deptry .
 
 typecheck: setup ## mypy
 	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py
