@@ -123,9 +123,14 @@ class Kube:
             if found is not None:
                 return found
             if self._client is None:
-                self._cache_dir = Path(tempfile.mkdtemp(prefix="microshop-operator-discovery-"))
+                if self._cache_dir is None:
+                    self._cache_dir = Path(tempfile.mkdtemp(prefix="microshop-operator-discovery-"))
                 api = client.ApiClient(self._configuration or load_configuration())
-                self._client = DynamicClient(api, cache_file=str(self._cache_dir / "discovery.json"))
+                try:
+                    self._client = DynamicClient(api, cache_file=str(self._cache_dir / "discovery.json"))
+                except BaseException:
+                    api.close()
+                    raise
             prefix = "apis" if "/" in api_version else "api"
             try:
                 found = self._client.resources.get(prefix=prefix, api_version=api_version, kind=kind)
@@ -146,6 +151,8 @@ class Kube:
             raise KubeError.from_api(exc) from None
         except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused/reset, DNS: the server is not reachable
             raise KubeError(0, "Unreachable", str(exc)) from None
+        except ValueError as exc:  # the dynamic client's own checks, e.g. a namespaced object without a namespace
+            raise KubeError(400, "BadRequest", str(exc)) from None
 
     async def kind(self, api_version: str, kind: str) -> Kind:
         """A kind as the server serves it (API discovery)."""
