@@ -6,7 +6,7 @@ isolate the cost of the Lua call, and one with observability off (``MICROSHOP_ME
 and no OTLP endpoint) to measure what metrics and tracing (exporter off, as shipped) cost.
 Drives ``GET /auth/jwks`` (no database work) with a fixed number of concurrent keep-alive
 connections, alternating the targets round by round, and prints throughput, latency, the
-gateway's and the service's CPU per request (read from /proc, so it holds up on a busy machine)
+gateway's and the service's CPU per request (process CPU times via psutil, so it holds up on a busy machine)
 and the ratios. Target (issue 13): observability costs the gateway at most 10 % CPU per request.
 
     uv run python benchmarks/gateway_proxy.py [--seconds 3] [--concurrency 16]
@@ -26,19 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from devtools.broker_cleanup import delete_namespace
 from devtools.procs import Proc, free_port
 from devtools.shop import LocalShop, ensure_private_key
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_seconds(proc: Proc) -> float:
-    """User + system CPU of a child process (Linux /proc)."""
+    """User + system CPU of a child process (psutil)."""
     assert proc.popen is not None
-    fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    times = psutil.Process(proc.popen.pid).cpu_times()
+    return float(times.user + times.system)
 
 
 @dataclass

@@ -14,8 +14,9 @@ and the log level WARNING unless told otherwise), then drives it through the gat
 It measures only through the public HTTP API, the ``order_updated`` events on the broker (its own
 exclusive queue bound to ``<namespace>order_exchange``) and the ``orders`` and ``products``
 databases read by name, so the same file runs against older commits for "before" numbers.
-CPU comes from /proc: every shop process (and its children), SecantusDB, the shared RabbitMQ and
-Redis, this load generator and the whole machine (/proc/stat). The load generator pins itself to
+CPU comes from psutil (process and system CPU times): every shop process (and its children),
+SecantusDB, the shared RabbitMQ and Redis, this load generator and the whole machine. The load
+generator pins itself to
 one core (``--cpu``) after the shop has started; the shop's processes are not pinned.
 
 What the numbers mean (a phase's window runs from its first send to the return of its last request):
@@ -27,9 +28,10 @@ What the numbers mean (a phase's window runs from its first send to the return o
 * POST->confirmed: per confirmed order, from the start of its POST (paced: its scheduled time, so a
   late send counts against the shop) to the arrival of its confirmation event; nearest-rank p50/p99;
 * event time -> seen: arrival minus the event's own ``time`` (outbox relay and broker);
-* CPU ms per confirmed order: user+system CPU from /proc of each process (and its children) over
+* CPU ms per confirmed order: user+system CPU (psutil) of each process (and its children) over
   a window / the phase's confirmed orders; "attributable" is the shop, RabbitMQ, Redis and the
-  load generator, "machine" all of /proc/stat (includes anything else running on the box). Two
+  load generator, "machine" the whole machine's busy time (includes anything else running on the
+  box). Two
   windows: load + drain, and load until the dashboard was exact (all the work the phase caused);
 * analytics caught up: from the end of the window to the first dashboard read that matches the
   orders database (orders by status, EUR revenue, the product's top-products quantity, the ratio).
@@ -70,6 +72,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import psutil
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -77,7 +80,6 @@ from devtools.broker_cleanup import delete_namespace
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DECIDED = ("confirmed", "rejected")
 PASSWORD = "bench horse battery"  # noqa: S105 - a throwaway customer of a throwaway shop
 PRICE = 1250  # minor units, EUR
@@ -92,22 +94,16 @@ TARGET_CPU_MS = 25.0
 # ---------------------------------------------------------------------------------------- CPU
 
 
-def _stat(pid: int | str) -> list[str]:
-    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, ``state``)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu(times: Any) -> float:
+    return float(times.user + times.system)
 
 
 def _process_table() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, own CPU seconds) of every process we can read."""
     table: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            f = _stat(entry)
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        table[int(entry)] = (int(f[1]), (int(f[11]) + int(f[12])) / CLOCK_TICKS)
+    for process in psutil.process_iter(["ppid", "cpu_times"]):  # gone meanwhile: skipped; not ours: None
+        if process.info["cpu_times"] is not None:
+            table[process.pid] = (int(process.info["ppid"]), _cpu(process.info["cpu_times"]))
     return table
 
 
@@ -127,20 +123,16 @@ def _tree_cpu(table: dict[int, tuple[int, float]], root: int) -> float:
 
 def _pids_named(names: set[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                comm = Path(f"/proc/{entry}/comm").read_text().strip()
-                if comm in names:
-                    found.setdefault(comm, []).append(int(entry))
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in names:
+            found.setdefault(process.info["name"], []).append(process.pid)
     return found
 
 
 def machine_cpu() -> float:
-    """Busy CPU seconds of the whole machine, all cores (/proc/stat: everything but idle and iowait)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    """Busy CPU seconds of the whole machine, all cores (everything but idle and iowait)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 @dataclass
@@ -163,8 +155,7 @@ class CpuProbe:
         for name, pids in self.shared.items():
             if pids:
                 out[name] = sum(table[p][1] for p in pids if p in table)
-        me = _stat("self")
-        out["load generator"] = (int(me[11]) + int(me[12])) / CLOCK_TICKS
+        out["load generator"] = _cpu(psutil.Process().cpu_times())
         out["machine"] = machine_cpu()
         return out
 

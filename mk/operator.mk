@@ -21,7 +21,7 @@ operator-lint: setup ## ruff over the operator and its tests, mypy over the oper
 
 # Needs docker and kind. Reuses the cluster when it exists; `make e2e-down` removes it.
 e2e: setup ## kind cluster + images + operator, then tests/e2e against it (docker, kind)
-	kind get clusters | grep -qx $(E2E_CLUSTER) || kind create cluster --name $(E2E_CLUSTER) --config kind-config.yaml
+	kind get clusters | grep -qx $(E2E_CLUSTER) || kind create cluster --name $(E2E_CLUSTER) --config tests/e2e/kind-config.yaml
 	$(MAKE) --no-print-directory images IMAGE_TAG=$(E2E_TAG)
 	kind load docker-image microshop:$(E2E_TAG) microshop-operator:$(E2E_TAG) --name $(E2E_CLUSTER)
 	kubectl config use-context kind-$(E2E_CLUSTER)

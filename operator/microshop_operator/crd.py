@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -227,12 +227,16 @@ def build_crd(values_schema: Mapping[str, Any], values: Mapping[str, Any]) -> di
     }
 
 
-def render_crd(chart: Path | None = None) -> str:
+def crd_of(chart: Path | None = None) -> dict[str, Any]:
+    """The Shop CRD for a chart (the operator applies it at start: Helm never upgrades ``crds/``)."""
     chart = chart or default_chart()
     values_schema = json.loads((chart / "values.schema.json").read_text())
     values = yaml.safe_load((chart / "values.yaml").read_text())
-    plain = json.loads(json.dumps(build_crd(values_schema, values)))  # fresh objects: no YAML anchors
-    return HEADER + yaml.safe_dump(plain, sort_keys=False, width=120)
+    return cast(dict[str, Any], json.loads(json.dumps(build_crd(values_schema, values))))  # fresh: no YAML anchors
+
+
+def render_crd(chart: Path | None = None) -> str:
+    return HEADER + yaml.safe_dump(crd_of(chart), sort_keys=False, width=120)
 
 
 if __name__ == "__main__":

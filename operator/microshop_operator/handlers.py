@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -22,6 +23,7 @@ import kopf
 from microshop_operator import metrics
 from microshop_operator import status as status_mod
 from microshop_operator.config import GROUP, PLURAL, SHOP_LABEL, VERSION, ConfigError, get_config, lease_config
+from microshop_operator.crd import crd_of
 from microshop_operator.kube import Kind, Kube, KubeError
 from microshop_operator.leader import LeaderElector
 from microshop_operator.reconcile import Reconciler, Result, ShopRef
@@ -187,9 +189,28 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         runtime.elector = LeaderElector(kube, lease, logger)
         await runtime.elector.acquire()
         runtime.renewer = asyncio.create_task(runtime.elector.hold(_shut_down), name="lease renewal")
+    await _apply_crd(kube, config.chart, logger)
     memo.runtime = runtime
     metrics.serve()  # /metrics on MICROSHOP_OPERATOR_METRICS_PORT (8081), apart from kopf's liveness
     logger.info("chart %s, helm %s, resync every %ss", config.chart, config.helm, config.resync_seconds)
+
+
+async def _apply_crd(kube: Kube, chart: Path, logger: Logger) -> None:
+    """The Shop CRD of this operator's chart, by server-side apply: ``helm upgrade`` never upgrades a chart's
+    ``crds/``, so a new schema arrives with the operator that needs it. Done by the leader (or the only
+    replica), before any Shop is watched, so a standby of an older version never takes the schema back."""
+    while True:
+        try:
+            applied = await kube.apply(crd_of(chart))
+            break
+        except KubeError as exc:
+            if exc.status not in (0, 429) and exc.status < 500:
+                raise kopf.PermanentError(f"cannot apply the Shop CRD (the chart's ClusterRole grants it): "
+                                          f"{exc}") from exc
+            logger.warning("cannot apply the Shop CRD yet, retrying in 5s: %s", exc)
+            await asyncio.sleep(5)
+    logger.info("Shop CRD %s applied (generation %s)", applied["metadata"]["name"],
+                applied["metadata"].get("generation"))
 
 
 def _shut_down() -> None:

@@ -1,46 +1,47 @@
-"""A small async facade over the Kubernetes REST API for the calls kopf does not make for us.
+"""A small async facade over the Kubernetes API for the calls kopf does not make for us.
 
 kopf watches Shops and patches its own bookkeeping; the operator itself needs generic calls on
 arbitrary kinds that the chart renders: server-side apply, list by label, delete, and a status
-patch. The official client's generated APIs are per kind, so this goes one level down to
-``ApiClient.call_api`` (generic paths, any content type) and runs it in a worker thread.
+patch. These go through the official client's public :class:`kubernetes.dynamic.DynamicClient`
+(API discovery finds where a kind lives; ``server_side_apply`` for apply), run in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
 
 FIELD_MANAGER = "microshop-operator"
+REQUEST_TIMEOUT_SECONDS = 30
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """Where a kind lives in the REST API."""
+    """A kind as the operator names it; where it lives in the REST API comes from discovery."""
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool = True
 
-    def collection_path(self, namespace: str | None) -> str:
-        prefix = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            return f"{prefix}/namespaces/{namespace}/{self.plural}"
-        return f"{prefix}/{self.plural}"
 
-    def object_path(self, namespace: str | None, name: str) -> str:
-        return f"{self.collection_path(namespace)}/{name}"
-
-
-# Kinds the shop chart renders (and the operator reads). Anything else is found by discovery.
+# Kinds the shop chart renders (and the operator reads).
 KNOWN_KINDS: tuple[Kind, ...] = (
     Kind("v1", "Secret", "secrets"),
     Kind("v1", "Service", "services"),
@@ -57,6 +58,7 @@ KNOWN_KINDS: tuple[Kind, ...] = (
     Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
 )
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
+CRD = Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False)
 
 
 class KubeError(Exception):
@@ -93,91 +95,112 @@ def load_configuration() -> client.Configuration:
 
 
 class Kube:
-    """Generic, asynchronous calls on any kind; one instance per operator process."""
+    """Generic, asynchronous calls on any kind; one instance per operator process.
+
+    The dynamic client is made at the first call (its construction already asks the server for
+    discovery); its discovery cache is a file of this instance's own, removed by :meth:`close`.
+    """
 
     def __init__(self, configuration: client.Configuration | None = None) -> None:
-        self._api = client.ApiClient(configuration or load_configuration())
-        self._kinds: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in KNOWN_KINDS}
-        self._lock = asyncio.Lock()
+        self._configuration = configuration
+        self._client: DynamicClient | None = None
+        self._cache_dir: Path | None = None
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._discovery = threading.Lock()  # the lazy discoverer's cache is not thread-safe
 
     def close(self) -> None:
-        self._api.close()
+        if self._client is not None:
+            self._client.client.close()
+            self._client = None
+        if self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
 
-    async def _call(self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None,
-                    content_type: str = "application/json") -> Any:
-        def call() -> Any:
-            method_, url, headers, body_, _ = self._api.param_serialize(
-                method, path,
-                query_params=list((query or {}).items()),
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self._api.call_api(method_, url, header_params=headers, body=body_, _request_timeout=30)
-            data = response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=response.reason,
-                                   body=data.decode(errors="replace") if data else None)
-            return json.loads(data) if data else {}
+    def _resource(self, api_version: str, kind: str) -> Resource:
+        """The discovered resource of a kind (in a worker thread)."""
+        with self._discovery:
+            found = self._resources.get((api_version, kind))
+            if found is not None:
+                return found
+            if self._client is None:
+                if self._cache_dir is None:
+                    self._cache_dir = Path(tempfile.mkdtemp(prefix="microshop-operator-discovery-"))
+                api = client.ApiClient(self._configuration or load_configuration())
+                try:
+                    self._client = DynamicClient(api, cache_file=str(self._cache_dir / "discovery.json"))
+                except BaseException:
+                    api.close()
+                    raise
+            prefix = "apis" if "/" in api_version else "api"
+            try:
+                found = self._client.resources.get(prefix=prefix, api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                raise KubeError(404, "NotFound", f"the server does not serve {kind} in {api_version}") from None
+            self._resources[(api_version, kind)] = found
+            return found
+
+    async def _call(self, kind: Kind, call: Callable[[DynamicClient, Resource], T]) -> T:
+        def run() -> T:
+            resource = self._resource(kind.api_version, kind.kind)
+            assert self._client is not None
+            return call(self._client, resource)
 
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.to_thread(run)
         except ApiException as exc:
             raise KubeError.from_api(exc) from None
-        except OSError as exc:  # connection refused/reset, DNS: the API server is not reachable
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused/reset, DNS: the server is not reachable
             raise KubeError(0, "Unreachable", str(exc)) from None
+        except ValueError as exc:  # the dynamic client's own checks, e.g. a namespaced object without a namespace
+            raise KubeError(400, "BadRequest", str(exc)) from None
 
     async def kind(self, api_version: str, kind: str) -> Kind:
-        """The REST location of a kind, from the built-in table or API discovery."""
-        known = self._kinds.get((api_version, kind))
-        if known is not None:
-            return known
-        async with self._lock:
-            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-            listing = await self._call("GET", path)
-            for resource in listing.get("resources", []):
-                if resource.get("kind") == kind and "/" not in resource.get("name", ""):
-                    found = Kind(api_version, kind, resource["name"], bool(resource.get("namespaced", True)))
-                    self._kinds[(api_version, kind)] = found
-                    return found
-        raise KubeError(404, "NotFound", f"the server does not serve {kind} in {api_version}")
+        """A kind as the server serves it (API discovery)."""
+        resource = await self._call(Kind(api_version, kind, ""), lambda _, found: found)
+        return Kind(api_version, kind, str(resource.name), bool(resource.namespaced))
 
     async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply (force: the operator owns every field it renders)."""
-        kind = await self.kind(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
-        path = kind.object_path(meta.get("namespace"), meta["name"])
-        result = await self._call("PATCH", path, body=dict(obj), content_type="application/apply-patch+yaml",
-                                  query={"fieldManager": field_manager, "force": "true"})
-        return dict(result)
+        kind = Kind(obj["apiVersion"], obj["kind"], "")
+        result = await self._call(kind, lambda dyn, res: dyn.server_side_apply(
+            res, body=dict(obj), name=meta["name"], namespace=meta.get("namespace"), field_manager=field_manager,
+            force_conflicts=True, _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return dict(result.to_dict())
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return dict(await self._call("GET", kind.object_path(namespace, name)))
+            result = await self._call(kind, lambda dyn, res: dyn.get(
+                res, name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS))
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
+        return dict(result.to_dict())
 
     async def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        result = await self._call("GET", kind.collection_path(namespace), query=query)
-        return [dict(item) for item in result.get("items") or []]
+        result = await self._call(kind, lambda dyn, res: dyn.get(
+            res, namespace=namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return [dict(item) for item in result.to_dict().get("items") or []]
 
     async def create(self, kind: Kind, namespace: str | None, obj: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(await self._call("POST", kind.collection_path(namespace), body=dict(obj)))
+        result = await self._call(kind, lambda dyn, res: dyn.create(
+            res, body=dict(obj), namespace=namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return dict(result.to_dict())
 
     async def replace(self, kind: Kind, namespace: str | None, obj: Mapping[str, Any]) -> dict[str, Any]:
         """PUT: the object's ``metadata.resourceVersion`` makes it conditional (409 if it moved on)."""
-        path = kind.object_path(namespace, obj["metadata"]["name"])
-        return dict(await self._call("PUT", path, body=dict(obj)))
+        result = await self._call(kind, lambda dyn, res: dyn.replace(
+            res, body=dict(obj), namespace=namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return dict(result.to_dict())
 
     async def delete(self, kind: Kind, namespace: str | None, name: str, *,
                      propagation: str = "Background") -> bool:
         """Delete one object; False when it was already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
         try:
-            await self._call("DELETE", kind.object_path(namespace, name), body=body)
+            await self._call(kind, lambda dyn, res: dyn.delete(
+                res, name=name, namespace=namespace, body=body, _request_timeout=REQUEST_TIMEOUT_SECONDS))
         except KubeError as exc:
             if exc.status == 404:
                 return False
@@ -186,6 +209,7 @@ class Kube:
 
     async def patch_status(self, kind: Kind, namespace: str | None, name: str,
                            status: Mapping[str, Any]) -> dict[str, Any]:
-        path = kind.object_path(namespace, name) + "/status"
-        return dict(await self._call("PATCH", path, body={"status": dict(status)},
-                                     content_type="application/merge-patch+json"))
+        result = await self._call(kind, lambda dyn, res: dyn.patch(
+            res.subresources["status"], body={"status": dict(status)}, name=name, namespace=namespace,
+            content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return dict(result.to_dict())

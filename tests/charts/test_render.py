@@ -281,24 +281,32 @@ def test_chart_generated_secrets(render: Render) -> None:
 
 
 def test_operator_rbac_scoping(render: Render) -> None:
-    """Namespaced by default (the release namespace); a list of namespaces; cluster-wide only when asked."""
+    """Namespaced by default (the release namespace); a list of namespaces; cluster-wide only when asked.
+    At the cluster scope, always and only: applying the Shop CRD by its name (the operator does at start)."""
     def args_of(objects: list[dict[str, Any]]) -> list[str]:
         return list(by_kind(objects, "Deployment")["shop-microshop-operator"]["spec"]["template"]["spec"][
             "containers"][0]["args"])
 
+    crd_role = "shop-microshop-operator-shop-ns-crd"
+    crd_rules = [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                  "resourceNames": ["shops.microshop.dev"], "verbs": ["patch", "create"]}]
     default = render(OPERATOR_CHART)
-    assert not by_kind(default, "ClusterRole") and not by_kind(default, "ClusterRoleBinding"), "nothing cluster-wide"
+    assert set(by_kind(default, "ClusterRole")) == set(by_kind(default, "ClusterRoleBinding")) == {crd_role}, \
+        "nothing cluster-wide but the CRD's apply"
+    assert by_kind(default, "ClusterRole")[crd_role]["rules"] == crd_rules
+    assert by_kind(default, "ClusterRoleBinding")[crd_role]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "shop-microshop-operator", "namespace": "shop-ns"}]
     roles = [o for o in default if o["kind"] == "Role"]
     assert {r["metadata"].get("namespace", "shop-ns") for r in roles} == {"shop-ns"}
     assert "--namespace=shop-ns" in args_of(default) and "--all-namespaces" not in args_of(default)
     namespaced = render(OPERATOR_CHART, {"watchNamespaces": ["shop-a", "shop-b"]})
     shop_roles = [o for o in namespaced if o["kind"] == "Role" and o["metadata"]["name"].endswith("-shops")]
     assert sorted(r["metadata"]["namespace"] for r in shop_roles) == ["shop-a", "shop-b"]
-    assert not by_kind(namespaced, "ClusterRole")
+    assert set(by_kind(namespaced, "ClusterRole")) == {crd_role}
     assert {"--namespace=shop-a", "--namespace=shop-b"} <= set(args_of(namespaced))
     assert "--namespace=shop-ns" not in args_of(namespaced) and "--all-namespaces" not in args_of(namespaced)
     wide = render(OPERATOR_CHART, {"clusterWide": True})
-    assert set(by_kind(wide, "ClusterRole")) == {"shop-microshop-operator-shops"}
+    assert set(by_kind(wide, "ClusterRole")) == {"shop-microshop-operator-shops", crd_role}
     assert "--all-namespaces" in args_of(wide)
     for objects in (default, namespaced, wide):
         for role in [o for o in objects if o["kind"] in ("Role", "ClusterRole")]:

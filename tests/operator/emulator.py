@@ -20,13 +20,17 @@ point has a test of its own in tests/operator/test_emulator.py):
   dependents hold the owner) and Orphan propagation;
 * the Shop CRD as a **structural schema**: unknown fields pruned, defaults applied, OpenAPI
   validation and the CEL rules (``x-kubernetes-validations``, transition rules with ``oldSelf``), 422;
+  the CRD is an object (``apiextensions.k8s.io/v1``, installed at start as ``helm install`` does, or the
+  one a test gives): Shops are served as the stored CRD reads, so applying a newer CRD changes them;
 * built-in immutability: StatefulSet spec fields other than the mutable ones, Deployment selector;
 * **RBAC** for service accounts: a bearer token ``system:serviceaccount:<ns>:<name>[#tag]`` is that
   account, authorized against the Roles/ClusterRoles and bindings stored in the emulator (install a
   chart into it), including OwnerReferencesPermissionEnforcement (changing ownerReferences needs
   ``delete``; ``blockOwnerDeletion`` needs ``update`` on the owner's ``finalizers``) and ``create``
   for an apply that creates. Every such check is recorded in ``calls``. Other tokens are admins;
-* discovery as client-go reads it (so ``helm --dry-run=server`` can run against it).
+* discovery as client-go and the Python client's DynamicClient read it (so ``helm --dry-run=server`` can
+  run against it): preferred versions in kube-apiserver's order, and an unknown group, version or resource
+  is a plain 404 ``NotFound``.
 
 Where it still differs from a real server is listed in docs/operator.md ("The emulator").
 """
@@ -37,8 +41,10 @@ import asyncio
 import contextvars
 import copy
 import datetime
+import functools
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -46,15 +52,17 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import celpy
+import jsonpatch
 import jsonschema
 import kmock
 import yaml
 from kmock._internal import enums, rendering
-
-from tests.operator import cel
+from kmock._internal import k8s as kmock_k8s
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "charts" / "microshop-operator" / "crds" / "shops.microshop.dev.yaml"
 SHOPS = kmock.resource("microshop.dev", "v1alpha1", "shops")
+CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 OBJECT_ACTIONS = {enums.action.LIST, enums.action.WATCH, enums.action.FETCH, enums.action.CREATE,
                   enums.action.UPDATE, enums.action.DELETE}
 SERVER_META = ("uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp", "managedFields")
@@ -64,6 +72,27 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+
+
+def _status_response(exc: ApiError) -> aiohttp.web.Response:
+    return aiohttp.web.json_response(
+        {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.status,
+         "reason": exc.reason, "message": exc.message, "details": {}}, status=exc.status)
+
+
+def _version_priority(version: str) -> tuple[int, int, int, str]:
+    """kube-apiserver's order of versions: GA before beta before alpha, higher numbers first."""
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if match is None:
+        return (3, 0, 0, version)  # not Kubernetes-like: last, by name
+    stage = {"beta": 1, "alpha": 2}.get(match.group(2) or "", 0)
+    return (stage, -int(match.group(1)), -int(match.group(3) or 0), version)
+
+
+def _prefer_stable(group: dict[str, Any]) -> dict[str, Any]:
+    """An APIGroup with its versions in priority order and the first one preferred (kmock picks by chance)."""
+    versions = sorted(group["versions"], key=lambda v: _version_priority(v["version"]))
+    return {**group, "versions": versions, "preferredVersion": versions[0]}
 
 
 def _now() -> str:
@@ -83,58 +112,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
-
-
 def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """RFC 6902: add, remove, replace, test (what kopf and kubectl send)."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = _pointer(op["path"])
-        parent: Any = doc
-        try:
-            for part in parts[:-1]:
-                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        except (KeyError, IndexError, ValueError) as exc:
-            if op["op"] == "test":
-                raise ApiError(409, "Conflict", f"test failed at {op['path']}") from exc
-            raise ApiError(422, "Invalid", f"no such path {op['path']}") from exc
-        last = parts[-1] if parts else None
-        if op["op"] == "test":
-            current: Any = doc
-            try:
-                for part in parts:
-                    current = current[int(part)] if isinstance(current, list) else current[part]
-            except (KeyError, IndexError, ValueError):
-                current = object()
-            if current != op.get("value"):
-                raise ApiError(409, "Conflict", f"test failed at {op['path']}: the object has been modified")
-        elif op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                if last == "-":
-                    parent.append(op["value"])
-                elif op["op"] == "add":
-                    parent.insert(int(str(last)), op["value"])
-                else:
-                    parent[int(str(last))] = op["value"]
-            elif last is None:
-                doc = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            try:
-                if isinstance(parent, list):
-                    del parent[int(str(last))]
-                else:
-                    del parent[last]
-            except (KeyError, IndexError) as exc:
-                raise ApiError(422, "Invalid", f"cannot remove {op['path']}: absent") from exc
-        else:
-            raise ApiError(422, "Invalid", f"unsupported JSON patch op {op['op']!r}")
-    return doc
+    """RFC 6902 (the jsonpatch package); a failed ``test`` (kopf's precondition) is 409 Conflict."""
+    try:
+        return jsonpatch.apply_patch(doc, ops)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise ApiError(409, "Conflict", f"the object has been modified: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise ApiError(422, "Invalid", f"invalid JSON patch: {exc}") from exc
 
 
 def _apply_merge(current: Any, applied: Any) -> Any:
@@ -268,20 +253,45 @@ def prune_unknown(schema: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _cel_rule(rule: str) -> tuple[celpy.Runner, bool]:
+    """A compiled ``x-kubernetes-validations`` rule, and whether it is a transition rule (uses ``oldSelf``)."""
+    ast = _CEL.compile(rule)
+    transition = any(getattr(token, "type", None) == "IDENT" and str(token) == "oldSelf"
+                     for token in ast.scan_values(lambda _: True))
+    return _CEL.program(ast), transition
+
+
+_CEL = celpy.Environment()
+
+
 def cel_violations(schema: Mapping[str, Any], value: Any, old: Any, where: str) -> list[str]:
-    """Evaluate x-kubernetes-validations; transition rules (``oldSelf``) only where an old value exists."""
+    """Evaluate x-kubernetes-validations with a CEL implementation, bound as kube-apiserver binds them:
+    ``self`` is the value at the schema node, ``oldSelf`` its previous value; transition rules (those that
+    use ``oldSelf``) run only on an update where the old value exists; a result other than a bool, a
+    rule that does not compile and an evaluation error (e.g. selecting an absent field) are errors."""
     errors: list[str] = []
     for rule in schema.get("x-kubernetes-validations") or ():
-        transition = cel.is_transition_rule(rule["rule"])
+        at = where or "<root>"
+        try:
+            program, transition = _cel_rule(rule["rule"])
+        except celpy.CELParseError as exc:
+            errors.append(f"{at}: Invalid value: {rule['rule']}: compilation failed: {exc}")
+            continue
         if transition and old is _ABSENT:
             continue
+        activation = {"self": celpy.json_to_cel(value)}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(old)
         try:
-            ok = cel.evaluate(rule["rule"], value, old) if transition else cel.evaluate(rule["rule"], value)
-        except cel.CelError as exc:
-            errors.append(f"{where or '<root>'}: Invalid value: {rule['rule']}: {exc}")
+            ok = program.evaluate(activation)
+        except celpy.CELEvalError as exc:
+            errors.append(f"{at}: Invalid value: {rule['rule']}: {exc.args[0] if exc.args else exc}")
             continue
-        if not ok:
-            errors.append(f"{where or '<root>'}: Invalid value: \"object\": {rule.get('message') or rule['rule']}")
+        if not isinstance(ok, celpy.celtypes.BoolType):
+            errors.append(f"{at}: Invalid value: {rule['rule']}: must evaluate to a bool, not {type(ok).__name__}")
+        elif not ok:
+            errors.append(f"{at}: Invalid value: \"object\": {rule.get('message') or rule['rule']}")
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
@@ -302,7 +312,8 @@ def cel_violations(schema: Mapping[str, Any], value: Any, old: Any, where: str) 
 GENERATION_BUILTINS = {("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"),
                        ("apps", "replicasets"), ("policy", "poddisruptionbudgets"),
                        ("networking.k8s.io", "ingresses"), ("networking.k8s.io", "networkpolicies"),
-                       ("autoscaling", "horizontalpodautoscalers")}
+                       ("autoscaling", "horizontalpodautoscalers"),
+                       ("apiextensions.k8s.io", "customresourcedefinitions")}
 STATEFULSET_MUTABLE = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
                        "minReadySeconds", "revisionHistoryLimit"}
 SA_PREFIX = "system:serviceaccount:"
@@ -327,6 +338,7 @@ _user: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("
 
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
+    crd: dict[str, Any] | None = None  # the Shop CRD installed at start (None: the chart's)
     history_limit: int = 20000  # watch events kept; older resourceVersions are "too old" (410 Gone)
     bookmark_interval: float = 5.0  # seconds between BOOKMARK events on watches that allow them
     calls: list[Call] = attrs.field(factory=list, init=False)
@@ -349,31 +361,80 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         for res, info in list(self.resources.items()) if hasattr(self.resources, "items") else []:
             if "status" in info.subresources:
                 self._status_resources.add(res)
-        crd = yaml.safe_load(CRD_PATH.read_text())
-        version = crd["spec"]["versions"][0]
-        self.resources[SHOPS] = kmock.ResourceInfo(
-            kind="Shop", singular="shop", namespaced=True, shortnames={"shop"},
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
-        self._schemas[SHOPS] = version["schema"]["openAPIV3Schema"]
         # The Prometheus Operator's CRDs, as in a cluster running it (a Shop's spec.metrics.serviceMonitor /
         # podMonitor); their schemas are checked where the chart is rendered (tests/charts/schemas).
         for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PodMonitor", "podmonitors")):
             self.resources[kmock.resource("monitoring.coreos.com", "v1", plural)] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=True, shortnames=set(),
                 verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources=set())
-        self._status_resources.update({SHOPS, kmock.resource("apps", "v1", "deployments"),
+        self._status_resources.update({kmock.resource("apps", "v1", "deployments"),
                                        kmock.resource("apps", "v1", "statefulsets")})
+        # The Shop CRD as `helm install` leaves it (created from the chart's crds/ by the "helm" manager),
+        # unless the test gives another one: Shops are served as the stored CRD says.
+        crd = copy.deepcopy(self.crd) if self.crd is not None else yaml.safe_load(CRD_PATH.read_text())
+        key = (CRDS, None, crd["metadata"]["name"])
+        crd["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        self._take_ownership(key, None, crd, "helm", "Update", status=False)
+        self._render_managed_fields(key, crd)
+        self._stamp(crd)
+        self.objects[key] = crd
+        self._serve_crd(crd)
+
+    def _serve_crd(self, crd: Mapping[str, Any]) -> None:
+        """Serve (or stop serving) each version of a CustomResourceDefinition as it now reads."""
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            res = kmock.resource(spec["group"], version["name"], names["plural"])
+            if not version.get("served", True):
+                if res in self.resources:
+                    del self.resources[res]
+                self._schemas.pop(res, None)
+                continue
+            subresources = set(version.get("subresources") or {})
+            self.resources[res] = kmock.ResourceInfo(
+                kind=names["kind"], singular=names.get("singular") or names["kind"].lower(),
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                shortnames=set(names.get("shortNames") or ()), categories=set(names.get("categories") or ()),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"},
+                subresources=subresources)
+            self._schemas[res] = version["schema"]["openAPIV3Schema"]
+            if "status" in subresources:
+                self._status_resources.add(res)
+            else:
+                self._status_resources.discard(res)
 
     # --- discovery ------------------------------------------------------------------------------
 
     async def _serve_server_version(self, request: rendering.Request) -> rendering.Payload:
         return {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "platform": "linux/amd64"}
 
+    async def _serve_apis(self, request: rendering.Request) -> rendering.Payload:
+        payload = await super()._serve_apis(request)
+        if isinstance(payload, dict):
+            payload["groups"] = sorted((_prefer_stable(g) for g in payload["groups"]), key=lambda g: g["name"])
+        return payload
+
+    async def _serve_group(self, request: rendering.Request) -> rendering.Payload:
+        payload = await super()._serve_group(request)
+        return _prefer_stable(payload) if isinstance(payload, dict) else payload
+
     async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        assert request.resource is not None
+        if request.resource.group == "" and request.resource.version != "v1":
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         payload = await super()._serve_version(request)
         if isinstance(payload, dict):
             payload["groupVersion"] = str(payload["groupVersion"]).lstrip("/")
         return payload
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        """Errors as kube-apiserver words them: an unknown group, version or path is a plain 404."""
+        if isinstance(exc, kmock_k8s.KubernetesNotFoundError):
+            exc = ApiError(404, "NotFound", "the server could not find the requested resource")
+        if isinstance(exc, ApiError):
+            return _status_response(exc)
+        return await super()._render_error(exc)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -395,14 +456,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return await self._watch(request)
             payload = await self._serve(request, is_put)
         except ApiError as exc:
-            return aiohttp.web.json_response(
-                {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": exc.status,
-                 "reason": exc.reason, "message": exc.message}, status=exc.status)
+            return _status_response(exc)
         return aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
 
     def _known(self, res: kmock.resource) -> None:
         if res not in set(self._get_resources()):
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource {res}")
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     async def _emit(self, res: kmock.resource, type_: str, obj: Mapping[str, Any]) -> None:
         if res.group == "rbac.authorization.k8s.io":
@@ -643,6 +702,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._render_managed_fields(key, new)
             self._stamp(new)
             self.objects[key] = new
+            if res == CRDS:
+                self._serve_crd(new)
             await self._emit(res, "ADDED", new)
             if meta.get("ownerReferences"):  # an owner may already be gone: the collector deletes it then
                 await self._collect_garbage()
@@ -678,6 +739,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await self._collect_garbage()
             return new
         self.objects[key].create(new)
+        if res == CRDS:
+            self._serve_crd(new)
         await self._emit(res, "MODIFIED", new)
         if new["metadata"].get("deletionTimestamp") or \
                 new["metadata"].get("ownerReferences") != old["metadata"].get("ownerReferences"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -273,3 +274,87 @@ async def test_rbac_for_service_accounts(emu: tuple[ClusterEmulator, Api]) -> No
     assert owned["metadata"]["ownerReferences"] == [ref]
     assert ("update", "shops/finalizers", NS, True) in {
         (c.verb, c.resource, c.namespace, c.allowed) for c in cluster.calls if c.tag == "replica-a"}
+
+
+async def test_discovery_as_the_dynamic_client_reads_it(emu: tuple[ClusterEmulator, Api], tmp_path: Path) -> None:
+    cluster, api = emu
+    for path in ("/api/v2", "/apis/nope", "/apis/apps/v9", "/apis/nope/v1", f"{APPS}/deploymentz"):
+        with pytest.raises(ApiFailure) as unknown:
+            await api.request("GET", path)
+        assert unknown.value.status == 404 and unknown.value.body["reason"] == "NotFound", (path, unknown.value.body)
+    autoscaling = await api.request("GET", "/apis/autoscaling")
+    assert autoscaling["preferredVersion"]["version"] == "v2", autoscaling  # GA, highest first, as kube orders
+
+    def discover() -> tuple[Any, Any, Any]:
+        from kubernetes import client
+        from kubernetes.dynamic import DynamicClient
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        configuration = client.Configuration()
+        configuration.host = str(cluster.url).rstrip("/")
+        with client.ApiClient(configuration) as api_client:
+            dynamic = DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))
+            shops = dynamic.resources.get(api_version="microshop.dev/v1alpha1", kind="Shop")
+            secrets = dynamic.resources.get(prefix="api", api_version="v1", kind="Secret")
+            with pytest.raises(ResourceNotFoundError):
+                dynamic.resources.get(api_version="microshop.dev/v1alpha1", kind="Nope")
+            return shops, secrets, dynamic.version
+
+    shops, secrets, version = await asyncio.to_thread(discover)
+    assert (shops.name, shops.namespaced, sorted(shops.subresources)) == ("shops", True, ["status"])
+    assert (secrets.name, secrets.namespaced) == ("secrets", True)
+    assert version["kubernetes"]["gitVersion"].startswith("v1.")
+
+
+async def test_custom_resources_are_served_as_their_stored_crd_says(emu: tuple[ClusterEmulator, Api]) -> None:
+    _, api = emu
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/shops.microshop.dev"
+    crd = await api.get(path)
+    assert crd is not None and crd["metadata"]["managedFields"][0]["manager"] == "helm", "installed as helm does"
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["newField"] = {"type": "integer", "default": 7}
+    await apply(api, path, {"apiVersion": crd["apiVersion"], "kind": crd["kind"],
+                            "metadata": {"name": crd["metadata"]["name"]}, "spec": crd["spec"]},
+                "upgrader", force=True)
+    shop = await api.create(SHOPS, {"apiVersion": "microshop.dev/v1alpha1", "kind": "Shop",
+                                    "metadata": {"name": "newer"}, "spec": {}})
+    assert shop["spec"]["newField"] == 7, "the applied CRD's schema (its default) is what the server uses now"
+
+
+async def test_cel_rules_beyond_the_shop_crds_are_enforced(emu: tuple[ClusterEmulator, Api]) -> None:
+    """A CRD of the test's own with macros, string functions and a transition rule on a list."""
+    _, api = emu
+    tags = {"type": "array", "items": {"type": "string"}, "x-kubernetes-validations": [
+        {"rule": "self.all(t, t.startsWith('x-'))", "message": "every tag starts with x-"},
+        {"rule": "size(self) >= size(oldSelf)", "message": "tags cannot be removed"}]}
+    spec = {"type": "object", "properties": {"tags": tags, "owner": {"type": "string"}},
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.owner) || self.owner.matches('^[a-z]+@example[.]org$')",
+                 "message": "owner is an example.org address"},
+                {"rule": "!has(self.tags) || self.tags.exists(t, t == 'x-owned') || !has(self.owner)",
+                 "message": "an owned widget is tagged x-owned"}]}
+    await api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.test.microshop.dev"},
+        "spec": {"group": "test.microshop.dev", "scope": "Namespaced",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": spec}}}}]}})
+    widgets = f"/apis/test.microshop.dev/v1/namespaces/{NS}/widgets"
+
+    def widget(name: str, **fields: Any) -> dict[str, Any]:
+        return {"apiVersion": "test.microshop.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": fields}
+
+    created = await api.create(widgets, widget("ok", tags=["x-owned", "x-b"], owner="ann@example.org"))
+    assert created["spec"]["tags"] == ["x-owned", "x-b"]
+    for bad, message in ((widget("tag", tags=["x-a", "b"]), "every tag starts with x-"),
+                         (widget("mail", tags=["x-owned"], owner="Ann@example.org"), "example.org address"),
+                         (widget("untagged", tags=["x-a"], owner="ann@example.org"), "tagged x-owned")):
+        with pytest.raises(ApiFailure) as invalid:
+            await api.create(widgets, bad)
+        assert invalid.value.status == 422 and message in invalid.value.body["message"], invalid.value.body
+    grown = await api.merge(f"{widgets}/ok", {"spec": {"tags": ["x-owned", "x-b", "x-c"]}})
+    assert grown["spec"]["tags"][-1] == "x-c", "the transition rule holds: a tag added"
+    with pytest.raises(ApiFailure) as shrunk:
+        await api.merge(f"{widgets}/ok", {"spec": {"tags": ["x-owned"]}})
+    assert shrunk.value.status == 422 and "tags cannot be removed" in shrunk.value.body["message"]

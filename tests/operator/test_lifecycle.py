@@ -6,6 +6,7 @@ for a minute after a failure: whatever these tests see within seconds is event-d
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from microshop_operator import crd
 from tests.operator import scenarios
 from tests.operator.api import Api, eventually
 from tests.operator.conftest import free_port
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 RELEASE = "microshop-operator"
 NAMESPACE = "lifecycle"
 SLOW = {"env": {"MICROSHOP_OPERATOR_RESYNC_SECONDS": "600", "MICROSHOP_OPERATOR_BACKOFF_SECONDS": "60"}}
+CRD_NAME = "shops.microshop.dev"
 PROMPT = 10.0  # "at once": far below the minute of backoff and the 10 minutes of resync
 
 
@@ -168,3 +171,42 @@ async def test_cluster_wide_install_serves_any_namespace(api: Api, cluster: Clus
     assert calls and all(c.allowed for c in calls), sorted({(c.verb, c.resource, c.namespace) for c in calls
                                                             if not c.allowed})
     assert {(c.verb, c.resource) for c in calls if c.namespace is None} >= {("list", "shops"), ("watch", "shops")}
+
+
+async def test_the_operator_upgrades_an_older_shop_crd_at_start(api: Api, cluster: ClusterEmulator, helm: Path,
+                                                                 tmp_path: Path) -> None:
+    """Helm installs crds/ once and never upgrades them: the operator applies its own CRD when it starts."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+    current = crd.crd_of()
+    older = copy.deepcopy(current)  # as an earlier chart had it: no spec.loadGenerator yet
+    del older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["loadGenerator"]
+    stored = await api.get(path)
+    assert stored is not None
+    await api.request("PUT", f"{path}?fieldManager=helm", {**older, "metadata": {
+        "name": CRD_NAME, "resourceVersion": stored["metadata"]["resourceVersion"]}})
+    unserved = "/apis/microshop.dev/v1alpha1/namespaces/crd-check/shops"  # no operator serves it
+    pruned = await api.create(unserved, shop_body(f"shop-{uuid.uuid4().hex[:6]}", {"loadGenerator": {}}))
+    assert "loadGenerator" not in pruned["spec"], "the older CRD is in force: an unknown field is pruned"
+    release = Release(RELEASE, "crd-upgrade", render(helm, RELEASE, "crd-upgrade", SLOW, tmp_path))
+    await install(api, release)
+    operator = Operator(release, str(cluster.url).rstrip("/"), tmp_path, helm)
+    operator.start()
+    try:
+        async def upgraded() -> bool:
+            live = await api.get(path)
+            return bool(live and live["spec"] == current["spec"])
+
+        await eventually(upgraded, timeout=60, what="the Shop CRD upgraded by the starting operator")
+        live = await api.get(path)
+        assert live is not None
+        assert {(f["manager"], f["operation"]) for f in live["metadata"]["managedFields"]} >= {
+            ("microshop-operator", "Apply")}, live["metadata"]["managedFields"]
+        kept = await api.create(unserved, shop_body(f"shop-{uuid.uuid4().hex[:6]}", {"loadGenerator": {}}))
+        assert "loadGenerator" in kept["spec"], "the upgraded schema is the one the server uses"
+        calls = {(c.verb, c.resource, c.name, c.allowed) for c in cluster.calls if c.user == release.user
+                 and c.namespace is None}
+        assert ("patch", "customresourcedefinitions", CRD_NAME, True) in calls, calls
+    finally:
+        await operator.stop()
+        for shop in await api.items(unserved):
+            await api.delete(f"{unserved}/{shop['metadata']['name']}")
