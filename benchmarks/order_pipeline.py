@@ -878,24 +878,22 @@ async def open_sockets(b: Bench, tokens: list[str]) -> Any:
         await sockets.close()
 
 
+async def paced_over_sockets(b: Bench, label: str, shoppers: int, rate: float, seconds: float) -> dict[str, Any]:
+    """``rate`` orders/s from ``shoppers`` taking turns, open loop, each with their socket open."""
+    tokens = (await b.fresh_tokens())[:shoppers]
+    phase = Phase(label)
+    async with open_sockets(b, tokens) as sockets:
+        return await b.measure(label, phase, lambda: run_paced(
+            phase, placing(b.api, tokens, b.product_id), rate, seconds, b.args.paced_concurrency), sockets)
+
+
 async def phase_light(b: Bench) -> dict[str, Any]:
     a = b.args
-    tokens = (await b.fresh_tokens())[: a.light_shoppers]
-    phase = Phase("light")
-    async with open_sockets(b, tokens) as sockets:
-        return await b.measure("light", phase, lambda: run_paced(
-            phase, placing(b.api, tokens, b.product_id), a.light_rate * len(tokens), a.light_seconds,
-            a.paced_concurrency), sockets)
+    return await paced_over_sockets(b, "light", a.light_shoppers, a.light_rate * a.light_shoppers, a.light_seconds)
 
 
 async def phase_paced(b: Bench) -> dict[str, Any]:
-    a = b.args
-    tokens = (await b.fresh_tokens())[: a.shoppers]
-    phase = Phase("paced")
-    async with open_sockets(b, tokens) as sockets:
-        return await b.measure("paced", phase, lambda: run_paced(
-            phase, placing(b.api, tokens, b.product_id), a.paced_rate, a.paced_seconds, a.paced_concurrency),
-            sockets)
+    return await paced_over_sockets(b, "paced", b.args.shoppers, b.args.paced_rate, b.args.paced_seconds)
 
 
 async def phase_load(b: Bench) -> dict[str, Any]:
@@ -1032,6 +1030,8 @@ async def phase_soak(b: Bench) -> dict[str, Any]:
         means = " / ".join(f"{v:.0f}" for v in m["thirds_mb"])
         print(f"    {name:<20} {' '.join(f'{v:.0f}' for v in m['mb'])}   [{means}]"
               + ("  CLIMBING" if m["climbing"] else ""))
+    if b.shop.mongo_storage == ":memory:":
+        print("    (SecantusDB keeps its data in memory here: it grows with every order stored)")
     return result
 
 
@@ -1211,26 +1211,27 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of the closed-loop load (default 30)")
-    parser.add_argument("--shoppers", type=int, default=16, help="concurrent shoppers during the load (default 16)")
-    parser.add_argument("--paced-rate", type=float, default=45.0, help="orders/s of the paced phase (default 45)")
-    parser.add_argument("--paced-seconds", type=float, default=20.0, help="length of the paced phase (default 20)")
-    parser.add_argument("--paced-concurrency", type=int, default=64, help="most paced requests in flight (default 64)")
+    for flag, kind, default, text in (
+        ("--seconds", float, 30, "length of the closed-loop load"),
+        ("--shoppers", int, 16, "shoppers of the load, paced, replicas and soak phases"),
+        ("--paced-rate", float, 45, "orders/s of the paced phase"),
+        ("--paced-seconds", float, 20, "length of the paced phase"),
+        ("--paced-concurrency", int, 64, "most paced requests in flight (light, paced, soak)"),
+        ("--light-shoppers", int, 10, "shoppers of the light phase"),
+        ("--light-rate", float, 1, "orders/s of each light shopper"),
+        ("--light-seconds", float, 30, "length of the light phase"),
+        ("--replica-seconds", float, 20, "length of each half of the replicas phase"),
+        ("--soak-seconds", float, 300, "length of the soak (make bench: BENCH_SOAK_SECONDS, 60)"),
+        ("--soak-rate", float, 20, "orders/s during the soak"),
+        ("--soak-reads", float, 40, "product reads/s during the soak"),
+        ("--rss-interval", float, 10, "s between RSS samples in the soak"),
+        ("--reads-seconds", float, 10, "length of the reads phase"),
+        ("--reads-connections", int, 32, "connections of the reads phase"),
+        ("--stock", int, 1_000_000, "initial stock of the product"),
+    ):
+        parser.add_argument(flag, type=kind, default=kind(default), help=f"{text} (default {default:,})")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated phases to run, in this order (default {','.join(PHASES)})")
-    parser.add_argument("--light-shoppers", type=int, default=10, help="shoppers of the light phase (default 10)")
-    parser.add_argument("--light-rate", type=float, default=1.0, help="orders/s of each light shopper (default 1)")
-    parser.add_argument("--light-seconds", type=float, default=30.0, help="length of the light phase (default 30)")
-    parser.add_argument("--replica-seconds", type=float, default=20.0,
-                        help="length of each half of the replicas phase (default 20)")
-    parser.add_argument("--soak-seconds", type=float, default=300.0,
-                        help="length of the soak (default 300; make bench: BENCH_SOAK_SECONDS, 60)")
-    parser.add_argument("--soak-rate", type=float, default=20.0, help="orders/s during the soak (default 20)")
-    parser.add_argument("--soak-reads", type=float, default=40.0, help="product reads/s during the soak (default 40)")
-    parser.add_argument("--rss-interval", type=float, default=10.0, help="s between RSS samples (default 10)")
-    parser.add_argument("--reads-seconds", type=float, default=10.0, help="length of the reads phase (default 10)")
-    parser.add_argument("--reads-connections", type=int, default=32, help="connections of the reads phase (default 32)")
-    parser.add_argument("--stock", type=int, default=1_000_000, help="initial stock of the product")
     parser.add_argument("--drain-timeout", type=float, default=600.0,
                         help="give up waiting for the orders to be decided after this many s (default 600)")
     parser.add_argument("--analytics-timeout", type=float, default=300.0,
