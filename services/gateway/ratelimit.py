@@ -16,10 +16,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send, WebSocketAcceptEvent, WebSocketCloseEvent
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -131,7 +131,9 @@ def identity_of(scope: Scope, trust_forwarded_for: bool) -> str:
     The anonymous endpoints (login, registration, refresh) count per client IP whatever token is attached.
     """
     user = scope.get("user")
-    anonymous = scope["type"] == "http" and is_anonymous(scope["method"], public_path(scope).removeprefix(API_PREFIX))
+    anonymous = False
+    if scope["type"] == "http":
+        anonymous = is_anonymous(cast("HTTPScope", scope)["method"], public_path(scope).removeprefix(API_PREFIX))
     if isinstance(user, Principal) and not anonymous:
         return f"user:{user.id}"
     client = scope.get("client")
@@ -151,10 +153,12 @@ async def refuse_upgrade(decision: Decision, receive: Receive, send: Send) -> No
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client left already
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": CLOSE_RATE_LIMITED,
-                "reason": f"rate limit of {decision.limit} per {decision.window_seconds}s exceeded; "
-                          f"retry after {decision.retry_after_seconds}s"})
+    accept: WebSocketAcceptEvent = {"type": "websocket.accept", "subprotocol": None, "headers": []}
+    close: WebSocketCloseEvent = {"type": "websocket.close", "code": CLOSE_RATE_LIMITED,
+                                  "reason": f"rate limit of {decision.limit} per {decision.window_seconds}s "
+                                            f"exceeded; retry after {decision.retry_after_seconds}s"}
+    await send(accept)
+    await send(close)
 
 
 def is_limited_path(path: str) -> bool:
