@@ -23,14 +23,14 @@ class AuthController(Controller):
     @post("/register", status_code=201, summary="Register a customer account")
     async def register(self, data: JSONBody[RegisterRequest], accounts: NamedDependency[Accounts]) -> CustomerOut:
         """Public. Emails are unique case-insensitively (409); the password policy is in the schema.
-        503 + Retry-After when the password-hash pool is full."""
+        503 + Retry-After when the wait for the password-hash pool would pass its budget."""
         return CustomerOut.of(await accounts.register(str(data.email), data.password, data.name))
 
     @post("/login", status_code=200, summary="Log in with email and password")
     async def login(self, data: JSONBody[LoginRequest], accounts: NamedDependency[Accounts]) -> TokenPair:
         """Public. 401 for a wrong email or password (the same answer for both); 429 + Retry-After while the
         account is locked after repeated failures (per email, whatever the caller); 503 + Retry-After when
-        the password-hash pool is full."""
+        the wait for the password-hash pool would pass its budget."""
         customer = await accounts.authenticate(str(data.email), data.password)
         return TokenPair(**await accounts.issue_tokens(customer))
 

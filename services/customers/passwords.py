@@ -1,17 +1,23 @@
 """Password hashing with argon2id, bounded so that hashing can never take the service down.
 
 Each argon2 hash or verify holds ``password_hash_memory_kib`` of memory while it runs (64 MiB at the
-defaults). At most ``password_hash_concurrency`` run at once, in a dedicated thread pool; up to
-``password_hash_queue`` more wait for a thread. Beyond that the call is refused at once with
-503 + ``Retry-After`` (never a timeout), so a burst of anonymous logins or registrations costs at most
-``concurrency x memory`` on top of the process's baseline: the chart's memory limit is sized from it
+defaults). At most ``password_hash_concurrency`` run at once, in a dedicated thread pool; the rest wait
+for a thread (a waiting call holds no argon2 memory). The queue is bounded by waiting time, not by
+count: a call is admitted while its expected wait, ``(admitted - concurrency + 1) / concurrency``
+hash durations (a moving average of the hashes this process ran, seeded by one at start-up), stays
+within ``password_hash_max_wait_seconds``. Beyond it the call is refused at once with 503 +
+``Retry-After`` (the seconds its expected wait passes the budget by, at least 1), never a timeout.
+So a burst of normal logins waits its turn, while a flood costs at most ``concurrency x memory`` on top
+of the process's baseline: the chart's memory limit is sized from it
 (``tests/charts/test_password_hash_budget.py`` keeps the two consistent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,7 +30,8 @@ from shopkit.errors import ProblemError
 from shopkit.metrics import password_hash_queue_depth
 
 T = TypeVar("T")
-RETRY_AFTER_SECONDS = 1
+# Weight of the latest hash in the moving average of hash durations.
+SMOOTHING = 0.2
 
 _active: PasswordHashing | None = None
 
@@ -41,25 +48,42 @@ class PasswordHashing:
                                      memory_cost=settings.password_hash_memory_kib,
                                      parallelism=settings.password_hash_parallelism)
         self.concurrency = settings.password_hash_concurrency
-        self.capacity = settings.password_hash_concurrency + settings.password_hash_queue
+        self.max_wait_seconds = settings.password_hash_max_wait_seconds
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="argon2")
         self._admitted = 0
         # Verified when an email is unknown, so a login takes as long whether or not the account exists.
+        started = time.perf_counter()
         self.dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self.seconds_per_hash = time.perf_counter() - started  # then a moving average of the hashes run
         _active = self
 
     @property
     def waiting(self) -> int:
         return max(0, self._admitted - self.concurrency)
 
+    def expected_wait(self) -> float:
+        """Seconds a call arriving now would wait for a thread."""
+        ahead = self._admitted - self.concurrency + 1
+        return max(0, ahead) / self.concurrency * self.seconds_per_hash
+
+    @staticmethod
+    def _timed(fn: Callable[..., T], *args: str) -> tuple[T, float]:
+        started = time.perf_counter()
+        result = fn(*args)
+        return result, time.perf_counter() - started
+
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
-        if self._admitted >= self.capacity:
+        wait = self.expected_wait()
+        if wait > self.max_wait_seconds:
+            retry_after = max(1, math.ceil(wait - self.max_wait_seconds))
             raise ProblemError(503, "too many password checks in progress; retry shortly",
-                               type_="password-hashing-busy", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                               type_="password-hashing-busy", headers={"Retry-After": str(retry_after)})
         self._admitted += 1
         password_hash_queue_depth(self._admitted)  # the metric counts queued + running
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            result, took = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, fn, *args)
+            self.seconds_per_hash += SMOOTHING * (took - self.seconds_per_hash)  # on the loop: no race
+            return result
         finally:
             self._admitted -= 1
             password_hash_queue_depth(self._admitted)

@@ -25,13 +25,14 @@ class Settings(ServiceSettings):
     refresh_family_max_age_seconds: int = Field(default=DEFAULT_FAMILY_MAX_AGE_SECONDS, ge=300, le=365 * 86400)
 
     # Password hashing (argon2id). Each running hash holds memory_kib of memory: the chart's memory limit
-    # must cover concurrency x memory_kib on top of the baseline (a chart test checks it). Beyond
-    # concurrency + queue waiting hashes, logins and registrations get 503 + Retry-After at once.
+    # must cover concurrency x memory_kib on top of the baseline (a chart test checks it). The others wait
+    # for a thread while their expected wait is within max_wait_seconds (keep it below the gateway's
+    # upstream timeout, 10 s, minus a hash); beyond it logins and registrations get 503 + Retry-After at once.
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=8, le=1048576)
     password_hash_parallelism: int = Field(default=4, ge=1, le=16)
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
-    password_hash_queue: int = Field(default=16, ge=0, le=10000)
+    password_hash_max_wait_seconds: float = Field(default=8.0, gt=0, le=300)
 
     # Per-account throttling of failed logins (Redis; customers.throttle): from the Nth consecutive failure
     # for one email the account is locked for lockout_seconds, doubling per further failure up to the max.

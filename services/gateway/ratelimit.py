@@ -16,15 +16,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send, WebSocketAcceptEvent, WebSocketCloseEvent
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.headers import client_ip
-from gateway.routing import API_PREFIX, public_path
+from gateway.routing import API_PREFIX, is_anonymous, public_path
 from shopkit.auth import Principal
 from shopkit.errors import problem_response
 from shopkit.metrics import RATE_LIMITED
@@ -126,9 +126,15 @@ class RateLimiter:
 
 
 def identity_of(scope: Scope, trust_forwarded_for: bool) -> str:
-    """Signed-in callers are limited per user id, anonymous ones per client IP."""
+    """Signed-in callers are limited per user id, anonymous ones per client IP.
+
+    The anonymous endpoints (login, registration, refresh) count per client IP whatever token is attached.
+    """
     user = scope.get("user")
-    if isinstance(user, Principal):
+    anonymous = False
+    if scope["type"] == "http":
+        anonymous = is_anonymous(cast("HTTPScope", scope)["method"], public_path(scope).removeprefix(API_PREFIX))
+    if isinstance(user, Principal) and not anonymous:
         return f"user:{user.id}"
     client = scope.get("client")
     peer = client[0] if client else None
@@ -137,6 +143,22 @@ def identity_of(scope: Scope, trust_forwarded_for: bool) -> str:
         values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
         forwarded = ", ".join(values) or None
     return f"ip:{client_ip(peer, forwarded, trust_forwarded_for)}"
+
+
+CLOSE_RATE_LIMITED = 4429
+
+
+async def refuse_upgrade(decision: Decision, receive: Receive, send: Send) -> None:
+    """Close an over-limit WebSocket upgrade with 4429; the reason says when to retry."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client left already
+    accept: WebSocketAcceptEvent = {"type": "websocket.accept", "subprotocol": None, "headers": []}
+    close: WebSocketCloseEvent = {"type": "websocket.close", "code": CLOSE_RATE_LIMITED,
+                                  "reason": f"rate limit of {decision.limit} per {decision.window_seconds}s "
+                                            f"exceeded; retry after {decision.retry_after_seconds}s"}
+    await send(accept)
+    await send(close)
 
 
 def is_limited_path(path: str) -> bool:
@@ -156,12 +178,21 @@ class RateLimitMiddleware:
         self.trust_forwarded_for = trust_forwarded_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_limited_path(public_path(scope)):
+        if scope["type"] not in ("http", "websocket") or not is_limited_path(public_path(scope)):
             await self.app(scope, receive, send)
             return
         decision = await self.limiter.hit(identity_of(scope, self.trust_forwarded_for))
         if decision is None:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # An upgrade is one request of the caller's bucket; over the limit the socket is accepted and
+            # closed at once with 4429 (a close before accepting would reach the client as a bare 403).
+            if decision.allowed:
+                await self.app(scope, receive, send)
+            else:
+                RATE_LIMITED.inc()
+                await refuse_upgrade(decision, receive, send)
             return
         extra = decision.headers()
         if not decision.allowed:

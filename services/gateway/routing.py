@@ -103,12 +103,18 @@ class AccessRule:
 
 READ = ("GET", "HEAD")
 
-# First match wins; anything not listed needs a signed-in caller. The services check roles
-# again: the ADMIN rules only spare them traffic that would be refused anyway.
-ACCESS_RULES: tuple[AccessRule, ...] = (
+# Endpoints that act for no signed-in user: whatever token is attached, their caller is the client
+# (its address), so attaching tokens never buys fresh rate-limit buckets of logins or registrations.
+ANONYMOUS_RULES: tuple[AccessRule, ...] = (
     AccessRule.of(["POST"], "/auth/register", Access.PUBLIC),
     AccessRule.of(["POST"], "/auth/login", Access.PUBLIC),
     AccessRule.of(["POST"], "/auth/refresh", Access.PUBLIC),
+)
+
+# First match wins; anything not listed needs a signed-in caller. The services check roles
+# again: the ADMIN rules only spare them traffic that would be refused anyway.
+ACCESS_RULES: tuple[AccessRule, ...] = (
+    *ANONYMOUS_RULES,
     AccessRule.of(READ, "/auth/jwks", Access.PUBLIC),
     AccessRule.of(READ, "/products", Access.PUBLIC),
     AccessRule.of(READ, "/products/{id}", Access.PUBLIC),
@@ -132,3 +138,9 @@ def access_for(method: str, path: str, rules: Iterable[AccessRule] = ACCESS_RULE
         if rule.matches(method, path):
             return rule.access
     return Access.SIGNED_IN
+
+
+def is_anonymous(method: str, path: str) -> bool:
+    """``POST /auth/login`` and its kind (:data:`ANONYMOUS_RULES`): limited per client, never per token."""
+    method = method.upper()
+    return any(rule.matches(method, path) for rule in ANONYMOUS_RULES)

@@ -6,7 +6,8 @@ same way, before anything reaches the alerts service. Each connection has its ow
 pump tasks, so a slow client only ever waits on itself: a frame it does not take within
 ``ws_send_timeout_seconds`` closes its socket with 1013 (try again later), and the alerts
 service bounds the queue behind it. Close codes from the alerts service pass through (4429: too
-many sockets or connection attempts for this user). The socket is closed with 4401 when its access
+many sockets or connection attempts for this user). Each upgrade is one request of the caller's
+rate limit; over it ``gateway.ratelimit`` closes the socket with 4429 before this handler runs. The socket is closed with 4401 when its access
 token expires (at ``exp``; the client reconnects with a fresh token).
 """
 

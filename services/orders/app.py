@@ -9,6 +9,7 @@ from litestar import Litestar
 
 from orders.catalog import CatalogClient
 from orders.controllers import OrderController
+from orders.limits import OrderLimits
 from orders.models import BY_CUSTOMER_NEWEST
 from orders.saga import OrderSaga
 from orders.service import BY_IDEMPOTENCY_KEY, IDEMPOTENCY_INDEX_OPTIONS, ORDERS, OrderBook
@@ -33,7 +34,7 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
                             res.settings.catalog_cache_seconds)
     await catalog.start()
     book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=res.settings.batch_max_size,
-                     batch_linger_seconds=res.settings.batch_linger_ms / 1000)
+                     batch_linger_seconds=res.settings.batch_linger_ms / 1000, limits=OrderLimits.of(res.settings))
     sweeper = PendingSweeper(book, timeout_seconds=res.settings.order_pending_timeout_seconds,
                              every_seconds=res.settings.order_sweep_seconds)
     sweeper.start()

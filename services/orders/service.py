@@ -15,6 +15,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from orders.catalog import CatalogClient, CatalogUnavailable
+from orders.limits import OrderLimits, PerCustomer
 from orders.models import Order, OrderLine
 from orders.schemas import OrderOut, OrderPage
 from orders.statuses import Actor, OrderStatus, can_transition
@@ -102,8 +103,11 @@ class IllegalTransition(Exception):
 
 class OrderBook:
     def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], catalog: CatalogClient,
-                 relay: OutboxRelay, *, batch_max_size: int = 64, batch_linger_seconds: float = 0.002) -> None:
+                 relay: OutboxRelay, *, batch_max_size: int = 64, batch_linger_seconds: float = 0.002,
+                 limits: OrderLimits | None = None) -> None:
         self.client = client
+        self.limits = limits or OrderLimits()
+        self.placing = PerCustomer()
         self.db = db
         self.orders = db[ORDERS]
         self.catalog = catalog
@@ -152,6 +156,7 @@ class OrderBook:
     async def place(self, principal: Principal, req: CreateOrderRequest,
                     idempotency_key: str | None = None) -> Placed:
         """Place an order; with an ``idempotency_key`` a retry returns the order the key placed first."""
+        self.limits.check_request(req)
         fingerprint = request_fingerprint(req) if idempotency_key is not None else ""
         if idempotency_key is not None and (earlier := await self._by_key(principal.id, idempotency_key)):
             return self._replay(earlier, idempotency_key, fingerprint)
@@ -189,7 +194,15 @@ class OrderBook:
         event = order_created_event(doc)
 
         try:
-            first = await self.placements.submit((doc, event))
+            if principal.is_admin:  # staff: no outstanding cap (nor its one-at-a-time placing)
+                first = await self.placements.submit((doc, event))
+            else:
+                async with self.placing.one_at_a_time(principal.id):
+                    # A retry that waited here for its first attempt is answered with it, not counted twice.
+                    if idempotency_key is not None and (earlier := await self._by_key(principal.id, idempotency_key)):
+                        return self._replay(earlier, idempotency_key, fingerprint)
+                    await self.limits.check_outstanding(self.orders, principal.id, req)
+                    first = await self.placements.submit((doc, event))
         except (DuplicateKeyError, BulkWriteError) as exc:
             # A concurrent request with the same key committed first (its batch, then this one alone).
             if idempotency_key is None or (earlier := await self._by_key(principal.id, idempotency_key)) is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shopkit.contracts.orders import MAX_LINES, MAX_QUANTITY
 from shopkit.settings import ServiceSettings
 
 
@@ -18,3 +19,9 @@ class Settings(ServiceSettings):
     # products then releases anything it reserved for it. Checked every ``order_sweep_seconds``.
     order_pending_timeout_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
     order_sweep_seconds: float = Field(default=15.0, gt=0, le=3600)
+
+    # No one hoards the stock (orders.limits): units of a product per order line, units per order, and units
+    # of one product in one customer's open (pending or confirmed, unshipped) orders, the new one included.
+    order_max_quantity_per_line: int = Field(default=20, ge=1, le=MAX_QUANTITY)
+    order_max_quantity_per_order: int = Field(default=50, ge=1, le=MAX_QUANTITY * MAX_LINES)
+    order_max_outstanding_per_product: int = Field(default=50, ge=1, le=1_000_000)

@@ -198,7 +198,8 @@ class AuthMiddleware:
     """Verifies a bearer token when one is sent and puts the :class:`Principal` on ``scope['user']``.
 
     A request without a token passes through anonymous: the route's guard decides whether
-    that is allowed. A bad token is refused with 401, whatever the route: here, or, with
+    that is allowed. A bad token is refused with 401 (a WebSocket closed with 4401), whatever the route:
+    here, or, with
     ``defer_rejection``, by :class:`RejectInvalidTokenMiddleware` further in, so that middleware
     in between (the gateway's rate limiter) sees and counts the request first.
     """
@@ -225,11 +226,8 @@ class AuthMiddleware:
             if token is not None:
                 scope["user"] = await self.verifier.verify(token)
         except InvalidToken as exc:
-            if scope["type"] == "websocket":
-                await _reject_websocket(receive, send)
-                return
             if not self.defer_rejection:
-                await _reject_http(scope, receive, send, str(exc))
+                await _reject(scope, receive, send, str(exc))
                 return
             scope["auth_error"] = str(exc)
         await self.app(scope, receive, send)
@@ -242,11 +240,19 @@ class RejectInvalidTokenMiddleware:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        error = scope.get("auth_error") if scope["type"] == "http" else None
+        error = scope.get("auth_error")
         if error:
-            await _reject_http(scope, receive, send, error)
+            await _reject(scope, receive, send, error)
             return
         await self.app(scope, receive, send)
+
+
+async def _reject(scope: Any, receive: Any, send: Any, reason: str) -> None:
+    """A bad token: 401 problem+json, or for a WebSocket close 4401."""
+    if scope["type"] == "websocket":
+        await _reject_websocket(receive, send)
+    else:
+        await _reject_http(scope, receive, send, reason)
 
 
 async def _reject_http(scope: Any, receive: Any, send: Any, reason: str) -> None:

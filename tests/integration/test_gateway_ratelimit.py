@@ -6,14 +6,19 @@ starts full whatever ran before; signed-in callers are fresh customers.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 from devtools.shop import LocalShop
+from tests.support.alerts import feed
+from tests.support.api import bearer, register_and_login, unique_email
 from tests.support.gateway import GatewayProc, start_gateways, stop_gateways
 
 LIMIT = 5
@@ -106,3 +111,59 @@ async def test_invalid_tokens_are_counted_against_the_callers_ip(limited: list[G
         assert refused.status_code == 429
         # The same IP without a token is the same bucket: spraying tokens cannot reset it.
         assert (await b.get("/auth/jwks")).status_code == 429
+
+
+async def test_anonymous_endpoints_count_against_the_client_whatever_token_is_attached(
+    limited: list[GatewayProc], api: httpx.AsyncClient
+) -> None:
+    """Attaching (self-registered) tokens buys no fresh buckets of logins, registrations or refreshes."""
+    tokens = [(await register_and_login(api))["access_token"] for _ in range(2)]
+    async with clients_from("127.0.0.10", limited) as (a, b):
+        for i in range(LIMIT):  # each attempt with another token: still one bucket, the address's
+            r = await (a if i % 2 == 0 else b).post(
+                "/auth/login", headers=bearer(tokens[i % 2]),
+                json={"email": unique_email("nobody"), "password": "not the password"})
+            assert r.status_code == 401, r.text
+            assert r.headers["ratelimit-remaining"] == str(LIMIT - 1 - i)
+        for path, body in (("/auth/login", {"email": unique_email("nobody"), "password": "not the password"}),
+                           ("/auth/register", {"email": unique_email(), "password": "correct horse battery",
+                                               "name": "Spray"}),
+                           ("/auth/refresh", {"refresh_token": "x" * 32})):
+            for token in tokens:
+                r = await a.post(path, headers=bearer(token), json=body)
+                assert r.status_code == 429, (path, r.text)
+                assert r.json()["type"].endswith("/rate-limited")
+        # The tokens' own buckets were not touched: signed-in endpoints still count per user.
+        r = await b.get("/customers/me", headers=bearer(tokens[0]))
+        assert r.status_code == 200, r.text
+        assert r.headers["ratelimit-remaining"] == str(LIMIT - 1)
+
+
+async def test_websocket_upgrades_count_in_the_callers_bucket(
+    limited: list[GatewayProc], customer: dict[str, str]
+) -> None:
+    token = customer["access_token"]
+    sockets = [g.api.replace("http://", "ws://", 1) + "/ws" for g in limited]
+    for i in range(LIMIT):
+        async with feed(sockets[i % 2], token) as live:
+            assert live.frames[0]["type"] == "connected"
+    # The upgrades used the user's whole bucket: the next request and the next upgrade are refused.
+    async with clients_from("127.0.0.11", limited) as (a, _):
+        r = await a.get("/customers/me", headers=bearer(token))
+        assert r.status_code == 429, r.text
+    async with websockets.connect(f"{sockets[0]}?access_token={token}", open_timeout=10) as conn:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(conn.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4429
+    assert "rate limit" in closed.value.rcvd.reason
+
+
+async def test_upgrades_with_invalid_tokens_are_counted_against_the_callers_ip(limited: list[GatewayProc]) -> None:
+    socket = limited[0].api.replace("http://", "ws://", 1) + "/ws?access_token=not.a.valid-token"
+    for _ in range(LIMIT):
+        with pytest.raises(websockets.InvalidStatus):  # closed before accepting: 4401 reaches it as 403
+            await websockets.connect(socket, open_timeout=10, local_addr=("127.0.0.12", 0))
+    async with clients_from("127.0.0.12", limited) as (_, b):
+        r = await b.get("/auth/jwks")  # the address's bucket is used up (on either gateway)
+        assert r.status_code == 429, r.text

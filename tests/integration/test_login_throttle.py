@@ -6,6 +6,7 @@ Through the shop (gateway and direct), then the throttle's arithmetic against th
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -45,6 +46,29 @@ async def test_failed_logins_lock_the_account_for_every_caller(shop: LocalShop) 
         r = await gateway.post("/auth/login", json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com",
                                                     "password": PASSWORD})
         assert r.status_code == 401
+
+
+async def test_known_and_unknown_emails_answer_alike_at_every_step(shop: LocalShop) -> None:
+    """No account enumeration through the throttle: the same answers, step by step, for both kinds of email."""
+    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30) as gateway:
+        known = (await register_and_login(gateway))["email"]
+        unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+
+        async def attempt(email: str) -> tuple[int, str, bool, float]:
+            start = time.perf_counter()
+            r = await gateway.post("/auth/login", json={"email": email, "password": "not the password"})
+            took = time.perf_counter() - start
+            return r.status_code, r.json()["type"].rsplit("/", 1)[-1], "retry-after" in r.headers, took
+
+        steps = [(await attempt(known), await attempt(unknown)) for _ in range(THRESHOLD + 2)]
+        for i, (k, u) in enumerate(steps):
+            assert k[:3] == u[:3], f"step {i + 1}: known {k[:3]} vs unknown {u[:3]}"
+        assert [k[0] for k, _ in steps] == [401] * (THRESHOLD - 1) + [429] * 3
+        # Timing: before the lock both spend one password hash, so neither is several times faster.
+        checked_known = sorted(k[3] for k, _ in steps[:THRESHOLD - 1])
+        checked_unknown = sorted(u[3] for _, u in steps[:THRESHOLD - 1])
+        middle = len(checked_known) // 2
+        assert 1 / 3 < checked_known[middle] / checked_unknown[middle] < 3, (checked_known, checked_unknown)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ async def accounts(mongo_url: str) -> AsyncIterator[Accounts]:
     await engine.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
     settings = Settings(mongo_url=SecretStr(mongo_url), mongo_database=database, password_hash_memory_kib=8,
                         password_hash_time_cost=1, password_hash_parallelism=1,
-                        password_hash_concurrency=4, password_hash_queue=1000)
+                        password_hash_concurrency=4, password_hash_max_wait_seconds=300)
     try:
         yield Accounts(engine, settings, load_signing_key(settings))
     finally:

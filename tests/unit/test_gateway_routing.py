@@ -183,11 +183,17 @@ def test_client_ip(peer: str | None, xff: str | None, trust: bool, expected: str
 
 
 def test_rate_limit_identity_is_the_user_when_signed_in_else_the_ip() -> None:
-    scope = {"client": ("10.0.0.1", 5000), "headers": [(b"x-forwarded-for", b"203.0.113.9")], "user": None}
+    scope = {"type": "http", "method": "GET", "path": "/api/customers/me", "client": ("10.0.0.1", 5000),
+             "headers": [(b"x-forwarded-for", b"203.0.113.9")], "user": None}
     assert identity_of(scope, trust_forwarded_for=False) == "ip:10.0.0.1"  # type: ignore[arg-type]
     assert identity_of(scope, trust_forwarded_for=True) == "ip:203.0.113.9"  # type: ignore[arg-type]
     scope["user"] = Principal(id="u42", role="customer")
     assert identity_of(scope, trust_forwarded_for=True) == "user:u42"  # type: ignore[arg-type]
+    # Logging in, registering and refreshing count per client, whatever token is attached.
+    for path in ("/api/auth/login", "/api/auth/register", "/api/auth/refresh/"):
+        anonymous = {**scope, "method": "POST", "path": path}
+        assert identity_of(anonymous, trust_forwarded_for=True) == "ip:203.0.113.9"  # type: ignore[arg-type]
+    assert identity_of({**scope, "type": "websocket", "path": "/api/ws"}, True) == "user:u42"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

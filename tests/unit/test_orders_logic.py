@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
+from orders.limits import OrderLimits, PerCustomer
 from orders.saga import target_of
 from orders.statuses import TERMINAL, TRANSITIONS, Actor, OrderStatus, can_transition
 from shopkit.contracts.events import StockRejected, StockReserved
 from shopkit.contracts.orders import MAX_LINES, CreateOrderRequest, StatusChangeRequest
+from shopkit.errors import ProblemError
 
 
 @pytest.mark.parametrize(("current", "target", "actor"), [
@@ -71,3 +75,39 @@ def test_order_request_rules() -> None:
     assert StatusChangeRequest.model_validate({"status": "shipped"}).status == "shipped"
     with pytest.raises(ValidationError):
         StatusChangeRequest.model_validate({"status": "cancelled"})
+
+
+async def test_placements_of_one_customer_run_one_at_a_time_and_leave_no_lock_behind() -> None:
+    placing = PerCustomer()
+    inside: list[str] = []
+    overlap: list[bool] = []
+
+    async def place(customer: str) -> None:
+        async with placing.one_at_a_time(customer):
+            overlap.append(customer in inside)
+            inside.append(customer)
+            await asyncio.sleep(0.01)
+            inside.remove(customer)
+
+    await asyncio.gather(*(place(c) for c in ("a", "a", "a", "b", "b")))
+    assert overlap == [False] * 5  # never two placements of one customer at once
+    assert placing._locks == {}  # nothing kept for customers not placing right now
+
+
+@pytest.mark.parametrize(("quantities", "refusal"), [
+    ((2, 3), None),
+    ((4, 4, 2), None),  # exactly the caps
+    ((5,), "line-quantity-limit"),
+    ((1, 5, 5), "line-quantity-limit"),
+    ((4, 4, 3), "order-quantity-limit"),
+])
+def test_lines_and_orders_over_their_caps_are_refused(quantities: tuple[int, ...], refusal: str | None) -> None:
+    limits = OrderLimits(per_line=4, per_order=10, outstanding_per_product=100)
+    req = CreateOrderRequest.model_validate({"items": [{"product_id": f"p{i}", "quantity": q}
+                                                       for i, q in enumerate(quantities)]})
+    if refusal is None:
+        limits.check_request(req)
+        return
+    with pytest.raises(ProblemError) as refused:
+        limits.check_request(req)
+    assert (refused.value.status_code, refused.value.type_) == (422, refusal)

@@ -119,8 +119,8 @@ customers:
     {{- with $v.auth.passwordHashing }}
     - name: MICROSHOP_PASSWORD_HASH_CONCURRENCY
       value: {{ .concurrency | int64 | quote }}
-    - name: MICROSHOP_PASSWORD_HASH_QUEUE
-      value: {{ .queue | int64 | quote }}
+    - name: MICROSHOP_PASSWORD_HASH_MAX_WAIT_SECONDS
+      value: {{ .maxWaitSeconds | quote }}
     - name: MICROSHOP_PASSWORD_HASH_MEMORY_KIB
       value: {{ .memoryKiB | int64 | quote }}
     - name: MICROSHOP_PASSWORD_HASH_TIME_COST
