@@ -7,8 +7,9 @@ pump tasks, so a slow client only ever waits on itself: a frame it does not take
 ``ws_send_timeout_seconds`` closes its socket with 1013 (try again later), and the alerts
 service bounds the queue behind it. Close codes from the alerts service pass through (4429: too
 many sockets or connection attempts for this user). Each upgrade is one request of the caller's
-rate limit; over it ``gateway.ratelimit`` closes the socket with 4429 before this handler runs. The socket is closed with 4401 when its access
-token expires (at ``exp``; the client reconnects with a fresh token).
+rate limit; over it ``gateway.ratelimit`` closes the socket with 4429 before this handler runs.
+The socket is closed with 4401 when its access token expires (at ``exp``; the client reconnects
+with a fresh token).
 """
 
 from __future__ import annotations
