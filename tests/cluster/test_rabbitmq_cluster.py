@@ -216,7 +216,14 @@ async def test_killing_the_leading_node_mid_burst_loses_no_order(cluster: Rabbit
                  and top == {pid: q for pid, q in taken.items() if q})
         return board if exact else None
 
-    await eventually(dashboard_exact, timeout=SETTLE_SECONDS, interval=0.5, what="the dashboard counting every order")
+    try:
+        await eventually(dashboard_exact, timeout=SETTLE_SECONDS, interval=0.5,
+                         what="the dashboard counting every order")
+    except AssertionError:
+        r = await api.get("/analytics/dashboard", headers=auth(admin))
+        print("want", dict(outcome), revenue, dict(taken), "dashboard:", r.text, file=sys.stderr)
+        dump(cluster_shop)
+        raise
 
     # The node comes back and rejoins; its members catch up: three online, logs equal.
     await asyncio.to_thread(cluster.start_node, victim)
