@@ -11,10 +11,13 @@ machine vanished). Then:
 
 - every order was accepted (the outbox decouples placing an order from the broker) and each settles
   (confirmed or rejected) while the node is still down: the other two members elected new leaders;
-- the stock is exactly what the confirmed orders left, the dashboard counts exactly those orders;
-- no consumer dead-lettered anything;
-- the node comes back, rejoins, and every queue has its three members online again, their Raft logs
-  caught up with the leader's (``rabbitmq-queues quorum_status``).
+- the stock is exactly what the confirmed orders left;
+- the node comes back, rejoins, and every queue has its three members online again, those that failed
+  over with their Raft logs caught up with the leader's (``rabbitmq-queues quorum_status``);
+- the dashboard counts exactly the settled orders (checked after the rejoin: with RabbitMQ 3.10 the
+  orders' outbox relay was seen, in some runs, to get publisher nacks until the node was back, which
+  holds analytics' events back meanwhile; docs/saga.md);
+- no consumer dead-lettered anything.
 
 The machine's own RabbitMQ (5672) is not used or touched. Every node, the proxy and their directories are
 removed at the end, whatever happened (the ``cluster`` fixture's finaliser).
@@ -27,7 +30,7 @@ import collections
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +108,17 @@ def leaders(cluster: RabbitCluster, namespace: str) -> collections.Counter[str]:
     return collections.Counter(q["leader"] for q in cluster.quorum_queues(namespace))
 
 
-def replicated(cluster: RabbitCluster, namespace: str) -> list[str]:
-    """What keeps the shop's queues from being fully replicated (empty: each has every node, caught up)."""
+def replicated(cluster: RabbitCluster, namespace: str, caught_up: Collection[str] = ()) -> list[str]:
+    """What keeps the shop's queues from being fully replicated (empty: each has a member online on every
+    node; those named in ``caught_up`` also a leader and two followers with equal commit indexes)."""
     everyone = sorted(n.name for n in cluster.nodes)
     problems = []
     for queue in cluster.quorum_queues(namespace):
         if sorted(queue["members"]) != everyone or sorted(queue["online"]) != everyone:
             problems.append(f"{queue['name']}: members {queue['members']}, online {queue['online']}")
             continue
+        if queue["name"] not in caught_up:
+            continue  # one CLI call per queue is slow (an Erlang VM each): only where it matters
         members = cluster.quorum_status(queue["name"])
         states = sorted(m["Raft State"] for m in members)
         commits = {m["Commit Index"] for m in members}
@@ -135,8 +141,9 @@ async def test_killing_the_leading_node_mid_burst_loses_no_order(cluster: Rabbit
     plenty = await create_product(api, admin, stock=STOCK, low_stock_threshold=0, price=PRICE)
     scarce = await create_product(api, admin, stock=SCARCE, low_stock_threshold=0, price=PRICE)
 
-    victim_name, led = leaders(cluster, namespace).most_common(1)[0]
+    victim_name, led = collections.Counter(q["leader"] for q in queues).most_common(1)[0]
     victim = cluster.node(victim_name)
+    failed_over = [q["name"] for q in queues if q["leader"] == victim_name]
     accepted: dict[str, tuple[str, int]] = {}  # order id -> (product id, quantity)
     answers: list[int] = []
     gate = asyncio.Semaphore(8)
@@ -205,6 +212,17 @@ async def test_killing_the_leading_node_mid_burst_loses_no_order(cluster: Rabbit
     revenue = sum(int(statuses[oid]["total"]) for oid in confirmed)
     assert revenue == PRICE * sum(taken.values())
 
+    # The node comes back and rejoins; its members catch up: three online, logs equal.
+    await asyncio.to_thread(cluster.start_node, victim)
+
+    async def whole_again() -> bool:
+        return await asyncio.to_thread(lambda: not replicated(cluster, namespace, failed_over))
+
+    await eventually(whole_again, timeout=SETTLE_SECONDS, interval=1.0,
+                     what="every queue replicated on 3 nodes again, those that failed over caught up")
+
+    # Every event is through (some waited for the node: see docs/saga.md): the dashboard counts exactly the
+    # confirmed and rejected orders, their revenue and the quantities sold.
     async def dashboard_exact() -> dict[str, Any] | None:
         r = await api.get("/analytics/dashboard", headers=auth(admin))
         assert r.status_code == 200, r.text
@@ -221,17 +239,10 @@ async def test_killing_the_leading_node_mid_burst_loses_no_order(cluster: Rabbit
                          what="the dashboard counting every order")
     except AssertionError:
         r = await api.get("/analytics/dashboard", headers=auth(admin))
-        print("want", dict(outcome), revenue, dict(taken), "dashboard:", r.text, file=sys.stderr)
+        print("want", dict(outcome), revenue, dict(taken), "dashboard:", r.text, "queues:",
+              cluster.ctl_json("list_queues", "name", "type", "messages", "online"), file=sys.stderr)
         dump(cluster_shop)
         raise
-
-    # The node comes back and rejoins; its members catch up: three online, logs equal.
-    await asyncio.to_thread(cluster.start_node, victim)
-
-    async def whole_again() -> bool:
-        return await asyncio.to_thread(lambda: not replicated(cluster, namespace))
-
-    await eventually(whole_again, timeout=SETTLE_SECONDS, interval=1.0, what="every queue replicated on 3 nodes again")
 
     # No consumer gave up on anything: every dead-letter queue of the shop is empty (counted once the
     # node that may host some of them is back).
