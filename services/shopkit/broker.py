@@ -381,10 +381,8 @@ class EventBus:
         await self.declare_topic_exchanges()
         for name in sorted(self.consumed_exchanges()):
             await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
-        replay: dict[str, Any] = {}
-        for sub in self.subscriptions:
-            await self.broker.declare_exchange(sub.dlx)
         await self.declare_dead_letter_queues()
+        replay: dict[str, Any] = {}
         for sub in self.subscriptions:
             if sub.consumer not in replay:
                 replay[sub.consumer] = await self.broker.declare_exchange(RabbitExchange(
