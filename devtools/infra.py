@@ -100,6 +100,13 @@ def ensure(infra: Infra, *, allow_install: bool = True) -> bool:
 
 
 PROMETHEUS = Infra("Prometheus", 9090, "prometheus", "prometheus", (), 0)
+# The stand-in for a Kubernetes Service in front of a RabbitMQ cluster (devtools.rabbitmq_cluster); never started here.
+HAPROXY = Infra("haproxy", 0, "haproxy", "haproxy", (), 0)
+
+
+def ensure_installed(infra: Infra, *, allow_install: bool = True) -> bool:
+    """``infra``'s binary is on PATH, installed (Debian package) when it is not; nothing is started."""
+    return bool(shutil.which(infra.binary)) or (allow_install and install(infra) and bool(shutil.which(infra.binary)))
 
 
 def ensure_prometheus(*, allow_install: bool = True) -> bool:

@@ -184,6 +184,19 @@ def status_schema() -> dict[str, Any]:
                                    "desired": {"type": "integer"}},
                 },
             },
+            "infrastructure": {
+                "type": "object",
+                "description": "Per managed MongoDB, Redis, RabbitMQ: member health from its StatefulSet",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "replicas": {"type": "integer", "description": "Members it should have"},
+                        "readyReplicas": {"type": "integer", "description": "Members ready"},
+                        "quorum": {"type": "boolean",
+                                   "description": "A majority of the members is ready: the cluster serves"},
+                    },
+                },
+            },
         },
     }
 

@@ -18,7 +18,14 @@ from microshop_operator.kube import KNOWN_KINDS, Kind, Kube, KubeError
 from microshop_operator.metrics import DriftTracker
 from microshop_operator.render import Renderer, RenderError
 from microshop_operator.status import COMPONENT_LABEL, Component, Failure, components_of
-from microshop_operator.values import InvalidSpec, managed_infrastructure, secret_names, spec_to_values, validate
+from microshop_operator.values import (
+    InvalidSpec,
+    clustered_infrastructure,
+    managed_infrastructure,
+    secret_names,
+    spec_to_values,
+    validate,
+)
 
 WORKLOAD_KINDS = (Kind("apps/v1", "Deployment", "deployments"), Kind("apps/v1", "StatefulSet", "statefulsets"))
 PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
@@ -227,8 +234,9 @@ class Reconciler:
         ]
         managed = managed_infrastructure(spec)
         if managed:  # all external: the chart references no infra Secret
-            wanted.append((secrets.infra_secret_body(names.infra, shop.namespace, shop.labels),
-                           secrets.infra_keys(managed), True))
+            clustered = clustered_infrastructure(spec)
+            wanted.append((secrets.infra_secret_body(names.infra, shop.namespace, shop.labels, clustered),
+                           secrets.infra_keys(managed, clustered), True))
         for body, required, complete_own in wanted:
             try:
                 if await secrets.ensure_secret(self.kube, body, required, complete_own):

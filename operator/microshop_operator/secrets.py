@@ -50,6 +50,10 @@ INFRA_KEYS_BY_COMPONENT = {
 }
 INFRA_KEY_LENGTHS = {key: 756 if key == "mongodb-keyfile" else 32
                      for keys in INFRA_KEYS_BY_COMPONENT.values() for key in keys}
+# What a component's pods reference only when it runs as a cluster (spec.<kind>.replicas > 1): the Erlang
+# cookie RabbitMQ's nodes share (a single node makes its own). Added to the Secret when a Shop asks for one.
+CLUSTER_KEYS_BY_COMPONENT = {"rabbitmq": ("rabbitmq-erlang-cookie",)}
+CLUSTER_KEY_LENGTHS = {key: 32 for keys in CLUSTER_KEYS_BY_COMPONENT.values() for key in keys}
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
@@ -90,18 +94,27 @@ def admin_secret_body(name: str, namespace: str, email: str, labels: Mapping[str
     }
 
 
-def infra_secret_body(name: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    """No owner reference: garbage collection must not take the credentials of volumes that stay."""
+def infra_secret_body(name: str, namespace: str, labels: Mapping[str, str],
+                      clustered: Iterable[str] = ()) -> dict[str, Any]:
+    """No owner reference: garbage collection must not take the credentials of volumes that stay.
+
+    ``clustered``: the components that run as clusters, whose extra keys (CLUSTER_KEYS_BY_COMPONENT) it gets too.
+    """
+    lengths = {**INFRA_KEY_LENGTHS, **{key: CLUSTER_KEY_LENGTHS[key] for component in clustered
+                                       for key in CLUSTER_KEYS_BY_COMPONENT.get(component, ())}}
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "data": {key: _b64(random_alphanumeric(length).encode()) for key, length in INFRA_KEY_LENGTHS.items()},
+        "data": {key: _b64(random_alphanumeric(length).encode()) for key, length in lengths.items()},
     }
 
 
-def infra_keys(managed: Iterable[str]) -> tuple[str, ...]:
-    """The infra Secret's keys that the pods of these managed components reference."""
-    return tuple(key for component in managed for key in INFRA_KEYS_BY_COMPONENT[component])
+def infra_keys(managed: Iterable[str], clustered: Iterable[str] = ()) -> tuple[str, ...]:
+    """The infra Secret's keys that the pods of these managed components (``clustered``: as clusters) reference."""
+    clustered = set(clustered)
+    return tuple(key for component in managed for key in (
+        *INFRA_KEYS_BY_COMPONENT[component],
+        *(CLUSTER_KEYS_BY_COMPONENT.get(component, ()) if component in clustered else ())))
 
 
 async def ensure_secret(kube: Kube, body: Mapping[str, Any], required_keys: Iterable[str] = (),

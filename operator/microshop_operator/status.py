@@ -87,6 +87,17 @@ def components_of(workloads: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Co
     return sorted((component_of(obj, kind) for kind, obj in workloads), key=lambda c: (c.name, c.kind))
 
 
+def infrastructure_of(components: Sequence[Component]) -> dict[str, dict[str, Any]]:
+    """Member health of each managed MongoDB, Redis and RabbitMQ, from its StatefulSet's status.
+
+    ``replicas``: the members it should have (``spec.<kind>.replicas``); ``readyReplicas``: those ready
+    (a RabbitMQ node that runs, a MongoDB member that is primary or secondary); ``quorum``: a majority is
+    ready, so a cluster serves reads and writes even with a member down.
+    """
+    return {c.name: {"replicas": c.desired, "readyReplicas": c.ready, "quorum": c.ready * 2 > c.desired}
+            for c in components if c.name in INFRASTRUCTURE and c.kind == "StatefulSet"}
+
+
 def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 
@@ -183,6 +194,7 @@ def build_status(old: Mapping[str, Any] | None, *, generation: int, observed_gen
         "phase": phase_of(conditions, paused),
         "conditions": conditions,
         "components": {c.name: {"kind": c.kind, "ready": c.ready, "desired": c.desired} for c in components},
+        "infrastructure": infrastructure_of(components),
         "url": url,
     }
     if observed_generation is not None:
@@ -200,10 +212,10 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
         if old.get(key) != value:
             patch[key] = copy.deepcopy(value)
     # Components that disappeared (e.g. analytics disabled) must be removed explicitly in a merge patch.
-    old_components = old.get("components") or {}
-    if "components" in patch:
-        for gone in set(old_components) - set(new.get("components") or {}):
-            patch["components"][gone] = None
+    for key in ("components", "infrastructure"):
+        if key in patch:
+            for gone in set(old.get(key) or {}) - set(new.get(key) or {}):
+                patch[key][gone] = None
     return patch or None
 
 

@@ -82,3 +82,8 @@ def enabled_services(spec: Mapping[str, Any]) -> list[str]:
 
 def managed_infrastructure(spec: Mapping[str, Any]) -> list[str]:
     return [name for name in INFRASTRUCTURE if (spec.get(name) or {}).get("managed", True)]
+
+
+def clustered_infrastructure(spec: Mapping[str, Any]) -> list[str]:
+    """The managed components that run as clusters (``spec.<kind>.replicas`` > 1: MongoDB, RabbitMQ)."""
+    return [name for name in managed_infrastructure(spec) if int((spec.get(name) or {}).get("replicas") or 1) > 1]

@@ -382,17 +382,38 @@ class EventBus:
         await self.declare_topic_exchanges()
         for name in sorted(self.consumed_exchanges()):
             await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
+        await self.declare_dead_letter_queues()
         replay: dict[str, Any] = {}
         for sub in self.subscriptions:
-            dlx = await self.broker.declare_exchange(sub.dlx)
-            dlq = await self.broker.declare_queue(sub.dlq)
-            await dlq.bind(dlx, routing_key=sub.dlq.routing_key)
             if sub.consumer not in replay:
                 replay[sub.consumer] = await self.broker.declare_exchange(RabbitExchange(
                     replay_exchange_name(self.settings.namespace, sub.consumer), type=ExchangeType.DIRECT,
                     durable=True))
             queue = await self.broker.declare_queue(sub.queue)  # as its subscriber declares it on start
             await queue.bind(replay[sub.consumer], routing_key=f"{sub.consumer}.{sub.routing_key}")
+
+    async def declare_dead_letter_queues(self) -> None:
+        """Each consumer queue's DLQ, bound to its dead-letter exchange, over a connection of its own.
+
+        Not through the broker's robust channel, which declares again everything it ever declared on
+        every reconnect: a DLQ is a classic queue, which lives on one node of a RabbitMQ cluster, and
+        while that node is down declaring it fails (``NOT_FOUND - home node ... is down``), and with it
+        the whole reconnection, so the service would consume nothing until that node is back
+        (tests/cluster). A DLQ that cannot be declared now is logged and skipped: it exists already
+        (only an existing queue has a home node), and its dead letters wait there for its node.
+        """
+        url = self.settings.rabbitmq_url.get_secret_value()
+        connection = await aio_pika.connect(url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for sub in self.subscriptions:
+                try:
+                    dlq = await channel.declare_queue(sub.dlq.name, durable=True)
+                    await dlq.bind(sub.dlx.name, routing_key=sub.dlq.routing_key)
+                except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+                    log.warning("dead-letter queue %s unavailable (%s); its dead letters wait on its node",
+                                sub.dlq.name, exc)
+                    channel = await connection.channel()
 
     async def declare_topic_exchanges(self) -> None:
         """Each topic exchange this bus uses with an alternate exchange, so an event no queue is bound for is kept.

@@ -63,6 +63,8 @@ OBSERVABILITY: dict[str, Any] = {
 }
 SHOP_VARIANTS = {"defaults": {}, "flipped": FLIPPED, "tls": TLS_INGRESS, "mixed-infra": MIXED_INFRA,
                  "observability": OBSERVABILITY}
+# MongoDB and RabbitMQ as three-member clusters (tests/charts/test_infra_clusters.py).
+SHOP_VARIANTS["clusters"] = {"mongodb": {"replicas": 3}, "rabbitmq": {"replicas": 3}}
 OPERATOR_VARIANTS: dict[str, dict[str, Any]] = {"defaults": {}, "namespaced": {"watchNamespaces": ["shop-a", "shop-b"]},
                                                 "cluster-wide": {"clusterWide": True},
                                                 "dashboards": {"dashboards": {"enabled": True},

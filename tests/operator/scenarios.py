@@ -521,3 +521,43 @@ async def claims_of_an_existing_statefulset_are_kept(env: Env, name: str) -> Non
     redis = await env.api.get(env.statefulset(f"{name}-redis"))
     assert redis is not None and redis["spec"]["volumeClaimTemplates"] == legacy_claims, "claims untouched"
     assert redis["spec"]["template"]["spec"]["containers"][0]["image"] != "legacy", "the rest applied"
+
+
+async def clustered_infrastructure_reports_member_health(env: Env, name: str) -> None:
+    """spec.<kind>.replicas: 3 runs three members each; status.infrastructure says how many are ready and
+    whether a majority is (the cluster serves), from each StatefulSet's status."""
+    for replicas in (2, 5):
+        with pytest.raises(ApiFailure) as failure:
+            await env.api.create(env.shops(), shop_body(name, {"rabbitmq": {"replicas": replicas}}))
+        assert failure.value.status == 422, failure.value
+    await create_shop(env, name, {"mongodb": {"replicas": 3}, "rabbitmq": {"replicas": 3}})
+    for kind in ("mongodb", "rabbitmq"):
+        sts = await env.api.get(env.statefulset(f"{name}-{kind}"))
+        assert sts is not None and sts["spec"]["replicas"] == 3
+    redis = await env.api.get(env.statefulset(f"{name}-redis"))
+    assert redis is not None and redis["spec"]["replicas"] == 1
+    infra = await env.api.get(env.core("secrets", f"{name}-infra"))
+    assert infra is not None and set(infra["data"]) == INFRA_KEYS | {"rabbitmq-erlang-cookie"}
+    await env.make_ready(env.api, env.namespace, name)
+
+    async def infrastructure(want: dict[str, Any]) -> dict[str, Any] | None:
+        shop = await env.api.get(env.shop(name))
+        status = (shop or {}).get("status") or {}
+        return shop if status.get("infrastructure", {}).get("rabbitmq") == want else None
+
+    shop = await eventually(lambda: infrastructure({"replicas": 3, "readyReplicas": 3, "quorum": True}),
+                            timeout=env.ready_timeout, what="3 of 3 RabbitMQ members ready")
+    assert shop["status"]["infrastructure"]["mongodb"] == {"replicas": 3, "readyReplicas": 3, "quorum": True}
+    assert shop["status"]["infrastructure"]["redis"] == {"replicas": 1, "readyReplicas": 1, "quorum": True}
+    assert condition(shop, "InfrastructureReady")["status"] == "True"
+
+    sts_status = f"{env.statefulset(f'{name}-rabbitmq')}/status"
+    for ready, quorum in ((2, True), (1, False)):
+        await env.api.merge(sts_status, {"status": {"readyReplicas": ready, "availableReplicas": ready}})
+
+        async def reached(r: int = ready, q: bool = quorum) -> dict[str, Any] | None:
+            return await infrastructure({"replicas": 3, "readyReplicas": r, "quorum": q})
+
+        shop = await eventually(reached, timeout=env.ready_timeout, what=f"{ready} of 3 RabbitMQ members ready")
+        cond = condition(shop, "InfrastructureReady")
+        assert cond["status"] == "False" and f"rabbitmq {ready}/3 ready" in cond["message"], cond

@@ -113,3 +113,7 @@ async def test_per_event_handlers_are_quiet(env: Env, operator_log: Path) -> Non
     noisy = [line for line in lines if line["message"] in (
         "Handler 'child_event' succeeded.", "Handler 'shop_event' succeeded.")]
     assert not noisy, noisy[:3]
+
+
+async def test_clustered_infrastructure_reports_member_health(env: Env) -> None:
+    await scenarios.clustered_infrastructure_reports_member_health(env, shop_name())

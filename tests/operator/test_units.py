@@ -276,3 +276,25 @@ def test_a_graceful_stop_releases_the_lease() -> None:
         assert await b._try(), "a released lease is taken at once, not after 30 s"
 
     asyncio.run(scenario())
+
+
+def test_infrastructure_status_and_cluster_keys() -> None:
+    components = [status.Component("rabbitmq", "StatefulSet", 2, 3, True),
+                  status.Component("mongodb", "StatefulSet", 1, 3, True),
+                  status.Component("redis", "StatefulSet", 1, 1, True),
+                  status.Component("orders", "Deployment", 1, 1, True)]
+    infra = status.infrastructure_of(components)
+    assert infra == {"rabbitmq": {"replicas": 3, "readyReplicas": 2, "quorum": True},
+                     "mongodb": {"replicas": 3, "readyReplicas": 1, "quorum": False},
+                     "redis": {"replicas": 1, "readyReplicas": 1, "quorum": True}}
+    # A component no longer managed leaves status.infrastructure (null in the merge patch).
+    patch = status.status_patch({"infrastructure": infra}, {"infrastructure": {"redis": infra["redis"]}})
+    assert patch == {"infrastructure": {"redis": infra["redis"], "rabbitmq": None, "mongodb": None}}
+    spec = {"rabbitmq": {"replicas": 3}, "mongodb": {"replicas": 1}, "redis": {"managed": True}}
+    assert values.clustered_infrastructure(spec) == ["rabbitmq"]
+    assert values.clustered_infrastructure({"rabbitmq": {"replicas": 3, "managed": False}}) == []
+    assert "rabbitmq-erlang-cookie" in secrets.infra_keys(["rabbitmq"], ["rabbitmq"])
+    assert "rabbitmq-erlang-cookie" not in secrets.infra_keys(["rabbitmq"])
+    body = secrets.infra_secret_body("s", "ns", {}, ["rabbitmq"])
+    assert len(base64.b64decode(body["data"]["rabbitmq-erlang-cookie"])) == 32
+    assert "rabbitmq-erlang-cookie" not in secrets.infra_secret_body("s", "ns", {})["data"]

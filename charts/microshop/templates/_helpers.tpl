@@ -125,10 +125,31 @@ use it: each connects as its own user, named after it (microshop.infraUsers). */
 {{- define "microshop.mongodb.host" -}}
 {{- printf "%s-mongodb-0.%s-mongodb.%s.svc.cluster.local" (include "microshop.fullname" .) (include "microshop.fullname" .) .Release.Namespace -}}
 {{- end -}}
+{{/* Every replica set member as host:27017, comma-separated (mongodb.replicas of them). */}}
+{{- define "microshop.mongodb.hosts" -}}
+{{- $fullname := include "microshop.fullname" . -}}
+{{- $hosts := list -}}
+{{- range $i := until (int (.Values.mongodb.replicas | default 1)) -}}
+{{- $hosts = append $hosts (printf "%s-mongodb-%d.%s-mongodb.%s.svc.cluster.local:27017" $fullname $i $fullname $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end -}}
+{{/* The Service the services reach a RabbitMQ cluster through (rabbitmq.replicas > 1; templates/infrastructure.yaml). */}}
+{{- define "microshop.rabbitmq.clientService" -}}
+{{- printf "%s-rabbitmq-amqp" (include "microshop.fullname" .) -}}
+{{- end -}}
 {{/* URLs of the managed components for service .user; .password is a $(VAR) reference (never a literal) or
 "" for none. The MongoDB user lives in the service's own database (the authSource). */}}
 {{- define "microshop.mongodb.url" -}}
+{{- if gt (int (.root.Values.mongodb.replicas | default 1)) 1 -}}
+{{- /* A replica set: every member as a seed, writes acknowledged by a majority of them. */ -}}
+{{- $hosts := include "microshop.mongodb.hosts" .root -}}
 {{- if .password -}}
+{{- printf "mongodb://%s:%s@%s/%s?replicaSet=rs0&w=majority&authSource=%s" .user .password $hosts .user .user -}}
+{{- else -}}
+{{- printf "mongodb://%s/?replicaSet=rs0&w=majority" $hosts -}}
+{{- end -}}
+{{- else if .password -}}
 {{- printf "mongodb://%s:%s@%s:27017/%s?replicaSet=rs0&authSource=%s" .user .password (include "microshop.mongodb.host" .root) .user .user -}}
 {{- else -}}
 {{- printf "mongodb://%s:27017/?replicaSet=rs0" (include "microshop.mongodb.host" .root) -}}
@@ -138,7 +159,8 @@ use it: each connects as its own user, named after it (microshop.infraUsers). */
 {{- printf "redis://%s%s-redis:6379/0" (ternary (printf ":%s@" .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
 {{- end -}}
 {{- define "microshop.rabbitmq.url" -}}
-{{- printf "amqp://%s%s-rabbitmq:5672/" (ternary (printf "%s:%s@" .user .password) "" (ne .password "")) (include "microshop.fullname" .root) -}}
+{{- $host := ternary (include "microshop.rabbitmq.clientService" .root) (printf "%s-rabbitmq" (include "microshop.fullname" .root)) (gt (int (.root.Values.rabbitmq.replicas | default 1)) 1) -}}
+{{- printf "amqp://%s%s:5672/" (ternary (printf "%s:%s@" .user .password) "" (ne .password "")) $host -}}
 {{- end -}}
 
 {{/*
