@@ -21,7 +21,7 @@ machine vanished). Then:
 - no consumer dead-lettered anything.
 
 The machine's own RabbitMQ (5672) is not used or touched. Every node, the proxy and their directories are
-removed at the end, whatever happened (the ``cluster`` fixture's finaliser).
+removed at the end, whatever happened (the ``cluster`` fixture's finaliser, in this tier's conftest).
 """
 
 from __future__ import annotations
@@ -29,80 +29,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Collection, Iterator
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import httpx
-import pytest
 
-from devtools import infra
-from devtools.rabbitmq_cluster import RABBITMQ_BIN, RabbitCluster
+from devtools.rabbitmq_cluster import RabbitCluster
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.saga import TERMINAL, auth, create_product, eventually, login, new_customer, stock_of
-from tests.support.session import session_key_file
+from tests.support.shops import dump
 
 STOCK = 1000
 SCARCE = 6  # a second product runs out during the burst: some orders are rejected, not only confirmed
 PRICE = 1000
 BURST = 40
 SETTLE_SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitCluster]:
-    """Three RabbitMQ nodes and haproxy; stopped and deleted at the end even when a test fails."""
-    if not (RABBITMQ_BIN / "rabbitmq-server").exists() and not infra.install(infra.RABBITMQ):
-        pytest.fail("Debian's rabbitmq-server is required for the cluster tier (see the messages above)")
-    if not infra.ensure_installed(infra.HAPROXY):
-        pytest.fail("haproxy is required for the cluster tier (see the messages above)")
-    base = Path(tempfile.mkdtemp(prefix="microshop-rmq-cluster-"))
-    rabbit = RabbitCluster(base)
-    try:
-        rabbit.start()
-        yield rabbit
-    except BaseException:
-        for node in rabbit.nodes:
-            if node.proc is not None:
-                print(f"--- {node.name}", *node.proc.lines[-30:], sep="\n", file=sys.stderr)
-        raise
-    finally:
-        rabbit.close()
-    assert not base.exists()
-
-
-@pytest.fixture(scope="module")
-def cluster_shop(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalShop]:
-    if not infra.ensure(infra.REDIS):
-        pytest.fail("Redis (127.0.0.1:6379) is required; see the messages above")
-    shop = LocalShop(
-        key_file=session_key_file(tmp_path_factory), namespace=f"cl{uuid.uuid4().hex[:8]}.", out=None,
-        env={"MICROSHOP_RABBITMQ_URL": cluster.url, "MICROSHOP_RATE_LIMIT_REQUESTS": "1000000",
-             "MICROSHOP_DEAD_LETTER_POLL_SECONDS": "1", "MICROSHOP_LOG_LEVEL": "INFO"},
-    )
-    try:
-        shop.start(timeout=120)
-        yield shop
-    except BaseException:
-        dump(shop)
-        raise
-    finally:
-        shop.stop()
-
-
-def dump(shop: LocalShop) -> None:
-    """Each process's warnings and errors (and its last lines), for a failure's report."""
-    for name, proc in shop.procs.items():
-        notable = [line for line in proc.lines if any(w in line for w in ("WARNING", "ERROR", "Error", "Traceback"))]
-        print(f"--- {name}", *notable[-40:], "...", *proc.lines[-15:], sep="\n", file=sys.stderr)
-
-
-@pytest.fixture(scope="module")
-async def api(cluster_shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{cluster_shop.url('gateway')}/api", timeout=30.0) as client:
-        yield client
 
 
 def leaders(cluster: RabbitCluster, namespace: str) -> collections.Counter[str]:

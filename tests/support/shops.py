@@ -44,3 +44,10 @@ def running(shop: LocalShop, timeout: float = 90.0) -> Iterator[LocalShop]:
         yield shop
     finally:
         shop.stop()
+
+
+def dump(shop: LocalShop) -> None:
+    """Each process's warnings and errors (and its last lines), for a failure's report."""
+    for name, proc in shop.procs.items():
+        notable = [line for line in proc.lines if any(w in line for w in ("WARNING", "ERROR", "Error", "Traceback"))]
+        print(f"--- {name}", *notable[-40:], "...", *proc.lines[-15:], sep="\n", file=sys.stderr)

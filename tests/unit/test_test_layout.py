@@ -18,7 +18,7 @@ def layout_table() -> list[str]:
 
 
 def test_every_tier_has_its_own_conftest_and_the_root_has_none() -> None:
-    assert TIERS == ["charts", "e2e", "images", "integration", "operator", "unit"]
+    assert TIERS == ["charts", "cluster", "e2e", "images", "integration", "operator", "unit"]
     assert [t for t in TIERS if not (TESTS / t / "conftest.py").is_file()] == []
     assert not (TESTS / "conftest.py").exists()  # a root conftest would run for every tier
     assert not (TESTS / "support" / "conftest.py").exists()
