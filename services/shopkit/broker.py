@@ -40,6 +40,7 @@ from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
+from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 from pydantic import ValidationError
 
 from shopkit import tracing
@@ -232,6 +233,7 @@ class EventBus:
     transient_backoff_cap_seconds: float = 5.0
     subscriptions: list[Subscription] = field(default_factory=list)
     _connected: bool = field(default=False, init=False)
+    _stopped_consuming: bool = field(default=False, init=False)
     # One batch commits at a time per service: its consumers write the same hot documents (stock,
     # counters), and concurrent transactions on them would only abort each other.
     _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -460,16 +462,43 @@ class EventBus:
         if not self._connected:
             await self.connect()
         await self.broker.start()
+        self._stopped_consuming = False
+
+    async def stop_consuming(self) -> None:
+        """Take no more deliveries and finish those in hand (their batches commit, they are acked); publishing works on.
+
+        Each consumer is cancelled first (``basic.cancel``: RabbitMQ sends it nothing more, and what it
+        sent before the cancel-ok is handled), then the deliveries in hand run to completion (at most the
+        broker's ``graceful_timeout``). FastStream's own stop does it the other way round: it stops
+        handling first, so what arrives meanwhile stays unacked and comes back *redelivered* once the
+        channel closes; a clean shutdown redelivers nothing here.
+        """
+        if not self._connected or self._stopped_consuming:
+            return
+        self._stopped_consuming = True
+        subscribers = [sub for sub in self.broker.subscribers if isinstance(sub, RabbitSubscriber)]
+        for sub in subscribers:
+            queue, tag = sub._queue_obj, sub._consumer_tag
+            if queue is not None and tag is not None and not queue.channel.is_closed:
+                try:
+                    await queue.cancel(tag)
+                except Exception as exc:  # the channel went away: its deliveries are requeued anyway
+                    log.warning("could not cancel the consumer of %s: %s", queue.name, exc)
+                sub._consumer_tag = None
+        await asyncio.sleep(0.05)  # deliveries received before a cancel-ok start their handlers
+        for sub in subscribers:
+            await sub.stop()  # waits for the deliveries in hand
+        for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
+            await batcher.close()
+            stats = batcher.stats
+            if stats.batches:
+                log.info("%s: %d events in %d batches (mean %.1f, largest %d, %d fell back to one by one)",
+                         batcher.name, stats.items, stats.batches, stats.items / stats.batches, stats.largest,
+                         stats.fallbacks)
 
     async def stop(self) -> None:
-        """Stop consuming (idempotent)."""
+        """Stop consuming (:meth:`stop_consuming`) and disconnect (idempotent)."""
         if self._connected:
+            await self.stop_consuming()
             self._connected = False
             await self.broker.stop()
-            for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
-                await batcher.close()
-                stats = batcher.stats
-                if stats.batches:
-                    log.info("%s: %d events in %d batches (mean %.1f, largest %d, %d fell back to one by one)",
-                             batcher.name, stats.items, stats.batches, stats.items / stats.batches, stats.largest,
-                             stats.fallbacks)
