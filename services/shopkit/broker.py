@@ -90,6 +90,10 @@ BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
 
 
 
+CONSUMER_GRACE_SECONDS = 10.0
+"""On shutdown, the longest the deliveries in hand get to finish (:meth:`EventBus.stop_consuming`)."""
+
+
 def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = None) -> RabbitBroker:
     """The service's broker. ``prefetch_count`` bounds the unacked messages (= concurrent handlers) per consumer.
 
@@ -108,7 +112,7 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
         logger=logging.getLogger(f"{settings.service_name}.broker"),
         log_level=logging.DEBUG,
         reconnect_interval=1.0,
-        graceful_timeout=10.0,
+        graceful_timeout=CONSUMER_GRACE_SECONDS,
         app_id=settings.service_name,
         default_channel=Channel(prefetch_count=prefetch_count or 2 * settings.batch_max_size),
         middlewares=middlewares,
@@ -279,6 +283,8 @@ class EventBus:
         async def consume(body: Any, message: RabbitMessage) -> None:
             if _redelivered(message):
                 redelivered.inc()
+                log.info("redelivered: %s message %s (delivered %d times before)", routing_key,
+                         getattr(message, "message_id", None), _delivery_count(message))
             try:
                 event = CloudEvent.model_validate(body)
                 if event.type != routing_key:
