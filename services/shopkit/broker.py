@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 
 import aio_pika
 from faststream import AckPolicy
+from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
@@ -477,12 +478,15 @@ class EventBus:
         sent before the cancel-ok is handled), then the deliveries in hand run to completion (at most the
         broker's ``graceful_timeout``). FastStream's own stop does it the other way round: it stops
         handling first, so what arrives meanwhile stays unacked and comes back *redelivered* once the
-        channel closes; a clean shutdown redelivers nothing here.
+        channel closes; a clean shutdown redelivers nothing here. (Only deliveries in transit at the
+        moment of the cancel, which never reached this process, may come back redelivered: RabbitMQ's
+        quorum queues return them, counting a delivery; docs/kubernetes.md.)
         """
         if not self._connected or self._stopped_consuming:
             return
         self._stopped_consuming = True
         subscribers = [sub for sub in self.broker.subscribers if isinstance(sub, RabbitSubscriber)]
+        log.info("cancelling %d consumers", len(subscribers))
         for sub in subscribers:
             queue, tag = sub._queue_obj, sub._consumer_tag
             if queue is not None and tag is not None and not queue.channel.is_closed:
@@ -492,8 +496,11 @@ class EventBus:
                     log.warning("could not cancel the consumer of %s: %s", queue.name, exc)
                 sub._consumer_tag = None
         await asyncio.sleep(0.05)  # deliveries received before a cancel-ok start their handlers
+        log.info("consumers cancelled; finishing the %d deliveries in hand",
+                 sum(sub.lock.qsize for sub in subscribers if isinstance(sub.lock, MultiLock)))
         for sub in subscribers:
             await sub.stop()  # waits for the deliveries in hand
+        log.info("consumers stopped")
         for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
             await batcher.close()
             stats = batcher.stats
