@@ -126,11 +126,11 @@ class ContainerShop(LocalShop):
                 os.chmod(key, 0o444)
         return self._keydir / "private.pem"
 
-    def proc_for(self, name: str) -> Proc:
-        local = super().proc_for(name)
+    def proc_for(self, name: str, *, port: int | None = None, label: str | None = None) -> Proc:
+        local = super().proc_for(name, port=port, label=label)
         source = self.service_env.get(name, {}) if self.exact_env else local.env
         env = {k: v for k, v in source.items() if k.startswith("MICROSHOP_")}
-        env["MICROSHOP_PORT"] = str(self.ports[name])
+        env["MICROSHOP_PORT"] = local.env["MICROSHOP_PORT"]
         env["MICROSHOP_HOST"] = "127.0.0.1"  # host networking: bind loopback only, as the tests do
         mounts: list[str] = []
         env.pop("MICROSHOP_JWT_PRIVATE_KEY_FILE", None)
@@ -140,7 +140,7 @@ class ContainerShop(LocalShop):
         container = self.container_name(name)
         argv = [self.docker, "run", "--rm", "--name", container, "--label", f"{LABEL}={self.run_id}",
                 "--network", "host", *SECURITY_FLAGS, *mounts]
-        return ContainerProc(name=name, argv=argv, env=env, ready_url=local.ready_url,
+        return ContainerProc(name=local.name, argv=argv, env=env, ready_url=local.ready_url,
                              docker=self.docker, container=container, command=(self.image, name))
 
     def containers(self) -> list[str]:

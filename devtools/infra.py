@@ -1,5 +1,8 @@
 """Make sure RabbitMQ and Redis answer on this machine: start them if installed, install them if not.
 
+``ensure_installed(HAPROXY)`` installs haproxy (Debian package ``haproxy``) for the rolling-restart test
+(tests/integration/test_rolling_restart.py), which runs its own instances.
+
 ``--prometheus`` also makes sure the ``prometheus`` binary is installed (Debian package ``prometheus``)
 for ``make dev ARGS=--prometheus`` and tests/integration/test_prometheus.py; CI (.ci/run) passes it.
 """
@@ -121,6 +124,16 @@ def ensure_prometheus(*, allow_install: bool = True) -> bool:
             subprocess.run([*_sudo(), "systemctl", "disable", "--now", unit], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return shutil.which(PROMETHEUS.binary) is not None
+
+
+HAPROXY = Infra("HAProxy", 0, "haproxy", "haproxy", (), 0)
+
+
+def ensure_installed(infra: Infra, *, allow_install: bool = True) -> bool:
+    """``infra``'s binary is installed (not run: whoever needs it starts its own), installing its package if not."""
+    if not shutil.which(infra.binary) and allow_install:
+        install(infra)
+    return shutil.which(infra.binary) is not None
 
 
 def ensure_all(*, allow_install: bool = True) -> bool:

@@ -108,24 +108,22 @@ class LocalShop:
         env.update(self.env)
         return env
 
-    def proc_for(self, name: str) -> Proc:
+    def proc_for(self, name: str, *, port: int | None = None, label: str | None = None) -> Proc:
+        """Service ``name``'s process; another ``port`` makes a replica (behind a balancer on the service's port)."""
         spec = next(s for s in SERVICES if s.name == name)
-        env = {**self.common_env(), "MICROSHOP_PORT": str(self.ports[name]), **self.service_env.get(name, {})}
+        port = port or self.ports[name]
+        env = {**self.common_env(), "MICROSHOP_PORT": str(port), **self.service_env.get(name, {})}
         return Proc(
-            name=name,
+            name=label or name,
             argv=[sys.executable, "-m", spec.module],
             env=env,
-            ready_url=f"{self.url(name)}/health/ready",
+            ready_url=f"http://127.0.0.1:{port}/health/ready",
         )
 
     def start(self, timeout: float = 60.0) -> LocalShop:
         for spec in SERVICES:
             self.ports.setdefault(spec.name, free_port())
-        if self.mongo is None:
-            db = self.group.add(secantus_proc(storage=self.mongo_storage)).start()
-            self.procs["mongo"] = db
-            wait_secantus(db)
-            self.mongo = mongo_url(port_of(db))
+        self.start_database()
         for wave in sorted({spec.wave for spec in self.specs}):
             specs = [spec for spec in self.specs if spec.wave == wave]
             for spec in specs:
@@ -133,6 +131,14 @@ class LocalShop:
             for spec in specs:
                 self.procs[spec.name].wait_ready(timeout)
         return self
+
+    def start_database(self) -> None:
+        """A SecantusDB process, unless an external MongoDB was given."""
+        if self.mongo is None:
+            db = self.group.add(secantus_proc(storage=self.mongo_storage)).start()
+            self.procs["mongo"] = db
+            wait_secantus(db)
+            self.mongo = mongo_url(port_of(db))
 
     def start_service(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> Proc:
         old = self.procs.get(name)

@@ -14,7 +14,9 @@ A service says three things and the kit does the rest:
 The kit adds logging, request ids, JWT auth, problem+json errors, health, OpenAPI, metrics
 (``/metrics``, ``shopkit.metrics``) and tracing (``shopkit.tracing``, when an OTLP endpoint is set), starts
 consumers only after ``build`` (so a first delivery finds every dependency) and stops them
-before the dependencies are torn down.
+before the dependencies are torn down: on shutdown (after the HTTP requests in flight finished,
+``shopkit.serve``) the consumers finish the batches in hand, ``build`` tears down, the outbox relay
+publishes what is left, and the connections close.
 """
 
 from __future__ import annotations
@@ -310,7 +312,9 @@ class Service(Generic[S, D]):
             finally:
                 await cancel(consuming, counting)
                 if self.bus is not None:
-                    await self.bus.stop()  # no delivery runs while the dependencies are torn down
+                    # No delivery runs while the dependencies are torn down; the broker stays connected for the
+                    # outbox relay's last round (``connect`` stops the relay, then the broker).
+                    await self.bus.stop_consuming()
                 self._deps = None
                 tracing.shutdown_tracing()
                 if self.dead_letters is not None:

@@ -36,10 +36,12 @@ from typing import Any, Generic, TypeVar
 
 import aio_pika
 from faststream import AckPolicy
+from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas.queue import QueueType
+from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 from pydantic import ValidationError
 
 from shopkit import tracing
@@ -89,6 +91,10 @@ BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
 
 
 
+CONSUMER_GRACE_SECONDS = 10.0
+"""On shutdown, the longest the deliveries in hand get to finish (:meth:`EventBus.stop_consuming`)."""
+
+
 def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = None) -> RabbitBroker:
     """The service's broker. ``prefetch_count`` bounds the unacked messages (= concurrent handlers) per consumer.
 
@@ -107,7 +113,7 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
         logger=logging.getLogger(f"{settings.service_name}.broker"),
         log_level=logging.DEBUG,
         reconnect_interval=1.0,
-        graceful_timeout=10.0,
+        graceful_timeout=CONSUMER_GRACE_SECONDS,
         app_id=settings.service_name,
         default_channel=Channel(prefetch_count=prefetch_count or 2 * settings.batch_max_size),
         middlewares=middlewares,
@@ -232,6 +238,7 @@ class EventBus:
     transient_backoff_cap_seconds: float = 5.0
     subscriptions: list[Subscription] = field(default_factory=list)
     _connected: bool = field(default=False, init=False)
+    _stopped_consuming: bool = field(default=False, init=False)
     # One batch commits at a time per service: its consumers write the same hot documents (stock,
     # counters), and concurrent transactions on them would only abort each other.
     _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -277,6 +284,8 @@ class EventBus:
         async def consume(body: Any, message: RabbitMessage) -> None:
             if _redelivered(message):
                 redelivered.inc()
+                log.info("redelivered: %s message %s (delivered %d times before)", routing_key,
+                         getattr(message, "message_id", None), _delivery_count(message))
             try:
                 event = CloudEvent.model_validate(body)
                 if event.type != routing_key:
@@ -481,16 +490,49 @@ class EventBus:
         if not self._connected:
             await self.connect()
         await self.broker.start()
+        self._stopped_consuming = False
+
+    async def stop_consuming(self) -> None:
+        """Take no more deliveries and finish those in hand (their batches commit, they are acked); publishing works on.
+
+        Each consumer is cancelled first (``basic.cancel``: RabbitMQ sends it nothing more, and what it
+        sent before the cancel-ok is handled), then the deliveries in hand run to completion (at most the
+        broker's ``graceful_timeout``). FastStream's own stop does it the other way round: it stops
+        handling first, so what arrives meanwhile stays unacked and comes back *redelivered* once the
+        channel closes; a clean shutdown redelivers nothing here. (Only deliveries in transit at the
+        moment of the cancel, which never reached this process, may come back redelivered: RabbitMQ's
+        quorum queues return them, counting a delivery; docs/kubernetes.md.)
+        """
+        if not self._connected or self._stopped_consuming:
+            return
+        self._stopped_consuming = True
+        subscribers = [sub for sub in self.broker.subscribers if isinstance(sub, RabbitSubscriber)]
+        log.info("cancelling %d consumers", len(subscribers))
+        for sub in subscribers:
+            queue, tag = sub._queue_obj, sub._consumer_tag
+            if queue is not None and tag is not None and not queue.channel.is_closed:
+                try:
+                    await queue.cancel(tag)
+                except Exception as exc:  # the channel went away: its deliveries are requeued anyway
+                    log.warning("could not cancel the consumer of %s: %s", queue.name, exc)
+                sub._consumer_tag = None
+        await asyncio.sleep(0.05)  # deliveries received before a cancel-ok start their handlers
+        log.info("consumers cancelled; finishing the %d deliveries in hand",
+                 sum(sub.lock.qsize for sub in subscribers if isinstance(sub.lock, MultiLock)))
+        for sub in subscribers:
+            await sub.stop()  # waits for the deliveries in hand
+        log.info("consumers stopped")
+        for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
+            await batcher.close()
+            stats = batcher.stats
+            if stats.batches:
+                log.info("%s: %d events in %d batches (mean %.1f, largest %d, %d fell back to one by one)",
+                         batcher.name, stats.items, stats.batches, stats.items / stats.batches, stats.largest,
+                         stats.fallbacks)
 
     async def stop(self) -> None:
-        """Stop consuming (idempotent)."""
+        """Stop consuming (:meth:`stop_consuming`) and disconnect (idempotent)."""
         if self._connected:
+            await self.stop_consuming()
             self._connected = False
             await self.broker.stop()
-            for batcher in {id(sub.batcher): sub.batcher for sub in self.subscriptions if sub.batcher}.values():
-                await batcher.close()
-                stats = batcher.stats
-                if stats.batches:
-                    log.info("%s: %d events in %d batches (mean %.1f, largest %d, %d fell back to one by one)",
-                             batcher.name, stats.items, stats.batches, stats.items / stats.batches, stats.largest,
-                             stats.fallbacks)

@@ -3,6 +3,10 @@
 Dependencies a service works without (``Uses(ready_without=...)``) are checked and reported as
 ``degraded`` but never make it unready: a RabbitMQ outage must not take the API out of the load
 balancer when the outbox holds the events meanwhile.
+
+Once the service is shutting down (:func:`start_draining`, on SIGTERM: ``shopkit.serve``) readiness
+answers 503 ``shutting_down`` without running the checks, so load balancers take the replica out
+before it stops listening.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Response, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 
 ReadinessCheck = Callable[[], Awaitable[Any]]
 CHECK_TIMEOUT_SECONDS = 2.0
+DRAINING = "shutting_down"
+
+
+def start_draining(app: Litestar) -> None:
+    """From now on ``/health/ready`` answers 503: the service is shutting down (a flag; signal-handler safe)."""
+    app.state[DRAINING] = True
 
 
 @get("/health/live", summary="Liveness probe", description="Public. 200 while the process serves HTTP.",
@@ -28,8 +38,10 @@ def live() -> dict[str, str]:
      description="Public. 200 while every dependency the service cannot work without answers (`status` `ok`, "
                  "or `degraded` when one it works without is down), else 503 `unavailable`. `checks` gives each "
                  "dependency's `status` (`up`/`down`) and whether it is `required`; `degraded` lists the optional "
-                 "ones that are down.")
+                 "ones that are down. 503 `shutting_down` once the service is shutting down.")
 async def ready(state: State) -> Response[dict[str, Any]]:
+    if state.get(DRAINING):
+        return Response({"status": DRAINING, "degraded": [], "checks": {}}, status_code=503)
     checks: dict[str, ReadinessCheck] = state.get("readiness_checks", {})
     optional: set[str] = state.get("optional_checks", set())
 

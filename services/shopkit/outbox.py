@@ -43,6 +43,7 @@ from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.outbox")
 OUTBOX = "outbox"
+STOP_SECONDS = 5.0  # the longest a stopping relay spends on its last round
 
 
 async def ensure_outbox_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
@@ -110,6 +111,7 @@ class OutboxRelay:
         self._purged_at = datetime.now(UTC)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
 
     def notify(self) -> None:
         """Call after committing outbox records so they go out now rather than at the next poll."""
@@ -273,6 +275,8 @@ class OutboxRelay:
         """Drain at once when woken (or every ``poll_seconds``); notifications during a round coalesce into the next."""
         backoff = self.poll_seconds
         while True:
+            # A round that began after stop() was called is the last: it sees every record committed before.
+            final = self._stop_requested.is_set()
             # Cleared before draining: a notify() that lands mid-drain makes the wait below return at once.
             self._wake.clear()
             try:
@@ -282,16 +286,35 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if final:  # what is left (released, not held) goes out from another replica, or after a restart
+                    log.warning("outbox relay could not publish its last round (%s)", exc)
+                    return
                 # Broker or database away: keep the records, try again with backoff.
                 log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):  # or at once for the last round, when stopped meanwhile
+                    await asyncio.wait_for(self._stop_requested.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            if final:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
 
     def start(self) -> None:
+        self._stop_requested.clear()
         self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Publish what is pending in a last round (at most ``STOP_SECONDS``), then stop.
+
+        Called once nothing writes to the outbox any more (requests finished, consumers stopped), so a
+        shutdown leaves no record waiting for another replica's poll or lease.
+        """
+        if self._task is None:
+            return
+        self._stop_requested.set()
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+        if not done:
+            log.warning("outbox relay's last round took longer than %.0fs: stopped; its claims expire", STOP_SECONDS)
         await cancel(self._task)

@@ -1,13 +1,54 @@
-"""Run a service with uvicorn (uvloop + httptools): ``python -m <service>`` calls :func:`serve`."""
+"""Run a service with uvicorn (uvloop + httptools): ``python -m <service>`` calls :func:`serve`.
+
+Shutdown (SIGTERM, or SIGINT) is graceful, in this order (docs/kubernetes.md, "Shutdown and rolling
+restarts"):
+
+1. ``/health/ready`` answers 503 at once, so load balancers stop sending requests;
+2. the listener stays open ``shutdown_drain_seconds`` more, serving whatever still arrives while they
+   notice (0 under Kubernetes, whose preStop delay does this before the signal);
+3. uvicorn stops listening and finishes the requests in flight (at most ``shutdown_timeout_seconds``);
+4. the app's lifespan ends (``shopkit.app``): consumers stop taking deliveries and finish the batches in
+   hand, the outbox relay publishes what is left, then the connections close.
+
+A second signal during the drain skips the rest of it.
+"""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from litestar import Litestar
 
+from shopkit.health import start_draining
 from shopkit.settings import ServiceSettings
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server that, on the first SIGTERM/SIGINT, fails readiness and keeps serving ``drain`` seconds."""
+
+    def __init__(self, config: uvicorn.Config, *, drain_seconds: float, on_drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.drain_seconds = drain_seconds
+        self.on_drain = on_drain
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_until is None and sig in (signal.SIGTERM, signal.SIGINT):
+            self.on_drain()  # a flag: safe in a signal handler
+            self.drain_until = time.monotonic() + self.drain_seconds
+            if self.drain_seconds > 0:
+                self._captured_signals.append(sig)  # re-raised after the shutdown, as uvicorn does
+                return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve(
@@ -15,7 +56,7 @@ def serve(
 ) -> None:
     """``proxy_headers=False`` keeps the peer address as the client (the gateway decides itself what to trust)."""
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -24,5 +65,6 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=proxy_headers,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
+    DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds, on_drain=lambda: start_draining(app)).run()

@@ -58,6 +58,13 @@ class ServiceSettings(BaseSettings):
     # redelivery within that time is recognised as a duplicate. Far longer than anything stays in flight.
     handled_event_retention_seconds: float = Field(default=7 * 86400, ge=60, le=365 * 86400)
 
+    # Shutdown (docs/kubernetes.md, "Shutdown and rolling restarts"): on SIGTERM readiness fails at once and
+    # the listener stays open ``shutdown_drain_seconds`` more, while load balancers notice (0 under Kubernetes:
+    # the chart's preStop delay does that before the signal); then requests in flight get
+    # ``shutdown_timeout_seconds`` to finish.
+    shutdown_drain_seconds: float = Field(default=0, ge=0, le=120)
+    shutdown_timeout_seconds: int = Field(default=10, ge=1, le=300)
+
     # Observability (docs/observability.md): ``/metrics`` on the service's own port, traces over OTLP/HTTP.
     metrics_enabled: bool = True
     # How often a consuming service counts its dead letters and the unroutable events for /metrics

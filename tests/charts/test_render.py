@@ -19,6 +19,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from shopkit.broker import CONSUMER_GRACE_SECONDS
+from shopkit.outbox import STOP_SECONDS
+from shopkit.settings import ServiceSettings
 from tests.charts.conftest import OPERATOR_CHART, SHOP_CHART, Render, by_kind, run_helm
 
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
@@ -368,3 +371,19 @@ def test_the_operator_prunes_every_kind_the_shop_chart_renders(render: Render) -
     rendered = {(api_version, kind) for api_version, kind, _ in _rendered_kinds(render)}
     assert "Secret" not in {kind for _, kind in rendered}, "the operator makes the Secrets, never the chart"
     assert rendered <= {(k.api_version, k.kind) for k in PRUNABLE_KINDS}, "a kind the operator would never prune"
+
+
+def test_services_shut_down_within_their_grace_period(render: Render) -> None:
+    """preStop delay + requests in flight + deliveries in hand + the outbox's last round < the grace period."""
+    http_seconds = ServiceSettings.model_fields["shutdown_timeout_seconds"].default
+    for name, deployment in by_kind(render(SHOP_CHART), "Deployment").items():
+        if name.removeprefix("shop-") not in SERVICES:
+            continue
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env.get("MICROSHOP_SHUTDOWN_DRAIN_SECONDS", "0") == "0", "the preStop delay does the draining"
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pre_stop >= 5, f"{name}: endpoints need a few seconds to drop the pod before it stops listening"
+        needed = pre_stop + http_seconds + CONSUMER_GRACE_SECONDS + STOP_SECONDS
+        assert pod["terminationGracePeriodSeconds"] > needed, f"{name}: {needed}s of shutdown, SIGKILLed earlier"

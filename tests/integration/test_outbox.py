@@ -206,3 +206,17 @@ async def test_a_woken_idle_relay_publishes_at_once(setup: tuple[Any, Any, Event
         assert await _take(tap, 3, timeout=30) == [e.id for e in events]
     finally:
         await relay.stop()
+
+
+async def test_a_stopping_relay_publishes_what_is_pending_in_a_last_round(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    _, db, bus, tap = setup
+    relay = OutboxRelay(db, bus, poll_seconds=3600)  # no poll would find these records before the stop
+    relay.start()
+    await asyncio.sleep(0.2)  # its first round found nothing; it is waiting now
+    events = _stock_low(3)
+    await add_to_outbox(db, events, None)  # committed, but nobody notified the relay
+    await relay.stop()
+    assert relay.published == 3
+    assert await db[OUTBOX].count_documents({}) == 0
+    assert await _take(tap, 3) == [e.id for e in events]

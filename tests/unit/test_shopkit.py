@@ -323,3 +323,15 @@ async def test_readiness_fails_only_on_required_dependencies(
     assert r.status_code == code
     assert r.json() == {"status": status, "degraded": ["redis"] if ready_without else [],
                         "checks": {"redis": {"status": "down", "required": not ready_without}}}
+
+
+async def test_readiness_fails_once_the_service_is_shutting_down() -> None:
+    from shopkit.health import HEALTH_HANDLERS, start_draining
+
+    app = Litestar(HEALTH_HANDLERS, logging_config=None)
+    async with AsyncTestClient(app) as client:
+        assert (await client.get("/health/ready")).status_code == 200
+        start_draining(app)
+        r = await client.get("/health/ready")
+        assert (r.status_code, r.json()["status"]) == (503, "shutting_down")
+        assert (await client.get("/health/live")).status_code == 200, "still alive: it finishes what it has"
