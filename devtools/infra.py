@@ -103,7 +103,8 @@ def ensure(infra: Infra, *, allow_install: bool = True) -> bool:
 
 
 PROMETHEUS = Infra("Prometheus", 9090, "prometheus", "prometheus", (), 0)
-# The stand-in for a Kubernetes Service in front of a RabbitMQ cluster (devtools.rabbitmq_cluster); never started here.
+# The stand-in for a Kubernetes Service: in front of a RabbitMQ cluster (devtools.rabbitmq_cluster) and of each
+# service's replicas (the rolling-restart test); never started here.
 HAPROXY = Infra("haproxy", 0, "haproxy", "haproxy", (), 0)
 
 
@@ -124,16 +125,6 @@ def ensure_prometheus(*, allow_install: bool = True) -> bool:
             subprocess.run([*_sudo(), "systemctl", "disable", "--now", unit], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return shutil.which(PROMETHEUS.binary) is not None
-
-
-HAPROXY = Infra("HAProxy", 0, "haproxy", "haproxy", (), 0)
-
-
-def ensure_installed(infra: Infra, *, allow_install: bool = True) -> bool:
-    """``infra``'s binary is installed (not run: whoever needs it starts its own), installing its package if not."""
-    if not shutil.which(infra.binary) and allow_install:
-        install(infra)
-    return shutil.which(infra.binary) is not None
 
 
 def ensure_all(*, allow_install: bool = True) -> bool:
