@@ -71,7 +71,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 from bson import ObjectId
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools.broker_cleanup import delete_namespace
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
@@ -580,7 +580,7 @@ def pin_self(core: int) -> int:
 
 async def bench(shop: LocalShop, args: argparse.Namespace, core: int) -> tuple[dict[str, Any], list[Check]]:
     assert shop.mongo is not None
-    mongo: AsyncIOMotorClient[Any] = AsyncIOMotorClient(shop.mongo)
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(shop.mongo)
     orders_db, products_db = mongo["orders"], mongo["products"]
     probe = CpuProbe.of(shop)
     decisions = Decisions()
@@ -648,7 +648,7 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int) -> tuple[d
     finally:
         lag_task.cancel()
         await connection.close()
-        mongo.close()
+        await mongo.close()
 
     ld, pc, fin = results["load"], results["paced"], results["final"]
     cpu_load = ld["cpu_ms_per_confirmed_until_analytics"]["attributable"]

@@ -15,8 +15,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import ASCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 
 from shopkit import tracing
 from shopkit.broker import EventBus
@@ -29,12 +30,12 @@ log = logging.getLogger("shopkit.outbox")
 OUTBOX = "outbox"
 
 
-async def ensure_outbox_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
+async def ensure_outbox_indexes(db: AsyncDatabase[Any]) -> None:
     await db[OUTBOX].create_index([("sent", ASCENDING), ("seq", ASCENDING)])
 
 
 async def add_to_outbox(
-    db: AsyncIOMotorDatabase[Any], events: list[CloudEvent], session: AsyncIOMotorClientSession | None
+    db: AsyncDatabase[Any], events: list[CloudEvent], session: AsyncClientSession | None
 ) -> None:
     if not events:
         return
@@ -58,7 +59,7 @@ async def add_to_outbox(
 class OutboxRelay:
     """Publishes unsent outbox records in creation order, a batch at a time; woken after commits, else polls."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
+    def __init__(self, db: AsyncDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
                  batch: int = 256, linger_seconds: float = 0.0, retention_seconds: float = 0.0) -> None:
         self.db = db
         self.bus = bus
