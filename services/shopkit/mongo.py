@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from odmantic import EmbeddedModel, Field, Index, Model
+
+# odmantic's model layer, re-exported: the services' models import it from here.
+from odmantic import EmbeddedModel as EmbeddedModel
+from odmantic import Field as Field
+from odmantic import Index as Index
+from odmantic import Model as Model
 from odmantic.index import ODMBaseIndex
 from odmantic.query import QueryExpression, and_
 from pymongo import AsyncMongoClient
@@ -26,8 +31,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from shopkit.settings import ServiceSettings
-
-__all__ = ["EmbeddedModel", "Field", "Index", "Model"]  # odmantic's model layer, imported here only
 
 log = logging.getLogger("shopkit.mongo")
 T = TypeVar("T")

@@ -39,7 +39,7 @@ async def accounts(mongo_url: str) -> AsyncIterator[Accounts]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True, maxPoolSize=0)
     database = f"race_{uuid.uuid4().hex[:8]}"
     engine = Documents(client[database])
-    await engine.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
+    await engine.configure_database([Customer, RefreshFamily, RefreshToken])
     settings = Settings(mongo_url=SecretStr(mongo_url), mongo_database=database, password_hash_memory_kib=8,
                         password_hash_time_cost=1, password_hash_parallelism=1,
                         password_hash_concurrency=4, password_hash_queue=1000)
