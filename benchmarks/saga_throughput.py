@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools.broker_cleanup import delete_namespace
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
@@ -48,7 +48,7 @@ async def run(shop: LocalShop, orders: int, concurrency: int, products: int) -> 
         await asyncio.gather(*(place(i) for i in range(orders)))
         placed = time.perf_counter() - start
         assert shop.mongo is not None
-        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(shop.mongo)
+        client: AsyncMongoClient[Any] = AsyncMongoClient(shop.mongo)
         db = client["orders"]
         # Polling another process's database: there is no event to wait on here.
         while await db["orders"].count_documents({"status": "pending"}) > 0:  # noqa: ASYNC110
@@ -56,7 +56,7 @@ async def run(shop: LocalShop, orders: int, concurrency: int, products: int) -> 
         settled = time.perf_counter() - start
         confirmed = await db["orders"].count_documents({"status": "confirmed"})
         await db["orders"].delete_many({})  # the next scenario counts only its own orders
-        client.close()
+        await client.close()
     print(f"orders: {orders} over {products} product(s) (stock {orders // 2} in all), concurrency {concurrency}")
     print(f"  placed   {orders / placed:8.1f} orders/s  ({placed:.2f} s)")
     print(f"  settled  {orders / settled:8.1f} orders/s  ({settled:.2f} s, {confirmed} confirmed)")

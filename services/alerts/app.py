@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from alerts import inbox as inbox_module
 from alerts.controllers import AlertController
@@ -54,7 +54,7 @@ async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         await hub.stop()
 
 
-async def purge_read_alerts(db: AsyncIOMotorDatabase[Any], settings: Settings) -> None:
+async def purge_read_alerts(db: AsyncDatabase[Any], settings: Settings) -> None:
     """Every ``alert_purge_seconds``: delete read alerts older than ``alert_read_retention_seconds``."""
     if not settings.alert_read_retention_seconds:
         return

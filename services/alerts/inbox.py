@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
 
 from shopkit.auth import Principal
 from shopkit.errors import ProblemError
@@ -57,12 +57,12 @@ class AlertPage(BaseModel):
     offset: int
 
 
-async def ensure_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
+async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
     await db[ALERTS].create_index([("recipient", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
     await db[ALERTS].create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
 
 
-async def purge_read(db: AsyncIOMotorDatabase[Any], older_than: datetime) -> int:
+async def purge_read(db: AsyncDatabase[Any], older_than: datetime) -> int:
     """Delete the read alerts created before ``older_than`` (a stock alert: read by some admin); returns how many."""
     result = await db[ALERTS].delete_many({"created_at": {"$lt": older_than}, "$or": [
         {"recipient": {"$ne": ADMINS}, "read": True},
@@ -88,7 +88,7 @@ def visible_filter(principal: Principal, unread: bool | None) -> dict[str, Any]:
 
 
 class Inbox:
-    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
         self.alerts = db[ALERTS]
 
     async def page(self, principal: Principal, *, unread: bool | None, limit: int, offset: int) -> AlertPage:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 
 from alerts.inbox import ADMINS, ALERTS, AlertOut, user_recipient
 from alerts.messages import (
@@ -84,7 +85,7 @@ def current_status(data: OrderCreated | OrderUpdated) -> str:
 
 
 class Notifier:
-    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], relay: OutboxRelay,
+    def __init__(self, client: AsyncMongoClient[Any], db: AsyncDatabase[Any], relay: OutboxRelay,
                  hub: PushHub) -> None:
         self.client = client
         self.db = db
@@ -100,7 +101,7 @@ class Notifier:
         """
         made: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+        async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             made.clear()  # a retried transaction starts over
             deliveries = [batch[i] for i in fresh]
             alerts = await self._order_alerts(session, [d for d in deliveries if not isinstance(d.data, StockLow)])
@@ -126,7 +127,7 @@ class Notifier:
         await self._push(pushes)
         return pushes
 
-    async def _order_alerts(self, session: AsyncIOMotorClientSession, fresh: list[Delivery[Any]]
+    async def _order_alerts(self, session: AsyncClientSession, fresh: list[Delivery[Any]]
                             ) -> list[tuple[Delivery[Any], dict[str, Any], dict[str, Any] | None]]:
         """The order events that move their order forward, as alerts; the orders' new statuses are written."""
         if not fresh:

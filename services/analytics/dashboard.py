@@ -14,9 +14,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -61,7 +61,7 @@ def confirmed_ratio(confirmed: int, rejected: int) -> float | None:
     return round(confirmed / decided, RATIO_DIGITS) if decided else None
 
 
-async def compute(db: AsyncIOMotorDatabase[Any], *, top_limit: int, revenue_days: int,
+async def compute(db: AsyncDatabase[Any], *, top_limit: int, revenue_days: int,
                   today: datetime | None = None) -> Dashboard:
     counters = db[COUNTERS]
     by_status = dict.fromkeys(STATUSES, 0)
@@ -95,7 +95,7 @@ def _text(value: str | bytes | None) -> str:
 
 
 class DashboardCache:
-    def __init__(self, redis: Redis, db: AsyncIOMotorDatabase[Any], *, namespace: str, max_staleness_seconds: int,
+    def __init__(self, redis: Redis, db: AsyncDatabase[Any], *, namespace: str, max_staleness_seconds: int,
                  top_limit: int, revenue_days: int) -> None:
         self.redis = redis
         self.db = db

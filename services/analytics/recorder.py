@@ -16,8 +16,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from analytics.orderfacts import delta, merge, product_names
@@ -36,7 +37,7 @@ DUPLICATE_RETRIES = 5
 Invalidate = Callable[[], Awaitable[None]]
 
 
-async def ensure_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
+async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
     await db[COUNTERS].create_index([("kind", ASCENDING), ("value", DESCENDING)])
     await db[PRODUCTS].create_index([("low", ASCENDING), ("stock", ASCENDING)])
 
@@ -55,7 +56,7 @@ def _meta(key: str, names: dict[str, str]) -> dict[str, Any]:
 
 
 class Recorder:
-    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], invalidate: Invalidate) -> None:
+    def __init__(self, client: AsyncMongoClient[Any], db: AsyncDatabase[Any], invalidate: Invalidate) -> None:
         self.client = client
         self.db = db
         self.invalidate = invalidate
@@ -70,7 +71,7 @@ class Recorder:
         if not batch:
             return False
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+        async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             deliveries = [batch[i] for i in fresh]
             totals: Counter[str] = Counter()
             names: dict[str, str] = {}
@@ -94,7 +95,7 @@ class Recorder:
             await self.invalidate()
         return any(applied)
 
-    async def _fold_orders(self, session: AsyncIOMotorClientSession, deliveries: list[Delivery[Any]],
+    async def _fold_orders(self, session: AsyncClientSession, deliveries: list[Delivery[Any]],
                            totals: Counter[str], names: dict[str, str]) -> None:
         """Merge order events into the orders' facts; add the change of their contributions to ``totals``."""
         if not deliveries:
@@ -114,7 +115,7 @@ class Recorder:
             await self.db[ORDERS].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in changed],
                                              ordered=False, session=session)
 
-    async def _fold_products(self, session: AsyncIOMotorClientSession, deliveries: list[Delivery[Any]]) -> None:
+    async def _fold_products(self, session: AsyncClientSession, deliveries: list[Delivery[Any]]) -> None:
         """Each product's latest state: last writer wins by event time, so a late older event changes nothing."""
         latest: dict[str, Delivery[Any]] = {}
         for d in deliveries:

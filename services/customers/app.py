@@ -33,7 +33,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         return key.jwks()
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-        await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
+        await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])
         await ensure_refresh_retention(res.db, config.refresh_family_max_age_seconds)
         throttle = LoginThrottle(res.cache, config.namespace, threshold=config.login_failures_before_lockout,
                                  lockout_seconds=config.login_lockout_seconds,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from odmantic import Field, Index, Model
+from pymongo.asynchronous.database import AsyncDatabase
 
-from shopkit.mongo import ensure_ttl_index, utcnow
+from shopkit.mongo import Field, Index, Model, ensure_ttl_index, utcnow
 
 REFRESH_FAMILIES_TTL_INDEX = "refresh_families_ttl"
 REFRESH_TOKENS_TTL_INDEX = "refresh_tokens_ttl"
@@ -77,7 +76,7 @@ class RefreshToken(Model):
     }
 
 
-async def ensure_refresh_retention(db: AsyncIOMotorDatabase[Any], family_max_age_seconds: float) -> None:
+async def ensure_refresh_retention(db: AsyncDatabase[Any], family_max_age_seconds: float) -> None:
     """Refresh tokens and families are deleted by MongoDB once past their ``expires_at`` (TTL indexes).
 
     A family stored before families had an ``expires_at`` gets ``created_at`` + the max age (one

@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from odmantic import AIOEngine
-from odmantic.exceptions import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from customers.keys import SigningKey
 from customers.models import Customer, RefreshFamily, RefreshToken
@@ -20,7 +19,7 @@ from customers.passwords import PasswordHashing
 from customers.settings import Settings
 from customers.throttle import LoginThrottle
 from shopkit.errors import ProblemError
-from shopkit.mongo import parse_object_id, utcnow
+from shopkit.mongo import Documents, parse_object_id, utcnow
 
 log = logging.getLogger("customers")
 
@@ -38,7 +37,7 @@ def _aware(value: datetime) -> datetime:
 
 
 class Accounts:
-    def __init__(self, engine: AIOEngine, settings: Settings, key: SigningKey,
+    def __init__(self, engine: Documents, settings: Settings, key: SigningKey,
                  passwords: PasswordHashing | None = None, throttle: LoginThrottle | None = None) -> None:
         self.engine = engine
         self.settings = settings

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from odmantic import EmbeddedModel, Field, Model
 from pymongo import ASCENDING, DESCENDING
 
-from shopkit.mongo import utcnow
+from shopkit.mongo import EmbeddedModel, Field, Model, utcnow
 
 
 class OrderLine(EmbeddedModel):

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClientSession
 from pymongo import UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from orders.service import OrderBook, order_updated_event
 from orders.statuses import Actor, OrderStatus, can_transition
@@ -55,7 +55,7 @@ class OrderSaga:
         outcome: dict[str, str] = {}
         settled: dict[str, float | None] = {}  # this attempt's changes: order → seconds from created to confirmed
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+        async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             settled.clear()
             replies: dict[Any, Delivery[Any]] = {}
             for i in fresh:

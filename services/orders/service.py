@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from orders.catalog import CatalogClient, CatalogUnavailable
@@ -102,7 +103,7 @@ class IllegalTransition(Exception):
 
 
 class OrderBook:
-    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], catalog: CatalogClient,
+    def __init__(self, client: AsyncMongoClient[Any], db: AsyncDatabase[Any], catalog: CatalogClient,
                  relay: OutboxRelay, *, batch_max_size: int = 64, batch_linger_seconds: float = 0.002,
                  limits: OrderLimits | None = None) -> None:
         self.client = client
@@ -137,7 +138,7 @@ class OrderBook:
             results.append(None)
             fresh.append((doc, event))
 
-        async def work(session: AsyncIOMotorClientSession) -> None:
+        async def work(session: AsyncClientSession) -> None:
             await self.orders.insert_many([doc for doc, _ in fresh], ordered=True, session=session)
             await add_to_outbox(self.db, [event for _, event in fresh], session)
 
@@ -236,7 +237,7 @@ class OrderBook:
         total = await self.orders.count_documents(flt)
         return OrderPage(items=[OrderOut.from_doc(d) for d in docs], total=total, limit=limit, offset=offset)
 
-    async def transition_in(self, session: AsyncIOMotorClientSession, oid: ObjectId, target: OrderStatus,
+    async def transition_in(self, session: AsyncClientSession, oid: ObjectId, target: OrderStatus,
                             actor: Actor, reason: str | None = None) -> Transition:
         """Inside the caller's transaction: check the table, compare-and-set the status, queue the event.
 
@@ -265,7 +266,7 @@ class OrderBook:
         doc = await self._visible(principal, order_id)
         oid = doc["_id"]
 
-        async def work(session: AsyncIOMotorClientSession) -> Transition:
+        async def work(session: AsyncClientSession) -> Transition:
             return await self.transition_in(session, oid, target, actor)
 
         try:

@@ -18,8 +18,8 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClientSession
 from pymongo import ASCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from orders.service import IllegalTransition, OrderBook, Transition
 from orders.statuses import Actor, OrderStatus
@@ -49,7 +49,7 @@ class PendingSweeper:
         rejected: list[str] = []
         for oid in stale:
 
-            async def work(session: AsyncIOMotorClientSession, oid: Any = oid) -> Transition:
+            async def work(session: AsyncClientSession, oid: Any = oid) -> Transition:
                 return await self.book.transition_in(session, oid, OrderStatus.REJECTED, Actor.SAGA,
                                                      reason=TIMEOUT_REASON)
 

@@ -26,7 +26,7 @@ class Deps:
 
 
 async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-    await res.odm.configure_database([Product, Reservation])  # type: ignore[arg-type]
+    await res.odm.configure_database([Product, Reservation])
     catalog = Catalog(res.client, res.db, ProductCache(res.cache, res.settings.namespace,
                                                        res.settings.cache_ttl_seconds), res.outbox)
     if res.settings.seed_demo:

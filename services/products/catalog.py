@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from redis.exceptions import RedisError
 
@@ -100,7 +101,7 @@ class ListQuery:
 
 
 class Catalog:
-    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any], cache: ProductCache,
+    def __init__(self, client: AsyncMongoClient[Any], db: AsyncDatabase[Any], cache: ProductCache,
                  relay: OutboxRelay) -> None:
         self.client = client
         self.db = db
@@ -157,7 +158,7 @@ class Catalog:
     async def create(self, req: CreateProductRequest) -> ProductOut:
         doc = Product(**req.model_dump()).model_dump_doc()
 
-        async def work(session: AsyncIOMotorClientSession) -> None:
+        async def work(session: AsyncClientSession) -> None:
             await self.products.insert_one(doc, session=session)
             events = [product_event(doc)]
             if doc["stock"] <= doc["low_stock_threshold"]:
@@ -181,7 +182,7 @@ class Catalog:
             raise not_found(product_id)
         changes = req.model_dump(exclude_unset=True)
 
-        async def work(session: AsyncIOMotorClientSession) -> dict[str, Any]:
+        async def work(session: AsyncClientSession) -> dict[str, Any]:
             result = await self.products.update_one(
                 {"_id": oid}, {"$set": {**changes, "updated_at": utcnow()}}, session=session)
             if result.matched_count == 0:
@@ -205,7 +206,7 @@ class Catalog:
         if oid is None:
             raise not_found(product_id)
 
-        async def work(session: AsyncIOMotorClientSession) -> None:
+        async def work(session: AsyncClientSession) -> None:
             doc = await self.products.find_one_and_delete({"_id": oid}, session=session)
             if doc is None:
                 raise not_found(product_id)
@@ -221,7 +222,7 @@ class Catalog:
         if oid is None:
             raise not_found(product_id)
 
-        async def work(session: AsyncIOMotorClientSession) -> dict[str, Any]:
+        async def work(session: AsyncClientSession) -> dict[str, Any]:
             guard: dict[str, Any] = {"_id": oid}
             if delta < 0:
                 guard["stock"] = {"$gte": -delta}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from odmantic import EmbeddedModel, Field, Model
-
-from shopkit.mongo import utcnow
+from shopkit.mongo import EmbeddedModel, Field, Model, utcnow
 
 
 class Product(Model):

@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import UpdateOne
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
@@ -101,7 +102,7 @@ AfterCommit = Callable[[Iterable[str]], Awaitable[None]]
 
 
 class StockReservations:
-    def __init__(self, client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any],
+    def __init__(self, client: AsyncMongoClient[Any], db: AsyncDatabase[Any],
                  after_commit: AfterCommit) -> None:
         self.client = client
         self.db = db
@@ -114,7 +115,7 @@ class StockReservations:
     async def reserve(self, batch: Sequence[Delivery[OrderCreated]]) -> Outcome:
         outcome = Outcome()
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+        async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             # One delivery per order (a duplicate order id in a batch is decided once).
             orders: dict[str, Delivery[OrderCreated]] = {}
             for i in fresh:
@@ -195,7 +196,7 @@ class StockReservations:
         if not cancels:
             return outcome  # other status changes are nothing to products (no marker needed)
 
-        async def effect(session: AsyncIOMotorClientSession, fresh: list[int]) -> None:
+        async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             orders: dict[str, Delivery[OrderUpdated]] = {}
             for i in fresh:
                 orders.setdefault(cancels[i].data.order_id, cancels[i])

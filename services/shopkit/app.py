@@ -38,8 +38,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from odmantic import AIOEngine
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from shopkit import mongo, tracing
@@ -77,8 +77,8 @@ class Resources(Generic[S]):
     """The connections of a running service, handed to its ``build``."""
 
     settings: S
-    mongo_client: AsyncIOMotorClient[Any] | None = None
-    engine: AIOEngine | None = None
+    mongo_client: AsyncMongoClient[Any] | None = None
+    documents: mongo.Documents | None = None
     redis: Redis | None = None
     bus: EventBus | None = None
     relay: OutboxRelay | None = None
@@ -87,20 +87,20 @@ class Resources(Generic[S]):
     broker_connected: bool = False
 
     @property
-    def db(self) -> AsyncIOMotorDatabase[Any]:
+    def db(self) -> AsyncDatabase[Any]:
         assert self.mongo_client is not None, "this service does not use MongoDB"
         return self.mongo_client[self.settings.database_name]
 
     # Typed accessors for ``build``: a service that declared the resource gets it, others fail loudly.
     @property
-    def client(self) -> AsyncIOMotorClient[Any]:
+    def client(self) -> AsyncMongoClient[Any]:
         assert self.mongo_client is not None, "this service does not use MongoDB"
         return self.mongo_client
 
     @property
-    def odm(self) -> AIOEngine:
-        assert self.engine is not None, "this service does not use MongoDB"
-        return self.engine
+    def odm(self) -> mongo.Documents:
+        assert self.documents is not None, "this service does not use MongoDB"
+        return self.documents
 
     @property
     def cache(self) -> Redis:
@@ -150,8 +150,8 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
     async with contextlib.AsyncExitStack() as stack:
         if uses.mongo:
             client = res.mongo_client = mongo.create_client(settings)
-            stack.callback(client.close)
-            res.engine = mongo.create_engine(client, settings)
+            stack.push_async_callback(client.close)
+            res.documents = mongo.create_documents(client, settings)
             res.checks["mongo"] = lambda: mongo.ping(client)
         if uses.redis:
             redis = res.redis = create_redis(settings)

@@ -1,4 +1,11 @@
-"""MongoDB wiring: one client per process, one database per service, odmantic on top."""
+"""MongoDB wiring: one client per process, one database per service, odmantic models on top.
+
+The driver is PyMongo's own asyncio API (``AsyncMongoClient``). odmantic is the model layer (models,
+their document conversion, query expressions and indexes); its Motor-based engine is not used:
+``Documents`` does the few engine operations the services need with PyMongo's async collections.
+This module is the one place that imports odmantic: models import ``Model``, ``Field`` and the
+rest from here (the ``shopkit`` package's ``__init__`` makes odmantic importable without Motor).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +16,32 @@ from typing import Any, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from odmantic import AIOEngine
+
+# odmantic's model layer, re-exported: the services' models import it from here.
+from odmantic import EmbeddedModel as EmbeddedModel
+from odmantic import Field as Field
+from odmantic import Index as Index
+from odmantic import Model as Model
+from odmantic.index import ODMBaseIndex
+from odmantic.query import QueryExpression, and_
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.mongo")
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
 
 HANDLED_EVENTS = "handled_events"
 DUPLICATE_KEY = 11000
 
 
-def create_client(settings: ServiceSettings) -> AsyncIOMotorClient[Any]:
-    return AsyncIOMotorClient(
+def create_client(settings: ServiceSettings) -> AsyncMongoClient[Any]:
+    return AsyncMongoClient(
         settings.mongo_url.get_secret_value(),
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
@@ -32,27 +50,85 @@ def create_client(settings: ServiceSettings) -> AsyncIOMotorClient[Any]:
     )
 
 
-def create_engine(client: AsyncIOMotorClient[Any], settings: ServiceSettings) -> AIOEngine:
-    return AIOEngine(client=client, database=settings.database_name)
+class Documents:
+    """odmantic models stored through PyMongo's async driver: what the services use of odmantic's engine.
+
+    Same semantics as odmantic's ``AIOEngine`` for these operations: ``save`` upserts by primary key
+    the fields set or changed since the instance was built or loaded (``$set``, ``upsert=True``);
+    ``find_one`` takes odmantic query expressions (``Model.field == value``) or plain filter dicts,
+    several meaning all of them; a loaded instance counts as unchanged. A duplicate key raises
+    PyMongo's ``DuplicateKeyError``. Models with references (odmantic ``Reference``) are not
+    supported: none of the shop's have any.
+    """
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.db = db
+
+    def get_collection(self, model: type[Model]) -> AsyncCollection[Any]:
+        return self.db[model.__collection__]
+
+    @staticmethod
+    def query(*queries: QueryExpression | dict[str, Any] | bool) -> dict[str, Any]:
+        """The filter document of odmantic query expressions (``bool`` only types ``Model.field == value``)."""
+        if any(isinstance(q, bool) for q in queries):
+            raise TypeError("cannot build a query from a boolean")
+        if not queries:
+            return {}
+        return dict(QueryExpression(queries[0]) if len(queries) == 1 else and_(*queries))  # type: ignore[arg-type]
+
+    @staticmethod
+    def load(model: type[M], raw: dict[str, Any]) -> M:
+        """A model instance from its stored document, with no field counted as changed."""
+        instance = model.model_validate_doc(raw)
+        object.__setattr__(instance, "__fields_modified__", set())
+        return instance
+
+    async def find_one(self, model: type[M], *queries: QueryExpression | dict[str, Any] | bool,
+                       session: AsyncClientSession | None = None) -> M | None:
+        raw = await self.get_collection(model).find_one(self.query(*queries), session=session)
+        return None if raw is None else self.load(model, raw)
+
+    async def save(self, instance: M, *, session: AsyncClientSession | None = None) -> M:
+        if instance.__references__:
+            raise TypeError(f"{type(instance).__name__} has references, which Documents does not save")
+        changed = instance.__fields_modified__ | instance.__mutable_fields__
+        if changed:
+            await self.get_collection(type(instance)).update_one(
+                instance.model_dump_doc(include={instance.__primary_field__}),
+                {"$set": instance.model_dump_doc(include=changed)}, upsert=True, session=session)
+            object.__setattr__(instance, "__fields_modified__", set())
+        return instance
+
+    async def configure_database(self, models: Sequence[type[Model]]) -> None:
+        """Create each model's indexes (those its ``model_config`` and unique/indexed fields declare)."""
+        for model in models:
+            collection = self.get_collection(model)
+            for index in model.__indexes__():
+                await collection.create_indexes(
+                    [index.get_pymongo_index() if isinstance(index, ODMBaseIndex) else index])
 
 
-async def ping(client: AsyncIOMotorClient[Any]) -> None:
+def create_documents(client: AsyncMongoClient[Any], settings: ServiceSettings) -> Documents:
+    return Documents(client[settings.database_name])
+
+
+async def ping(client: AsyncMongoClient[Any]) -> None:
     await client.admin.command("ping")
 
 
 async def in_transaction(
-    client: AsyncIOMotorClient[Any], work: Callable[[AsyncIOMotorClientSession], Awaitable[T]]
+    client: AsyncMongoClient[Any], work: Callable[[AsyncClientSession], Awaitable[T]]
 ) -> T:
     """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver."""
-    async with await client.start_session() as session:
-        return await session.with_transaction(work)  # type: ignore[arg-type,no-any-return]
+    async with client.start_session() as session:
+        return await session.with_transaction(work)
 
 
 async def apply_batch_once(
-    client: AsyncIOMotorClient[Any],
-    db: AsyncIOMotorDatabase[Any],
+    client: AsyncMongoClient[Any],
+    db: AsyncDatabase[Any],
     markers: Sequence[str],
-    effect: Callable[[AsyncIOMotorClientSession, list[int]], Awaitable[T]],
+    effect: Callable[[AsyncClientSession, list[int]], Awaitable[T]],
 ) -> tuple[list[bool], T | None]:
     """Apply ``effect`` to the events of a batch not handled before, and record them, in one transaction.
 
@@ -72,8 +148,8 @@ async def apply_batch_once(
             firsts.add(key)
             unique.append(i)
 
-    def attempt(look_up: bool) -> Callable[[AsyncIOMotorClientSession], Awaitable[tuple[list[bool], T | None]]]:
-        async def work(session: AsyncIOMotorClientSession) -> tuple[list[bool], T | None]:
+    def attempt(look_up: bool) -> Callable[[AsyncClientSession], Awaitable[tuple[list[bool], T | None]]]:
+        async def work(session: AsyncClientSession) -> tuple[list[bool], T | None]:
             fresh = unique
             if look_up:
                 seen = {doc["_id"] async for doc in db[HANDLED_EVENTS].find(
@@ -115,7 +191,7 @@ MARKERS_TTL_INDEX = "handled_events_ttl"
 INDEX_OPTIONS_CONFLICT = (85, 86)
 
 
-async def ensure_ttl_index(db: AsyncIOMotorDatabase[Any], collection: str, field: str, seconds: float,
+async def ensure_ttl_index(db: AsyncDatabase[Any], collection: str, field: str, seconds: float,
                            name: str) -> None:
     """A TTL index on ``field``: MongoDB deletes a document ``seconds`` after that time.
 
@@ -133,7 +209,7 @@ async def ensure_ttl_index(db: AsyncIOMotorDatabase[Any], collection: str, field
         await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
 
 
-async def ensure_marker_retention(db: AsyncIOMotorDatabase[Any], seconds: float) -> None:
+async def ensure_marker_retention(db: AsyncDatabase[Any], seconds: float) -> None:
     """Handled-event markers expire ``seconds`` after they were written (``MICROSHOP_HANDLED_EVENT_RETENTION_SECONDS``).
 
     A redelivery older than that would be applied again, so the retention must be far longer than any

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import ASCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 
 from shopkit import tracing
 from shopkit.broker import EventBus
@@ -46,12 +47,12 @@ OUTBOX = "outbox"
 STOP_SECONDS = 5.0  # the longest a stopping relay spends on its last round
 
 
-async def ensure_outbox_indexes(db: AsyncIOMotorDatabase[Any]) -> None:
+async def ensure_outbox_indexes(db: AsyncDatabase[Any]) -> None:
     await db[OUTBOX].create_index([("sent", ASCENDING), ("seq", ASCENDING)])
 
 
 async def add_to_outbox(
-    db: AsyncIOMotorDatabase[Any], events: list[CloudEvent], session: AsyncIOMotorClientSession | None
+    db: AsyncDatabase[Any], events: list[CloudEvent], session: AsyncClientSession | None
 ) -> None:
     if not events:
         return
@@ -94,7 +95,7 @@ class OutboxRelay:
     published by the relay that claimed it.
     """
 
-    def __init__(self, db: AsyncIOMotorDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
+    def __init__(self, db: AsyncDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
                  batch: int = 256, retention_seconds: float = 0.0, lease_seconds: float = 10.0,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.db = db

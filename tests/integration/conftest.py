@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from devtools import infra
 from devtools.procs import Proc
@@ -124,23 +125,23 @@ async def buyer(shop_api: httpx.AsyncClient) -> str:
 
 
 @pytest.fixture
-async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncIOMotorClient[Any]]:
+async def mongo_client(mongo_url: str) -> AsyncIterator[AsyncMongoClient[Any]]:
     """A client of the session's SecantusDB, closed after the test."""
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
     try:
         yield client
     finally:
-        client.close()
+        await client.close()
 
 
 @pytest.fixture
-def products_db(mongo_client: AsyncIOMotorClient[Any]) -> AsyncIOMotorDatabase[Any]:
+def products_db(mongo_client: AsyncMongoClient[Any]) -> AsyncDatabase[Any]:
     """The session shop's products database, to observe what the saga recorded."""
     return mongo_client["products"]
 
 
 @pytest.fixture
-def customers_db(mongo_client: AsyncIOMotorClient[Any]) -> AsyncIOMotorDatabase[Any]:
+def customers_db(mongo_client: AsyncMongoClient[Any]) -> AsyncDatabase[Any]:
     """The session shop's customers database, to inspect (or age) refresh tokens and their families."""
     return mongo_client["customers"]
 
@@ -155,8 +156,8 @@ async def wire(namespace: str) -> AsyncIterator[WireTap]:
 
 
 @pytest.fixture
-async def database(mongo_url: str) -> AsyncIterator[tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]]:
+async def database(mongo_url: str) -> AsyncIterator[tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]]:
     """A database of its own on the session's SecantusDB (for tests that drive handlers directly)."""
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
     yield client, client[f"h{uuid.uuid4().hex[:10]}"]
-    client.close()
+    await client.close()

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools.procs import Proc, free_port, wait_until
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
@@ -216,13 +216,13 @@ async def test_afterwards_every_order_is_settled_stock_exact_nothing_twice_and_n
     assert await stock_of(chaos.client, chaos.product["id"]) == STOCK - confirmed
 
     assert chaos.shop.mongo is not None
-    db: AsyncIOMotorClient[Any] = AsyncIOMotorClient(chaos.shop.mongo, tz_aware=True)
+    db: AsyncMongoClient[Any] = AsyncMongoClient(chaos.shop.mongo, tz_aware=True)
     try:
         mine = await db["orders"]["orders"].count_documents({"items.product_id": chaos.product["id"]})
         assert mine == len(chaos.accepted)  # no order twice (and none we were not told about)
         reservations = await db["products"]["reservations"].count_documents({"_id": {"$in": list(chaos.accepted)}})
         assert reservations == len(chaos.accepted)
     finally:
-        db.close()
+        await db.close()
     assert chaos.refusals() == [], "5xx other than 503 + Retry-After while dependencies were away"
     assert all(proc.running for name, proc in chaos.shop.procs.items()), "a process died"

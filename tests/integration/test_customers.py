@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from devtools.shop import LocalShop
 from tests.support.api import bearer, register_and_login, unique_email
@@ -146,13 +146,13 @@ async def test_concurrent_refresh_with_one_token_yields_at_most_one_winner(clien
     assert any(r.status_code == 401 for r in results)
 
 
-async def stored_token(db: AsyncIOMotorDatabase[Any], refresh_token: str) -> dict[str, Any]:
+async def stored_token(db: AsyncDatabase[Any], refresh_token: str) -> dict[str, Any]:
     token = await db["refresh_tokens"].find_one({"token_hash": hashlib.sha256(refresh_token.encode()).hexdigest()})
     assert token is not None
     return dict(token)
 
 
-async def family_of(db: AsyncIOMotorDatabase[Any], refresh_token: str) -> dict[str, Any]:
+async def family_of(db: AsyncDatabase[Any], refresh_token: str) -> dict[str, Any]:
     family = await db["refresh_families"].find_one({"_id": (await stored_token(db, refresh_token))["family_id"]})
     assert family is not None
     return dict(family)
@@ -170,7 +170,7 @@ async def refused_like_an_unknown_token(client: httpx.AsyncClient, refresh_token
 
 
 async def test_a_login_older_than_the_family_max_age_cannot_be_refreshed(
-        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+        client: httpx.AsyncClient, customers_db: AsyncDatabase[Any]) -> None:
     user = await register_and_login(client)
     r = await client.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
     other_login = r.json()
@@ -188,7 +188,7 @@ async def test_a_login_older_than_the_family_max_age_cannot_be_refreshed(
 
 
 async def test_a_family_stored_without_expiry_ends_its_max_age_after_creation(
-        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+        client: httpx.AsyncClient, customers_db: AsyncDatabase[Any]) -> None:
     """A family from before ``expires_at`` existed: created_at + max age is its end, for refusals and expiries."""
     now = datetime.now(UTC)
     old, young = await register_and_login(client), await register_and_login(client)
@@ -205,7 +205,7 @@ async def test_a_family_stored_without_expiry_ends_its_max_age_after_creation(
 
 
 async def test_a_minted_refresh_token_never_expires_after_its_family(
-        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+        client: httpx.AsyncClient, customers_db: AsyncDatabase[Any]) -> None:
     user = await register_and_login(client)
     family = await family_of(customers_db, user["refresh_token"])
     at_login = await stored_token(customers_db, user["refresh_token"])
@@ -219,7 +219,7 @@ async def test_a_minted_refresh_token_never_expires_after_its_family(
 
 
 async def test_a_token_whose_family_was_deleted_cannot_be_refreshed(
-        client: httpx.AsyncClient, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+        client: httpx.AsyncClient, customers_db: AsyncDatabase[Any]) -> None:
     """MongoDB deletes an expired family (TTL): a token of it left over is dead, not a fresh family."""
     user = await register_and_login(client)
     family = await family_of(customers_db, user["refresh_token"])

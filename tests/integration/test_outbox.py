@@ -10,7 +10,7 @@ from typing import Any
 
 import aio_pika
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from shopkit.broker import EventBus, create_broker
 from shopkit.contracts.events import StockLow
@@ -26,7 +26,7 @@ RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
 @pytest.fixture
 async def setup(mongo_url: str, namespace: str) -> AsyncIterator[tuple[Any, Any, EventBus, Any]]:
     settings = ServiceSettings(service_name="outboxtest", namespace=namespace)
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
     db = client[f"outbox_{uuid.uuid4().hex[:8]}"]
     await ensure_outbox_indexes(db)
     bus = EventBus(settings, create_broker(settings))
@@ -42,7 +42,7 @@ async def setup(mongo_url: str, namespace: str) -> AsyncIterator[tuple[Any, Any,
     finally:
         await connection.close()
         await bus.broker.stop()
-        client.close()
+        await client.close()
 
 
 async def _take(tap: Any, n: int, timeout: float = 10.0) -> list[str]:

@@ -8,7 +8,8 @@ from typing import Any
 
 from bson import ObjectId
 from faststream.rabbit import TestRabbitBroker
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from orders.catalog import CatalogClient
 from orders.saga import OrderSaga
@@ -20,7 +21,7 @@ from shopkit.mongo import utcnow
 from shopkit.outbox import OUTBOX, OutboxRelay
 from tests.support.bus import bus_for, order_created, reserving_bus, stocked_product
 
-Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+Db = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]
 
 
 

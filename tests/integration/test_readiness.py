@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools.procs import Proc, free_port
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
@@ -128,7 +128,7 @@ async def test_services_stay_ready_without_rabbitmq_and_products_without_redis(
             assert r.status_code == 200 and r.json()["sku"] == sku
         assert (await products.get("/products")).status_code == 200
 
-        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+        client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
         outbox = client[f"{namespace.replace('.', '_')}products_nobroker"]["outbox"]
         try:
             assert await outbox.count_documents({"sent": False}) >= 1  # held until RabbitMQ is back
@@ -142,5 +142,5 @@ async def test_services_stay_ready_without_rabbitmq_and_products_without_redis(
                         body = (await products.get("/health/ready")).json()
                 assert body["degraded"] == ["redis"]
         finally:
-            client.close()
+            await client.close()
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from motor.motor_asyncio import AsyncIOMotorClient
-from odmantic import AIOEngine
 from pydantic import SecretStr
+from pymongo import AsyncMongoClient
 
 from customers.keys import load_signing_key
 from customers.models import Customer, RefreshFamily, RefreshToken
 from customers.services import Accounts
 from customers.settings import Settings
 from shopkit.errors import ProblemError
+from shopkit.mongo import Documents
 
 ROUNDS = 100
 PASSWORD = "correct horse battery"
@@ -32,10 +32,14 @@ CHEAP_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASS
 
 @pytest.fixture
 async def accounts(mongo_url: str) -> AsyncIterator[Accounts]:
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    # An unbounded pool: PyMongo's async pool lets a task that just gave a connection back take the next
+    # one ahead of the tasks waiting (Motor queued every operation in order on its threads), so 100
+    # refresh loops could hold all 100 connections of the default pool and starve the password changes
+    # they loop until.
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True, maxPoolSize=0)
     database = f"race_{uuid.uuid4().hex[:8]}"
-    engine = AIOEngine(client, database=database)
-    await engine.configure_database([Customer, RefreshFamily, RefreshToken])  # type: ignore[arg-type]
+    engine = Documents(client[database])
+    await engine.configure_database([Customer, RefreshFamily, RefreshToken])
     settings = Settings(mongo_url=SecretStr(mongo_url), mongo_database=database, password_hash_memory_kib=8,
                         password_hash_time_cost=1, password_hash_parallelism=1,
                         password_hash_concurrency=4, password_hash_max_wait_seconds=300)
@@ -43,7 +47,7 @@ async def accounts(mongo_url: str) -> AsyncIterator[Accounts]:
         yield Accounts(engine, settings, load_signing_key(settings))
     finally:
         await client.drop_database(database)
-        client.close()
+        await client.close()
 
 
 async def new_customer(accounts: Accounts) -> Customer:

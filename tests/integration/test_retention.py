@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from alerts.inbox import ADMINS, ALERTS, purge_read
 from customers.models import REFRESH_FAMILIES_TTL_INDEX, REFRESH_TOKENS_TTL_INDEX, ensure_refresh_retention
@@ -20,17 +21,17 @@ from shopkit.contracts.events import StockLow
 from shopkit.mongo import HANDLED_EVENTS, MARKERS_TTL_INDEX, ensure_marker_retention, utcnow
 from shopkit.settings import ServiceSettings
 
-Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+Db = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]
 
 
 @pytest.fixture
 async def database(mongo_url: str) -> AsyncIterator[Db]:
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongo_url, tz_aware=True)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, tz_aware=True)
     yield client, client[f"r{uuid.uuid4().hex[:10]}"]
-    client.close()
+    await client.close()
 
 
-async def ttl_of(db: AsyncIOMotorDatabase[Any]) -> Any:
+async def ttl_of(db: AsyncDatabase[Any]) -> Any:
     info = await db[HANDLED_EVENTS].index_information()
     return info[MARKERS_TTL_INDEX].get("expireAfterSeconds")
 
@@ -76,7 +77,7 @@ async def test_read_alerts_older_than_the_retention_are_purged_and_unread_ones_k
 
 
 async def test_customers_starts_with_ttl_indexes_on_the_expiry_of_refresh_tokens_and_families(
-        shop: LocalShop, customers_db: AsyncIOMotorDatabase[Any]) -> None:
+        shop: LocalShop, customers_db: AsyncDatabase[Any]) -> None:
     for collection, name in (("refresh_tokens", REFRESH_TOKENS_TTL_INDEX),
                              ("refresh_families", REFRESH_FAMILIES_TTL_INDEX)):
         index = (await customers_db[collection].index_information()).get(name)

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools import infra
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
@@ -164,7 +164,7 @@ async def test_rolling_restart_under_load_fails_nothing(replicated: ReplicatedSh
         assert all(proc.popen is not None and proc.popen.returncode is not None for proc in replicated.retired)
 
         # Every order settles; stock is exact.
-        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(shop.mongo, tz_aware=True)
+        client: AsyncMongoClient[Any] = AsyncMongoClient(shop.mongo, tz_aware=True)
         try:
             orders = client["orders"]["orders"]
 
@@ -176,7 +176,7 @@ async def test_rolling_restart_under_load_fails_nothing(replicated: ReplicatedSh
 
             statuses = await eventually(settled, timeout=60, interval=0.5, what="every order settled")
         finally:
-            client.close()
+            await client.close()
         confirmed = [oid for oid, status in statuses.items() if status == "confirmed"]
         assert confirmed, "no order was confirmed"
         for product in products:

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.asynchronous.database import AsyncDatabase
 
 from devtools.shop import LocalShop
 from tests.support.saga import (
@@ -143,14 +143,14 @@ async def _queue_empty(name: str) -> bool:
     return ready == 0 and unacked == 0
 
 
-async def _reservation_status(db: AsyncIOMotorDatabase[Any], order_id: str, status: str) -> bool:
+async def _reservation_status(db: AsyncDatabase[Any], order_id: str, status: str) -> bool:
     doc = await db["reservations"].find_one({"_id": order_id})
     return doc is not None and doc["status"] == status
 
 
 async def test_cancel_while_pending_never_holds_stock_whatever_the_event_order(
         shop_api: httpx.AsyncClient, admin: str, buyer: str, namespace: str, wire: WireTap,
-        products_db: AsyncIOMotorDatabase[Any]) -> None:
+        products_db: AsyncDatabase[Any]) -> None:
     product = await create_product(shop_api, admin, stock=10)
     line = [{"product_id": product["id"], "quantity": 4}]
 

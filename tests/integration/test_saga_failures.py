@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from bson import ObjectId
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.saga import (
@@ -54,17 +54,17 @@ async def client(own_shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def mongo(own_shop: LocalShop) -> AsyncIterator[AsyncIOMotorClient[Any]]:
+async def mongo(own_shop: LocalShop) -> AsyncIterator[AsyncMongoClient[Any]]:
     assert own_shop.mongo is not None
-    c: AsyncIOMotorClient[Any] = AsyncIOMotorClient(own_shop.mongo, tz_aware=True)
+    c: AsyncMongoClient[Any] = AsyncMongoClient(own_shop.mongo, tz_aware=True)
     try:
         yield c
     finally:
-        c.close()
+        await c.close()
 
 
 async def test_products_killed_mid_flight_loses_nothing_and_counts_nothing_twice(
-        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncIOMotorClient[Any]) -> None:
+        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncMongoClient[Any]) -> None:
     admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
     product = await create_product(client, admin, stock=60, low_stock_threshold=0)
     products = mongo["products"]["products"]
@@ -126,7 +126,7 @@ async def _async(value: bool) -> bool:
 
 
 async def test_broker_connections_dropped_and_restored_publishing_and_consuming_resume(
-        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncIOMotorClient[Any]) -> None:
+        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncMongoClient[Any]) -> None:
     admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
     buyer = await new_customer(client)
     product = await create_product(client, admin, stock=100)

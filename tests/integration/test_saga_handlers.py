@@ -15,7 +15,8 @@ from typing import Any
 
 from bson import ObjectId
 from faststream.rabbit import TestRabbitBroker
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from alerts.notifier import Notifier
@@ -37,12 +38,12 @@ from shopkit.events import CloudEvent, new_event
 from shopkit.outbox import OUTBOX, OutboxRelay
 from tests.support.bus import bus_for, no_cache, order_created, reserving_bus, stocked_product
 
-Db = tuple[AsyncIOMotorClient[Any], AsyncIOMotorDatabase[Any]]
+Db = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]
 
 
 
 
-async def outbox_events(db: AsyncIOMotorDatabase[Any]) -> list[dict[str, Any]]:
+async def outbox_events(db: AsyncDatabase[Any]) -> list[dict[str, Any]]:
     return [doc["event"] async for doc in db[OUTBOX].find({}).sort("seq", 1)]
 
 

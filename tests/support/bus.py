@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from products.models import Product
 from products.reservations import StockReservations
@@ -34,7 +35,7 @@ async def no_cache(_: Iterable[str]) -> None:
     return None
 
 
-async def stocked_product(db: AsyncIOMotorDatabase[Any], sku: str, stock: int, low_stock_threshold: int) -> str:
+async def stocked_product(db: AsyncDatabase[Any], sku: str, stock: int, low_stock_threshold: int) -> str:
     """A product with ``stock`` units in products' database; its id."""
     product = Product(sku=sku, name="P", category="c", price=100, currency="EUR", stock=stock,
                       low_stock_threshold=low_stock_threshold)
@@ -42,7 +43,7 @@ async def stocked_product(db: AsyncIOMotorDatabase[Any], sku: str, stock: int, l
     return str(product.id)
 
 
-def reserving_bus(client: AsyncIOMotorClient[Any], db: AsyncIOMotorDatabase[Any]) -> EventBus:
+def reserving_bus(client: AsyncMongoClient[Any], db: AsyncDatabase[Any]) -> EventBus:
     """products' bus with its two saga handlers: order_created reserves, order_updated releases."""
     reservations = StockReservations(client, db, no_cache)
     bus = bus_for("products")
