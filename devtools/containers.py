@@ -130,7 +130,7 @@ class ContainerShop(LocalShop):
         local = super().proc_for(name, port=port, label=label)
         source = self.service_env.get(name, {}) if self.exact_env else local.env
         env = {k: v for k, v in source.items() if k.startswith("MICROSHOP_")}
-        env["MICROSHOP_PORT"] = local.env["MICROSHOP_PORT"]
+        env["MICROSHOP_PORT"] = str(port or self.ports[name])  # the shop's port, not the chart's
         env["MICROSHOP_HOST"] = "127.0.0.1"  # host networking: bind loopback only, as the tests do
         mounts: list[str] = []
         env.pop("MICROSHOP_JWT_PRIVATE_KEY_FILE", None)
