@@ -1284,7 +1284,7 @@ def run_shop(args: argparse.Namespace, observability: str, phases: list[str]) ->
     """Start a shop (observability ``on`` as shipped, or ``off``), run the benchmark on it, stop it."""
     namespace = f"bench{uuid.uuid4().hex[:6]}."
     # Each shopper keeps ordering the popular product: no outstanding cap per customer in the way.
-    env = {"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "1000000",
+    env = {"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "0",
            "MICROSHOP_LOG_LEVEL": args.log_level,
            "MICROSHOP_SEED_DEMO": "true", "MICROSHOP_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
            "MICROSHOP_METRICS_ENABLED": "true" if observability == "on" else "false"}

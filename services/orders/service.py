@@ -195,7 +195,7 @@ class OrderBook:
         event = order_created_event(doc)
 
         try:
-            if principal.is_admin:  # staff: no outstanding cap (nor its one-at-a-time placing)
+            if principal.is_admin or not self.limits.caps_outstanding:  # no cap: no one-at-a-time placing
                 first = await self.placements.submit((doc, event))
             else:
                 async with self.placing.one_at_a_time(principal.id):

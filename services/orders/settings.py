@@ -24,4 +24,4 @@ class Settings(ServiceSettings):
     # of one product in one customer's open (pending or confirmed, unshipped) orders, the new one included.
     order_max_quantity_per_line: int = Field(default=20, ge=1, le=MAX_QUANTITY)
     order_max_quantity_per_order: int = Field(default=50, ge=1, le=MAX_QUANTITY * MAX_LINES)
-    order_max_outstanding_per_product: int = Field(default=50, ge=1, le=1_000_000)
+    order_max_outstanding_per_product: int = Field(default=50, ge=0, le=1_000_000)  # 0: no cap

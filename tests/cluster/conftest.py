@@ -47,7 +47,7 @@ def cluster_shop(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactor
     shop = LocalShop(
         key_file=session_key_file(tmp_path_factory), namespace=f"cl{uuid.uuid4().hex[:8]}.", out=None,
         env={"MICROSHOP_RABBITMQ_URL": cluster.url, "MICROSHOP_RATE_LIMIT_REQUESTS": "1000000",
-             "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "1000000",
+             "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "0",
              "MICROSHOP_DEAD_LETTER_POLL_SECONDS": "1", "MICROSHOP_LOG_LEVEL": "INFO"},
     )
     try:

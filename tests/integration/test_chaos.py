@@ -100,7 +100,7 @@ def chaos_shop(key_file: Path, namespace: str, tmp_path_factory: pytest.TempPath
         services=["customers", "products", "orders", "gateway"],
         env={"MICROSHOP_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "MICROSHOP_RATE_LIMIT_REQUESTS": "1000000",
              # One buyer keeps ordering one product: no outstanding cap in the way.
-             "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "1000000", "MICROSHOP_LOG_LEVEL": "INFO"},
+             "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "0", "MICROSHOP_LOG_LEVEL": "INFO"},
     )
     try:
         shop.start(timeout=90)

@@ -58,7 +58,7 @@ def replicated(key_file: Path, namespace: str, tmp_path_factory: pytest.TempPath
     assert shutil.which("haproxy")
     shop = shop_factory()(
         key_file=key_file, namespace=f"{namespace}roll{uuid.uuid4().hex[:6]}.", out=None,
-        env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "1000000",
+        env={"MICROSHOP_RATE_LIMIT_REQUESTS": "1000000", "MICROSHOP_ORDER_MAX_OUTSTANDING_PER_PRODUCT": "0",
              "MICROSHOP_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
              "MICROSHOP_LOG_LEVEL": os.environ.get("SHOP_LOG", "INFO"), "MICROSHOP_LOG_FORMAT": "json"},
     )

@@ -111,3 +111,18 @@ def test_lines_and_orders_over_their_caps_are_refused(quantities: tuple[int, ...
     with pytest.raises(ProblemError) as refused:
         limits.check_request(req)
     assert (refused.value.status_code, refused.value.type_) == (422, refusal)
+
+
+async def test_an_outstanding_cap_of_zero_is_off_and_reads_nothing() -> None:
+    from orders.limits import OrderLimits
+    from shopkit.contracts.orders import CreateOrderRequest
+
+    class NoDatabase:
+        def find(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the cap is off: no look-up")
+
+    req = CreateOrderRequest.model_validate({"items": [{"product_id": "p1", "quantity": 5}]})
+    off = OrderLimits(outstanding_per_product=0)
+    assert not off.caps_outstanding
+    await off.check_outstanding(NoDatabase(), "c1", req)
+    assert OrderLimits().caps_outstanding
