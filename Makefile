@@ -67,4 +67,4 @@ clean: ## remove the virtualenv, dev data and caches
 -include mk/*.mk
 
 asyncapi: setup ## regenerate docs/asyncapi.json from the event catalogue (a test checks it is current)
-	$(UV) run --frozen python -m shopkit.asyncapi > docs/asyncapi.json
+	$(UV) run --frozen python -m devtools.asyncapi > docs/asyncapi.json

@@ -31,7 +31,8 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.response import PublishType
 from prometheus_client import CollectorRegistry
 
-from shopkit import broker, tracing
+from shopkit import tracing
+from shopkit.messaging import bus
 from shopkit.metrics import EVENTS_REDELIVERED, RouteTemplateMiddleware, ShopPrometheusConfig
 
 PER_ORDER = {"deliveries": 12, "publishes": 6, "requests": 2}
@@ -88,8 +89,8 @@ async def measure(n: int) -> dict[str, tuple[float, float]]:
     async def publish() -> None:
         await events(None, context=None).publish_scope(noop, command)  # type: ignore[arg-type]
 
-    async def kit_delivery() -> None:  # what shopkit.broker adds per delivery
-        if broker._redelivered(message):  # type: ignore[arg-type]
+    async def kit_delivery() -> None:  # what shopkit.messaging.bus adds per delivery
+        if bus._redelivered(message):  # type: ignore[arg-type]
             redelivered.inc()
         tracing.current_traceparent()
 

@@ -1,6 +1,6 @@
 """The shop's AsyncAPI document, generated with FastStream's own tooling from the event catalogue.
 
-``python -m shopkit.asyncapi`` prints it (``make asyncapi`` writes ``docs/asyncapi.json``; a test
+``python -m devtools.asyncapi`` prints it (``make asyncapi`` writes ``docs/asyncapi.json``; a test
 checks the file is current). Channels are the queues the services really declare (their apps
 are built, not started, and their subscriptions read), each with the CloudEvents envelope of its
 catalogue model as the payload; the producer's side of every event is a publish operation on
@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import import_module
 from typing import Any
 
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, create_model
 
-from shopkit.broker import EventBus
+from shopctl.apps import CONSUMERS, service_bus
 from shopkit.contracts.events import CATALOGUE, EventData
 from shopkit.events import CloudEvent
-from shopkit.settings import ServiceSettings
-
-CONSUMERS = ("products", "orders", "alerts", "analytics")
 
 
 @cache
@@ -31,15 +27,6 @@ def envelope(model: type[EventData]) -> type[BaseModel]:
     """The CloudEvents envelope whose ``data`` is ``model``: what a message of that type looks like on the wire."""
     return create_model(  # type: ignore[no-any-return,call-overload]
         f"{model.__name__}Event", __base__=CloudEvent, __doc__=model.__doc__, data=(model, ...))
-
-
-def service_bus(name: str) -> EventBus:
-    """A service's EventBus as its app declares it (the app is built, nothing is connected)."""
-    module = import_module(f"{name}.app")
-    app = module.create_app(ServiceSettings(service_name=name))
-    bus: EventBus | None = app.state["service"].bus
-    assert bus is not None, f"{name} consumes no events"
-    return bus
 
 
 def producers() -> dict[str, str]:
@@ -63,7 +50,7 @@ def document() -> dict[str, Any]:
             async def consume(body: schema) -> None:  # type: ignore[valid-type]
                 return None
 
-            consume.__name__ = f"{sub.consumer}_{sub.routing_key}"
+            consume.__name__ = sub.consumer_queue.replace(".", "_")
             broker.subscriber(sub.queue, sub.exchange, title=f"{sub.queue.name}:consume",
                               description=f"{sub.consumer} consumes `{sub.routing_key}`. {model.__doc__}")(consume)
     for type_, model in CATALOGUE.items():

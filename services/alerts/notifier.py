@@ -1,6 +1,6 @@
 """Turning order and stock events into alerts, ``alert_sent`` events and live pushes.
 
-Each batch of events (``shopkit.broker``) is one transaction holding the handled-event markers
+Each batch of events (``shopkit.messaging.bus``) is one transaction holding the handled-event markers
 (``apply_batch_once``), the alerts, the orders' last known statuses and the ``alert_sent``
 events (outbox), one bulk statement per collection. Only after it commits are frames pushed:
 a redelivered event changes nothing and pushes nothing.
@@ -34,12 +34,12 @@ from alerts.messages import (
     stock_low_message,
 )
 from alerts.push import PushHub
-from shopkit.broker import Delivery
 from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, StockLow
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.bus import Delivery
+from shopkit.messaging.outbox import OutboxRelay, add_to_outbox
 from shopkit.mongo import apply_batch_once
 from shopkit.orderstatus import is_newer
-from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("alerts.notifier")
 

@@ -22,8 +22,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from analytics.orderfacts import delta, merge, product_names
-from shopkit.broker import Delivery
 from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, ProductUpdated, StockLow
+from shopkit.messaging.bus import Delivery
 from shopkit.mongo import apply_batch_once
 
 log = logging.getLogger("analytics.recorder")

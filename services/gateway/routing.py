@@ -123,7 +123,7 @@ ACCESS_RULES: tuple[AccessRule, ...] = (
     AccessRule.of(["POST"], "/products/{id}/stock", Access.ADMIN),
     AccessRule.of(["POST"], "/orders/{id}/status", Access.ADMIN),
     AccessRule.of(READ, "/analytics/dashboard", Access.ADMIN),
-    # Each consuming service's dead letters (shopkit.dlq).
+    # Each consuming service's dead letters (shopkit.messaging.deadletters).
     *(AccessRule.of([*READ, "POST"], template, Access.ADMIN)
       for service in ("products", "orders", "alerts", "analytics")
       for template in (f"/{service}/admin/dead-letters", f"/{service}/admin/dead-letters/{{queue}}",

@@ -1,6 +1,6 @@
 """The orders side of the saga: stock replies settle pending orders as confirmed or rejected.
 
-Replies come in batches (``shopkit.broker``); a batch is one transaction holding the
+Replies come in batches (``shopkit.messaging.bus``); a batch is one transaction holding the
 handled-event markers, the status changes (one bulk statement, each update guarded by the
 status it was decided from) and their ``order_updated`` events (outbox, one statement). A
 reply for an order that is no longer pending (cancelled meanwhile) changes nothing: the
@@ -21,11 +21,11 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from orders.service import OrderBook, order_updated_event
 from orders.statuses import Actor, OrderStatus, can_transition
-from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import StockRejected, StockReserved
+from shopkit.messaging.bus import Delivery, TransientFailure
+from shopkit.messaging.outbox import add_to_outbox
 from shopkit.metrics import ORDER_CONFIRM_SECONDS, ORDER_STATUS_CHANGES
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
-from shopkit.outbox import add_to_outbox
 
 log = logging.getLogger("orders.saga")
 

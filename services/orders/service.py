@@ -28,9 +28,9 @@ from shopkit.contracts.events import OrderLine as EventLine
 from shopkit.contracts.orders import CreateOrderRequest
 from shopkit.errors import ProblemError
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.outbox import OutboxRelay, add_to_outbox
 from shopkit.metrics import ORDER_STATUS_CHANGES, ORDERS_PLACED
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
-from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("orders.service")
 

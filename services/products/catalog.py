@@ -23,9 +23,9 @@ from shopkit.contracts.events import ProductUpdated, StockLow
 from shopkit.contracts.products import CreateProductRequest, UpdateProductRequest
 from shopkit.errors import ProblemError
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.outbox import OutboxRelay, add_to_outbox
 from shopkit.metrics import STOCK_LOW
 from shopkit.mongo import in_transaction, parse_object_id, utcnow
-from shopkit.outbox import OutboxRelay, add_to_outbox
 
 log = logging.getLogger("products.catalog")
 

@@ -1,6 +1,6 @@
 """The products side of the order saga: reserve every line of an order or none, release on cancel.
 
-Events come in batches (``shopkit.broker``); each batch is one transaction holding the
+Events come in batches (``shopkit.messaging.bus``); each batch is one transaction holding the
 handled-event markers, the stock changes, the orders' reservation records and the reply
 events (outbox), each written with one bulk statement per collection. A redelivery finds its
 marker and changes nothing; a crash after commit still publishes (the relay drains the outbox).
@@ -35,13 +35,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
-from shopkit.broker import Delivery, TransientFailure
 from shopkit.contracts.events import OrderCreated, OrderUpdated, StockRejected, StockReserved
 from shopkit.contracts.events import ReservedLine as ReplyLine
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.bus import Delivery, TransientFailure
+from shopkit.messaging.outbox import add_to_outbox
 from shopkit.metrics import STOCK_LOW
 from shopkit.mongo import apply_batch_once, parse_object_id, utcnow
-from shopkit.outbox import add_to_outbox
 
 log = logging.getLogger("products.reservations")
 

@@ -44,12 +44,13 @@ from redis.asyncio import Redis
 
 from shopkit import mongo, tracing
 from shopkit.auth import AuthMiddleware, RejectInvalidTokenMiddleware, TokenVerifier, provide_principal
-from shopkit.broker import BatchHandler, EventBus, create_broker
 from shopkit.contracts.events import EventData
-from shopkit.dlq import DeadLetters, dead_letter_controller
 from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
+from shopkit.messaging.bus import BatchHandler, EventBus, create_broker
+from shopkit.messaging.deadletters import DeadLetters, dead_letter_controller
+from shopkit.messaging.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.metrics import (
     DEAD_LETTERS,
     UNROUTABLE_EVENTS,
@@ -58,7 +59,6 @@ from shopkit.metrics import (
     http_metrics,
     route_template,
 )
-from shopkit.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.redis import create_redis
 from shopkit.requestid import RequestIdMiddleware
 from shopkit.settings import ServiceSettings
@@ -257,7 +257,7 @@ class Service(Generic[S, D]):
         self.defer_auth_rejection = defer_auth_rejection
         self.bus = (EventBus(self.settings, create_broker(self.settings), publishes=tuple(publishes))
                     if uses.events else None)
-        # Its consumers' dead-letter queues (``shopkit.dlq``): admin routes, and the gauges of ``_count_dead_letters``.
+        # Its consumers' dead-letter queues (``shopkit.messaging.deadletters``): admin routes and gauges.
         self.dead_letters = (DeadLetters(self.settings.rabbitmq_url.get_secret_value(), self.settings.namespace)
                              if uses.events else None)
         self._deps: D | None = None
@@ -322,7 +322,7 @@ class Service(Generic[S, D]):
 
     def consumer_queues(self) -> list[str]:
         """This service's consumer queues, without the namespace (``orders.stock_reserved``)."""
-        return [f"{sub.consumer}.{sub.routing_key}" for sub in (self.bus.subscriptions if self.bus else [])]
+        return [sub.consumer_queue for sub in (self.bus.subscriptions if self.bus else [])]
 
     async def _count_dead_letters(self) -> None:
         """Keep ``microshop_dead_letters`` / ``microshop_unroutable_events`` current (a background task)."""

@@ -18,7 +18,7 @@ When a flush of several items raises, every item is flushed again on its own, so
 (a poison event, a conflicting write) fails alone and its neighbours still commit. The result
 of an item, or its exception, is delivered to its caller only.
 
-Used by the event consumers (``shopkit.broker``: one transaction per batch of deliveries) and by
+Used by the event consumers (``shopkit.messaging.bus``: one transaction per batch of deliveries) and by
 request handlers whose writes are cheaper together (orders' placement).
 """
 

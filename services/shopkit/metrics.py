@@ -25,7 +25,7 @@ disable_created_metrics()  # no ``*_created`` twin of every counter: half the se
 HTTP_PREFIX = "microshop_http"
 EVENTS_PREFIX = "faststream"
 
-# Events (shopkit.broker, shopkit.outbox)
+# Events (shopkit.messaging.bus, shopkit.messaging.outbox)
 EVENTS_REDELIVERED = Counter(
     "microshop_events_redelivered",
     "Deliveries that RabbitMQ had delivered before (a handler failed or a consumer died)", ["queue"])

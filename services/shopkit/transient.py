@@ -1,6 +1,6 @@
 """Failures a retry can fix: a dependency away, failing over or timing out, or a lost race.
 
-Consumers retry them without using up the delivery limit (``shopkit.broker``); HTTP handlers
+Consumers retry them without using up the delivery limit (``shopkit.messaging.bus``); HTTP handlers
 answer them 503 with ``Retry-After`` instead of 500 (``shopkit.errors``).
 """
 

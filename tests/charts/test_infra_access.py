@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from devtools.shop import SERVICES
-from shopkit.asyncapi import CONSUMERS, service_bus
+from shopctl.apps import CONSUMERS, service_bus
 from shopkit.mongo import database_user
 from tests.charts.conftest import SHOP_CHART, Render, by_kind
 from tests.charts.test_infra_credentials import pod_spec, resolved_env, secret_data

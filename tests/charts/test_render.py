@@ -19,8 +19,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from shopkit.broker import CONSUMER_GRACE_SECONDS
-from shopkit.outbox import STOP_SECONDS
+from shopkit.messaging.bus import CONSUMER_GRACE_SECONDS
+from shopkit.messaging.outbox import STOP_SECONDS
 from shopkit.settings import ServiceSettings
 from tests.charts.conftest import OPERATOR_CHART, SHOP_CHART, Render, by_kind, run_helm
 

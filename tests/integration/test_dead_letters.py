@@ -1,5 +1,5 @@
 """Consumers against the real broker: transient failures never use up the delivery limit; dead letters are
-visible and can be inspected, replayed and discarded (``shopkit.dlq``)."""
+visible and can be inspected, replayed and discarded (``shopkit.messaging.deadletters``)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pytest
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from devtools.shop import LocalShop
-from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.contracts.events import StockLow
-from shopkit.dlq import DeadLetters
 from shopkit.events import new_event
+from shopkit.messaging.bus import Delivery, EventBus, create_broker
+from shopkit.messaging.deadletters import DeadLetters
 from shopkit.settings import ServiceSettings
 from tests.support.api import bearer
 from tests.support.metrics import parse_samples, total
@@ -125,7 +125,7 @@ async def test_a_malformed_event_is_dead_lettered_at_once_and_can_be_discarded(b
         assert calls == []
         # The command line sees it too, then discards it.
         env = {**os.environ, "MICROSHOP_NAMESPACE": namespace, "MICROSHOP_RABBITMQ_URL": AMQP_URL}
-        cli = [sys.executable, "-m", "shopkit.dlq"]
+        cli = [sys.executable, "-m", "shopctl.dlq"]
         shown = subprocess.run([*cli, "show", queue, "--compact"], env=env, capture_output=True, text=True,
                                timeout=60, check=True).stdout
         assert json.loads(shown.splitlines()[0])["message_id"] == bad["id"]

@@ -28,8 +28,8 @@ from pymongo.errors import OperationFailure
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
-from shopkit.asyncapi import CONSUMERS, service_bus
-from shopkit.broker import rabbitmq_permissions
+from shopctl.apps import CONSUMERS, service_bus
+from shopkit.messaging.topology import Topology
 from shopkit.mongo import database_user
 from tests.support.saga import (
     auth,
@@ -100,8 +100,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, lp_namespace: str) -> Iter
         wait_secantus(proc)
         for service in BROKER_SERVICES:
             bus = service_bus(service)
-            granted = rabbitmq_permissions(lp_namespace, bus.consumers(), bus.consumed_exchanges(),
-                                           bus.published_exchanges())
+            granted = Topology(lp_namespace).permissions(bus.consumers(), bus.consumed_exchanges(),
+                                                         bus.published_exchanges())
             user, password = f"{lp_namespace}{service}", secrets.token_hex(16)
             rabbitmqctl("add_user", user, password)
             users[service] = (user, password)

@@ -12,12 +12,12 @@ import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 
-from shopkit.broker import EventBus, create_broker
 from shopkit.contracts.events import StockLow
 from shopkit.events import PRODUCT_EXCHANGE, STOCK_LOW, CloudEvent, new_event
+from shopkit.messaging.bus import EventBus, create_broker
+from shopkit.messaging.outbox import OUTBOX, Claim, OutboxRelay, add_to_outbox, ensure_outbox_indexes
 from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_TAKEOVERS
 from shopkit.mongo import in_transaction
-from shopkit.outbox import OUTBOX, Claim, OutboxRelay, add_to_outbox, ensure_outbox_indexes
 from shopkit.settings import ServiceSettings
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672/"

@@ -17,8 +17,8 @@ from orders.service import OrderBook
 from orders.sweeper import PendingSweeper
 from shopkit.contracts.events import OrderUpdated, StockReserved
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.outbox import OUTBOX, OutboxRelay
 from shopkit.mongo import utcnow
-from shopkit.outbox import OUTBOX, OutboxRelay
 from tests.support.bus import bus_for, order_created, reserving_bus, stocked_product
 
 Db = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]

@@ -16,8 +16,8 @@ from alerts.inbox import ADMINS, ALERTS, purge_read
 from customers.models import REFRESH_FAMILIES_TTL_INDEX, REFRESH_TOKENS_TTL_INDEX, ensure_refresh_retention
 from devtools.shop import LocalShop
 from shopkit.app import Uses, connect
-from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.contracts.events import StockLow
+from shopkit.messaging.bus import Delivery, EventBus, create_broker
 from shopkit.mongo import HANDLED_EVENTS, MARKERS_TTL_INDEX, ensure_marker_retention, utcnow
 from shopkit.settings import ServiceSettings
 

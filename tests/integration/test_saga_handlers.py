@@ -25,7 +25,6 @@ from orders.catalog import CatalogClient
 from orders.saga import OrderSaga
 from orders.service import OrderBook
 from products.reservations import StockReservations
-from shopkit.broker import EventBus
 from shopkit.contracts.events import (
     OrderCreated,
     OrderLine,
@@ -35,7 +34,8 @@ from shopkit.contracts.events import (
     StockReserved,
 )
 from shopkit.events import CloudEvent, new_event
-from shopkit.outbox import OUTBOX, OutboxRelay
+from shopkit.messaging.bus import EventBus
+from shopkit.messaging.outbox import OUTBOX, OutboxRelay
 from tests.support.bus import bus_for, no_cache, order_created, reserving_bus, stocked_product
 
 Db = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]

@@ -9,10 +9,10 @@ import uuid
 import aio_pika
 import pytest
 
-from shopkit.broker import EventBus, create_broker
 from shopkit.contracts.events import StockLow
-from shopkit.dlq import DeadLetters
 from shopkit.events import new_event
+from shopkit.messaging.bus import EventBus, create_broker
+from shopkit.messaging.deadletters import DeadLetters
 from shopkit.settings import ServiceSettings
 from tests.support.saga import AMQP_URL, eventually
 

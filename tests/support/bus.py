@@ -11,9 +11,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from products.models import Product
 from products.reservations import StockReservations
-from shopkit.broker import EventBus, create_broker
 from shopkit.contracts.events import OrderCreated, OrderLine, OrderUpdated
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.bus import EventBus, create_broker
 from shopkit.settings import ServiceSettings
 
 

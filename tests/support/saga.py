@@ -34,7 +34,7 @@ ROUTES = {"/auth": "customers", "/customers": "customers", "/products": "product
 
 async def declare_topic(channel: aio_pika.abc.AbstractChannel, namespace: str, name: str
                         ) -> aio_pika.abc.AbstractExchange:
-    """One of the shop's topic exchanges, declared exactly as the services declare it (shopkit.broker)."""
+    """One of the shop's topic exchanges, declared exactly as the services declare it (shopkit.messaging.bus)."""
     return await channel.declare_exchange(namespace + name, aio_pika.ExchangeType.TOPIC, durable=True,
                                           arguments={"alternate-exchange": f"{namespace}{name}.unroutable"})
 

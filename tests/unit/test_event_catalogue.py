@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shopkit import asyncapi
+from devtools import asyncapi
 from shopkit.contracts.events import CATALOGUE, OrderCreated
 from shopkit.events import EXCHANGE_OF
 

@@ -183,7 +183,7 @@ def test_operator_shops_by_phase() -> None:
 async def test_bus_counts_dead_letters_and_batch_sizes_per_queue() -> None:
     from faststream.rabbit import TestRabbitBroker
 
-    from shopkit.broker import EventBus, create_broker
+    from shopkit.messaging.bus import EventBus, create_broker
     from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED
 
     settings = ServiceSettings(service_name="obs", namespace="obs.")

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import pytest
 from faststream.rabbit import TestRabbitBroker
 
-from shopkit.broker import Delivery, EventBus, create_broker
 from shopkit.context import current_correlation_id
 from shopkit.contracts.events import OrderCreated, StockLow
 from shopkit.events import CloudEvent, new_event
+from shopkit.messaging.bus import Delivery, EventBus, create_broker
 from shopkit.settings import ServiceSettings
 
 
@@ -122,7 +122,7 @@ def test_each_consumer_has_its_own_quorum_queue_with_a_dead_letter_route() -> No
 def test_transient_failures_are_told_from_deterministic_ones() -> None:
     from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
 
-    from shopkit.broker import TransientFailure, is_transient
+    from shopkit.messaging.bus import TransientFailure, is_transient
 
     labelled = OperationFailure("aborted", code=251, details={"errorLabels": ["TransientTransactionError"]})
     for exc in (AutoReconnect("x"), NetworkTimeout("x"), ServerSelectionTimeoutError("x"), TimeoutError(),

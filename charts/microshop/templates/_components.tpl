@@ -44,8 +44,8 @@ analytics: {port: 8005, callers: [gateway],                                     
 {{- end -}}
 
 {{/*
-One service's RabbitMQ permissions: {configure, write, read} regexes, the same that shopkit.broker's
-rabbitmq_permissions computes from the service's EventBus (tests/charts/test_infra_access.py compares
+One service's RabbitMQ permissions: {configure, write, read} regexes, the same that shopkit.messaging.topology
+(Topology.permissions) computes from the service's EventBus (tests/charts/test_infra_access.py compares
 them): its own names (<service>.…: queues, DLQs, replay exchange), each exchange E it uses (declared with
 alternate exchange E.unroutable feeding the `unroutable` queue), E.dlx of what it consumes, write on
 what it publishes. Never the default exchange.

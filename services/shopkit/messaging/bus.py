@@ -15,7 +15,7 @@ it never uses up the delivery limit (a quorum queue counts every nack with reque
 event is never dead-lettered because of load or an outage. Any other failure is deterministic
 (a programming error, data the handler refuses): the delivery is nacked and redelivered after a
 backoff; after ``max_deliveries`` RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands
-in ``<queue>.dlq`` (``python -m shopkit.dlq`` lists, replays or discards those). Deliveries are
+in ``<queue>.dlq`` (``python -m shopctl.dlq`` lists, replays or discards those). Deliveries are
 acked only after their batch committed.
 
 A bus declares only what its service uses: the topic exchanges it consumes from or publishes to
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -49,6 +48,15 @@ from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
+from shopkit.messaging.topology import (
+    UNROUTABLE_MAX_LENGTH,
+    Permissions,
+    Topology,
+    consumer_queue,
+    dead_letter_exchange,
+    exchange,
+    queue_name,
+)
 from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED, EVENTS_REDELIVERED, broker_metrics
 from shopkit.settings import ServiceSettings
 from shopkit.transient import TransientFailure, is_transient
@@ -120,80 +128,6 @@ def create_broker(settings: ServiceSettings, *, prefetch_count: int | None = Non
     )
 
 
-UNROUTABLE_QUEUE = "unroutable"
-UNROUTABLE_MAX_LENGTH = 100_000
-
-
-def exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
-    """A topic exchange as publishers and subscribers use it: passive, :meth:`EventBus.declare` creates it.
-
-    Passive, so neither a publish nor a subscriber's start ever re-declares it with other
-    arguments than the ones it was created with (an exchange made before it had an alternate
-    exchange keeps working; ``declare`` says how to migrate it).
-    """
-    return RabbitExchange(settings.namespace + name, type=ExchangeType.TOPIC, durable=True, declare=False)
-
-
-def alternate_exchange_name(settings: ServiceSettings, name: str) -> str:
-    return settings.namespace + name + ".unroutable"
-
-
-def unroutable_queue_name(settings: ServiceSettings) -> str:
-    return settings.namespace + UNROUTABLE_QUEUE
-
-
-def dead_letter_exchange(settings: ServiceSettings, name: str) -> RabbitExchange:
-    return RabbitExchange(settings.namespace + name + ".dlx", type=ExchangeType.TOPIC, durable=True)
-
-
-def replay_exchange_name(namespace: str, consumer: str) -> str:
-    """``<namespace><consumer>.replay``: a direct exchange each consumer queue is bound to by its own name.
-
-    ``shopkit.dlq`` replays a dead letter through it into exactly the queue it died in. Through the
-    consumer's own exchange, not RabbitMQ's default one: publishing to the default exchange reaches
-    every queue, so granting it would let any service inject events into any other's queues.
-    """
-    return f"{namespace}{consumer}.replay"
-
-
-@dataclass(frozen=True)
-class Permissions:
-    """RabbitMQ permission regexes (``rabbitmqctl set_permissions <user> <configure> <write> <read>``)."""
-
-    configure: str
-    write: str
-    read: str
-
-
-def _one_of(names: set[str], suffix: str = "") -> list[str]:
-    return [f"(?:{'|'.join(re.escape(n) for n in sorted(names))}){suffix}"] if names else []
-
-
-def rabbitmq_permissions(namespace: str, consumers: set[str], consumed: set[str], published: set[str]) -> Permissions:
-    """The least a service needs on the broker, from what its bus declares and uses.
-
-    - its own names, ``<consumer>.…`` (queues, their DLQs, the replay exchange): everything;
-    - each topic exchange it consumes from or publishes to (``E``): declare (configure) with its
-      alternate exchange (RabbitMQ then checks read on ``E`` and write on ``E.unroutable``), bind
-      its queues to it (read); write only on those it publishes to;
-    - ``E.unroutable`` (fanout) and the ``unroutable`` queue it feeds: declare and bind;
-    - ``E.dlx`` of each exchange it consumes from: declare, name as its queues' dead-letter
-      exchange (write), bind the DLQs to it (read).
-
-    Names are matched whole (``^…$``); nothing else, in particular not the default exchange.
-    """
-    ns = re.escape(namespace)
-    own = [f"{re.escape(c)}\\..+" for c in sorted(consumers)]
-    used = consumed | published
-    rules = {
-        "configure": [*own, "unroutable", *_one_of(used, r"(?:\.unroutable)?"), *_one_of(consumed, r"\.dlx")],
-        "write": [*own, "unroutable", *_one_of(published), *_one_of(used, r"\.unroutable"),
-                  *_one_of(consumed, r"\.dlx")],
-        "read": [*own, *_one_of(used, r"(?:\.unroutable)?"), *_one_of(consumed, r"\.dlx")],
-    }
-    return Permissions(**{what: f"^{ns}(?:{'|'.join(parts)})$" for what, parts in rules.items()})
-
-
 def _delivery_count(message: RabbitMessage) -> int:
     """How often RabbitMQ delivered this message before (quorum queues count it in a header)."""
     raw = getattr(message, "raw_message", None)
@@ -209,10 +143,6 @@ def _redelivered(message: RabbitMessage) -> bool:
     return bool(getattr(raw, "redelivered", False)) or _delivery_count(message) > 0
 
 
-def queue_name(settings: ServiceSettings, consumer: str, routing_key: str) -> str:
-    return f"{settings.namespace}{consumer}.{routing_key}"
-
-
 @dataclass
 class Subscription:
     consumer: str
@@ -222,6 +152,11 @@ class Subscription:
     dlx: RabbitExchange
     dlq: RabbitQueue
     batcher: Batcher[Any, None] | None = None
+
+    @property
+    def consumer_queue(self) -> str:
+        """The queue's name without the namespace (``orders.stock_reserved``)."""
+        return consumer_queue(self.consumer, self.routing_key)
 
 
 @dataclass
@@ -376,30 +311,33 @@ class EventBus:
     def consumers(self) -> set[str]:
         return {sub.consumer for sub in self.subscriptions}
 
+    @property
+    def topology(self) -> Topology:
+        return Topology.of(self.settings)
+
     def permissions(self) -> Permissions:
-        """What this bus needs on RabbitMQ and nothing more (:func:`rabbitmq_permissions`)."""
-        return rabbitmq_permissions(self.settings.namespace, self.consumers(), self.consumed_exchanges(),
-                                    self.published_exchanges())
+        """What this bus needs on RabbitMQ and nothing more (:meth:`Topology.permissions`)."""
+        return self.topology.permissions(self.consumers(), self.consumed_exchanges(), self.published_exchanges())
 
     async def declare(self) -> None:
         """Declare what this service uses (idempotent; call after connecting).
 
         Its topic exchanges (with their alternate exchanges), the dead-letter exchanges of what it
         consumes, each consumer queue's DLQ, and each consumer's replay exchange with its queues
-        bound to it by name (``shopkit.dlq`` replays through it).
+        bound to it by name (``shopkit.messaging.deadletters`` replays through it).
         """
         await self.declare_topic_exchanges()
         for name in sorted(self.consumed_exchanges()):
-            await self.broker.declare_exchange(dead_letter_exchange(self.settings, name))
+            await self.broker.declare_exchange(self.topology.dead_letter_exchange(name))
         await self.declare_dead_letter_queues()
         replay: dict[str, Any] = {}
         for sub in self.subscriptions:
             if sub.consumer not in replay:
                 replay[sub.consumer] = await self.broker.declare_exchange(RabbitExchange(
-                    replay_exchange_name(self.settings.namespace, sub.consumer), type=ExchangeType.DIRECT,
+                    self.topology.replay_exchange(sub.consumer), type=ExchangeType.DIRECT,
                     durable=True))
             queue = await self.broker.declare_queue(sub.queue)  # as its subscriber declares it on start
-            await queue.bind(replay[sub.consumer], routing_key=f"{sub.consumer}.{sub.routing_key}")
+            await queue.bind(replay[sub.consumer], routing_key=sub.consumer_queue)
 
     async def declare_dead_letter_queues(self) -> None:
         """Each consumer queue's DLQ, bound to its dead-letter exchange, over a connection of its own.
@@ -429,7 +367,7 @@ class EventBus:
 
         ``<exchange>`` has ``alternate-exchange: <exchange>.unroutable`` (fanout), bound to the
         ``<namespace>unroutable`` queue (at most ``UNROUTABLE_MAX_LENGTH`` messages, oldest dropped
-        first), which ``python -m shopkit.dlq list`` counts. RabbitMQ refuses to change the arguments
+        first), which ``python -m shopctl.dlq list`` counts. RabbitMQ refuses to change the arguments
         of an existing exchange (``PRECONDITION_FAILED``): an exchange created by an older version
         is used as it is, with an error in the log saying how to migrate it (delete the exchange
         while the shop is stopped; the services re-create it and re-bind their queues on start).
@@ -439,24 +377,24 @@ class EventBus:
         async with connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(
-                unroutable_queue_name(self.settings), durable=True,
+                self.topology.unroutable_queue(), durable=True,
                 arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
             for name in self.used_exchanges():
-                alternate = alternate_exchange_name(self.settings, name)
+                topic, alternate = self.topology.exchange(name).name, self.topology.alternate_exchange(name)
                 fanout = await channel.declare_exchange(alternate, aio_pika.ExchangeType.FANOUT, durable=True)
                 await queue.bind(fanout)
                 try:
-                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                    await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC,
                                                    durable=True, arguments={"alternate-exchange": alternate})
                 except aio_pika.exceptions.ChannelPreconditionFailed:
                     log.error("exchange %s exists without the alternate exchange %s: unroutable events on it are "
                               "dropped. Migrate: stop the shop, delete the exchange (rabbitmqctl or the management "
-                              "UI), start the shop.", self.settings.namespace + name, alternate)
+                              "UI), start the shop.", topic, alternate)
                     channel = await connection.channel()
                     queue = await channel.declare_queue(
-                        unroutable_queue_name(self.settings), durable=True,
+                        self.topology.unroutable_queue(), durable=True,
                         arguments={"x-max-length": UNROUTABLE_MAX_LENGTH, "x-overflow": "drop-head"})
-                    await channel.declare_exchange(self.settings.namespace + name, aio_pika.ExchangeType.TOPIC,
+                    await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC,
                                                    durable=True, passive=True)
 
     async def publish(self, event: CloudEvent) -> None:
@@ -470,7 +408,7 @@ class EventBus:
                              "(Service(publishes=...))")
         await self.broker.publish(
             event.model_dump(mode="json"),
-            exchange=exchange(self.settings, EXCHANGE_OF[event.type]),
+            exchange=self.topology.exchange(EXCHANGE_OF[event.type]),
             routing_key=event.type,
             persist=True,
             message_id=event.id,

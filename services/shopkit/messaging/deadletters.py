@@ -1,42 +1,17 @@
 """Dead letters: list, inspect, replay or discard what a consumer's ``<queue>.dlq`` holds.
 
-A delivery lands in a dead-letter queue when its event is malformed (rejected at once) or its
-handler failed deterministically ``max_deliveries`` times (``shopkit.broker``); transient
-failures never put it there. Everything here speaks plain AMQP to the DLQs (``basic.get``,
-``ack``), so it works against any RabbitMQ a service can reach:
-
-- *list*: each consumer queue's DLQ and how many dead letters it holds (:meth:`DeadLetters.depths`,
-  also what a metric or health hook reads: one passive ``queue.declare`` per DLQ);
-- *show*: the dead letters of one queue, oldest first, with why they died (``x-death``); they
-  are fetched unacknowledged and put back untouched when the channel closes;
-- *replay*: republish a dead letter (same body, message id, correlation id and headers) straight
-  into the consumer queue it died in, then ack it out of the DLQ. Straight into that queue
-  (through the consumer's replay exchange ``<service>.replay``, to which each of its queues is
-  bound by name), not to the original topic exchange: the event failed for *this* consumer only;
-  republishing it to the exchange would deliver it to every other consumer again (they would
-  dedupe it, but need not see it at all). Not through RabbitMQ's default exchange either: a
-  service's broker user may not write to it (it reaches every queue). Replay after fixing the
-  cause: a poison event dead-letters again;
-- *discard*: ack it out of the DLQ for good.
-
-Queues are named as their consumers name them without the namespace, ``<service>.<event type>``
-(``analytics.order_created``). Two ways in:
-
-- ``python -m shopkit.dlq list|show|replay|discard`` (reads ``MICROSHOP_RABBITMQ_URL`` and
-  ``MICROSHOP_NAMESPACE`` like the services; see ``--help``);
-- each consuming service's admin routes, through the gateway:
-  ``GET /api/<service>/admin/dead-letters``, ``GET .../dead-letters/{queue}``,
-  ``POST .../dead-letters/{queue}/replay`` and ``.../discard`` (body ``{"ids": [...]}`` or
-  ``{"all": true}``), admin only.
+Plain AMQP (``basic.get``, ``ack``) to the DLQs, so it works against any RabbitMQ a service can
+reach. A replay goes through the consumer's own ``<service>.replay`` exchange into exactly the queue
+the event died in: the event failed for that consumer only, and a service may not write to the
+default exchange. Reached through each consuming service's admin routes (``dead_letter_controller``)
+and ``python -m shopctl.dlq``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -50,12 +25,9 @@ from litestar.status_codes import HTTP_200_OK
 from pydantic import BaseModel, Field
 
 from shopkit.auth import requires_admin
-from shopkit.broker import UNROUTABLE_QUEUE, replay_exchange_name
 from shopkit.errors import ProblemError
-from shopkit.events import EXCHANGE_OF
-from shopkit.settings import ServiceSettings
+from shopkit.messaging.topology import Topology
 
-DLQ_SUFFIX = ".dlq"
 MAX_FETCH = 1000
 
 
@@ -92,7 +64,7 @@ class Settled(BaseModel):
 
 def _x_death(message: AbstractIncomingMessage, namespace: str, queue: str) -> dict[str, Any]:
     deaths = (message.headers or {}).get("x-death") or []
-    full = namespace + queue
+    full = Topology(namespace).named(queue)
     for death in deaths if isinstance(deaths, list) else []:
         if isinstance(death, dict) and death.get("queue") == full:
             return death
@@ -124,6 +96,7 @@ class DeadLetters:
     def __init__(self, url: str, namespace: str = "") -> None:
         self.url = url
         self.namespace = namespace
+        self.topology = Topology(namespace)
         self._connection: AbstractRobustConnection | None = None
         self._lock = asyncio.Lock()
 
@@ -149,9 +122,6 @@ class DeadLetters:
             await self._connection.close()
             self._connection = None
 
-    def dlq_name(self, queue: str) -> str:
-        return self.namespace + queue + DLQ_SUFFIX
-
     async def depths(self, queues: Sequence[str]) -> dict[str, int]:
         """Dead letters per consumer queue (a DLQ not declared yet counts 0). Cheap: one passive declare each."""
         result: dict[str, int] = {}
@@ -159,7 +129,7 @@ class DeadLetters:
         for queue in queues:
             channel = await connection.channel()
             try:
-                declared = await channel.declare_queue(self.dlq_name(queue), passive=True)
+                declared = await channel.declare_queue(self.topology.dlq(queue), passive=True)
                 result[queue] = int(declared.declaration_result.message_count or 0)
             except ChannelNotFoundEntity:
                 result[queue] = 0
@@ -169,11 +139,11 @@ class DeadLetters:
         return result
 
     async def unroutable(self) -> int:
-        """How many events no queue was bound for (the ``<namespace>unroutable`` queue; ``shopkit.broker``)."""
+        """How many events no queue was bound for (the ``<namespace>unroutable`` queue; ``shopkit.messaging.bus``)."""
         connection = await self._connect()
         channel = await connection.channel()
         try:
-            declared = await channel.declare_queue(self.namespace + UNROUTABLE_QUEUE, passive=True)
+            declared = await channel.declare_queue(self.topology.unroutable_queue(), passive=True)
             return int(declared.declaration_result.message_count or 0)
         except ChannelNotFoundEntity:
             return 0
@@ -183,7 +153,7 @@ class DeadLetters:
 
     async def _fetch(self, channel: AbstractChannel, queue: str, limit: int) -> list[AbstractIncomingMessage]:
         try:
-            dlq = await channel.declare_queue(self.dlq_name(queue), passive=True)
+            dlq = await channel.declare_queue(self.topology.dlq(queue), passive=True)
         except ChannelNotFoundEntity:
             return []
         messages: list[AbstractIncomingMessage] = []
@@ -203,7 +173,7 @@ class DeadLetters:
         """Republish the chosen dead letters (``ids``; ``None``: all) into ``queue``, then ack them out of the DLQ."""
         async with self._channel() as channel:
             replay_exchange = await channel.get_exchange(
-                replay_exchange_name(self.namespace, queue.partition(".")[0]), ensure=False)
+                self.topology.replay_exchange(queue.partition(".")[0]), ensure=False)
             done: list[str | None] = []
             for message in await self._fetch(channel, queue, limit):
                 if ids is not None and message.message_id not in ids:
@@ -279,69 +249,3 @@ def dead_letter_controller(service: str, queues: Sequence[str], letters: DeadLet
             return Settled(queue=queue, ids=await unavailable(letters.discard(checked(queue), ids)))
 
     return DeadLetterController
-
-
-# The command line ----------------------------------------------------------------------------------
-
-CONSUMERS = ("products", "orders", "alerts", "analytics")
-
-
-def consumer_queues(services: Sequence[str]) -> list[str]:
-    """The consumer queues (without namespace) the given services declare, from their apps."""
-    from shopkit.asyncapi import service_bus  # imports every service's app: only the command line needs it
-
-    return [f"{sub.consumer}.{sub.routing_key}" for name in services for sub in service_bus(name).subscriptions]
-
-
-async def _main(args: argparse.Namespace) -> int:
-    settings = ServiceSettings()
-    letters = DeadLetters(args.url or settings.rabbitmq_url.get_secret_value(),
-                          settings.namespace if args.namespace is None else args.namespace)
-    try:
-        if args.command == "list":
-            for queue, depth in (await letters.depths(consumer_queues(args.service or CONSUMERS))).items():
-                if depth or args.all:
-                    print(f"{queue}\t{depth}")
-            unroutable = await letters.unroutable()
-            if unroutable or args.all:
-                print(f"{UNROUTABLE_QUEUE} (published to {', '.join(sorted(set(EXCHANGE_OF.values())))} with no "
-                      f"queue bound)\t{unroutable}")
-        elif args.command == "show":
-            for letter in await letters.show(args.queue, args.limit):
-                print(letter.model_dump_json(indent=None if args.compact else 2))
-        else:
-            ids = None if args.all else args.id
-            if not ids and ids is not None:
-                print("name the dead letters (--id, repeatable) or pass --all", file=sys.stderr)
-                return 2
-            settle = letters.replay if args.command == "replay" else letters.discard
-            done = await settle(args.queue, ids)
-            print(f"{args.command}ed {len(done)} dead letter(s) of {args.queue}: {' '.join(map(str, done))}")
-    finally:
-        await letters.close()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shopkit.dlq", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="AMQP URL (default: MICROSHOP_RABBITMQ_URL)")
-    parser.add_argument("--namespace", help="queue name prefix (default: MICROSHOP_NAMESPACE)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="dead letters per consumer queue (non-empty ones unless --all)")
-    listing.add_argument("--service", action="append", choices=CONSUMERS, help="only this service (repeatable)")
-    listing.add_argument("--all", action="store_true", help="also the empty queues")
-    show = commands.add_parser("show", help="the dead letters of a queue, as JSON lines")
-    show.add_argument("queue", help="consumer queue without namespace, e.g. analytics.order_created")
-    show.add_argument("--limit", type=int, default=100)
-    show.add_argument("--compact", action="store_true", help="one line per dead letter")
-    for name, what in (("replay", "republish into the queue, then remove from the DLQ"),
-                       ("discard", "remove from the DLQ for good")):
-        cmd = commands.add_parser(name, help=what)
-        cmd.add_argument("queue")
-        cmd.add_argument("--id", action="append", default=[], help="a message id (repeatable)")
-        cmd.add_argument("--all", action="store_true", help="every dead letter of the queue")
-    return asyncio.run(_main(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

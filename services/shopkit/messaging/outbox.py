@@ -36,9 +36,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shopkit import tracing
-from shopkit.broker import EventBus
 from shopkit.context import correlation_id_var
 from shopkit.events import CloudEvent
+from shopkit.messaging.bus import EventBus
 from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_TAKEOVERS
 from shopkit.tasks import cancel
 
