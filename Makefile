@@ -46,9 +46,10 @@ test-unit: setup ## the unit tier alone: no services, no network, seconds
 test-integration: infra ## the integration tier: RabbitMQ, Redis, SecantusDB, the shop as processes (~3 min)
 	$(UV) run --frozen pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup ## ruff over the Python code, and deptry: every imported package declared (pyproject.toml [tool.ruff], [tool.deptry])
+lint: setup ## ruff, deptry (every imported package declared) and import-linter (the layering); pyproject.toml
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen deptry .
+	$(UV) run --frozen lint-imports
 
 typecheck: setup ## mypy over services, operator, devtools and the locustfile (settings: pyproject.toml [tool.mypy])
 	$(UV) run --frozen mypy services operator devtools charts/microshop/files/locustfile.py

@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,11 +78,15 @@ def find_helm() -> str:
     on_path = shutil.which("helm")
     if on_path:
         return on_path
-    try:
-        from devtools.helm import ensure_helm  # only importable when running from a checkout
-    except ImportError as exc:
-        raise ConfigError("no helm binary: put helm on PATH or set MICROSHOP_OPERATOR_HELM") from exc
-    return str(ensure_helm())
+    if not (_CHECKOUT_ROOT / "devtools" / "helm.py").is_file():
+        raise ConfigError("no helm binary: put helm on PATH or set MICROSHOP_OPERATOR_HELM")
+    # A checkout: its pinned helm, installed on first use. A process of its own, not an import: the
+    # operator never imports dev tooling (make lint checks it).
+    found = subprocess.run([sys.executable, "-m", "devtools.helm"], cwd=_CHECKOUT_ROOT, capture_output=True,
+                           text=True, check=False)
+    if found.returncode != 0:
+        raise ConfigError(f"no helm binary: {found.stderr.strip()}")
+    return found.stdout.strip()
 
 
 @dataclass(frozen=True)
