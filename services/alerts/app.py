@@ -38,20 +38,33 @@ class Deps:
     sockets: SocketLimits
 
 
-async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-    """The push hub listens on Redis pub/sub for as long as the service runs."""
-    await inbox_module.ensure_indexes(res.db)
-    hub = PushHub(res.cache, Channels(res.settings.namespace))
-    await hub.start()
-    purger = asyncio.create_task(purge_read_alerts(res.db, res.settings), name="alerts-purge")
-    try:
-        limits = SocketLimits(res.cache, res.settings.namespace, max_per_user=res.settings.ws_max_sockets_per_user,
-                              attempts=res.settings.ws_connect_attempts,
-                              window_seconds=res.settings.ws_connect_window_seconds)
-        yield Deps(res.settings, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub), limits)
-    finally:
-        await cancel(purger)
-        await hub.stop()
+def create_app(settings: ServiceSettings | None = None) -> Litestar:
+    config = Settings.of(settings)
+
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+        """The push hub listens on Redis pub/sub for as long as the service runs."""
+        await inbox_module.ensure_indexes(res.db)
+        hub = PushHub(res.redis, Channels(config.namespace))
+        await hub.start()
+        purger = asyncio.create_task(purge_read_alerts(res.db, config), name="alerts-purge")
+        try:
+            limits = SocketLimits(res.redis, config.namespace, max_per_user=config.ws_max_sockets_per_user,
+                                  attempts=config.ws_connect_attempts, window_seconds=config.ws_connect_window_seconds)
+            yield Deps(config, Inbox(res.db), hub, Notifier(res.client, res.db, res.outbox, hub), limits)
+        finally:
+            await cancel(purger)
+            await hub.stop()
+
+    return Service(
+        Settings, config, build=build, routes=[AlertController, alerts_socket],
+        # One batch (one transaction) serves the deliveries of all three queues.
+        consumes={(OrderCreated, OrderUpdated, StockLow): lambda deps: deps.notifier.handle},
+        publishes=(AlertSent,),
+        uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"broker"})),
+        title="microshop alerts",
+        description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
+                    "at /alerts/ws.",
+    ).app()
 
 
 async def purge_read_alerts(db: AsyncDatabase[Any], settings: Settings) -> None:
@@ -66,15 +79,3 @@ async def purge_read_alerts(db: AsyncDatabase[Any], settings: Settings) -> None:
         except Exception as exc:
             log.warning("purging read alerts failed (%s: %s)", type(exc).__name__, exc)
         await asyncio.sleep(settings.alert_purge_seconds)
-
-
-def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    alerts = Service(
-        Settings, settings, build=build, routes=[AlertController, alerts_socket], publishes=(AlertSent,),
-        uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop alerts",
-        description="Alerts for customers (their orders) and admins (low stock), and their live WebSocket push "
-                    "at /alerts/ws.",
-    )
-    # One batch (one transaction) serves the deliveries of all three queues.
-    alerts.consume((OrderCreated, OrderUpdated, StockLow), lambda deps: deps.notifier.handle)
-    return alerts.app()

@@ -26,22 +26,21 @@ class Deps:
     recorder: Recorder
 
 
-async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-    await ensure_indexes(res.db)
-    config = res.settings
-    cache = DashboardCache(res.cache, res.db, namespace=config.namespace,
-                           max_staleness_seconds=config.dashboard_max_staleness_seconds,
-                           top_limit=config.top_products_limit, revenue_days=config.revenue_days)
-    yield Deps(cache, Recorder(res.client, res.db, cache.invalidate))
-
-
-# Every event analytics folds into its aggregates: one batch (one transaction) serves all five queues.
-FEEDS = {(OrderCreated, OrderUpdated, StockLow, ProductUpdated, AlertSent): lambda deps: deps.recorder.record}
-
-
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    return Service(Settings, settings, build=build, routes=[DashboardController], consumes=FEEDS,
-                   uses=Uses(redis=True, events=True, ready_without=frozenset({"broker"})),
-                   title="microshop analytics",
-                   description="Aggregates of orders, revenue, products and stock, fed by events; the admin dashboard.",
-                   ).app()
+    config = Settings.of(settings)
+
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+        await ensure_indexes(res.db)
+        cache = DashboardCache(res.redis, res.db, namespace=config.namespace,
+                               max_staleness_seconds=config.dashboard_max_staleness_seconds,
+                               top_limit=config.top_products_limit, revenue_days=config.revenue_days)
+        yield Deps(cache, Recorder(res.client, res.db, cache.invalidate))
+
+    return Service(
+        Settings, config, build=build, routes=[DashboardController],
+        # Every event analytics folds into its aggregates: one batch (one transaction) serves all five queues.
+        consumes={(OrderCreated, OrderUpdated, StockLow, ProductUpdated, AlertSent): lambda deps: deps.recorder.record},
+        uses=Uses(redis=True, events=True, ready_without=frozenset({"broker"})),
+        title="microshop analytics",
+        description="Aggregates of orders, revenue, products and stock, fed by events; the admin dashboard.",
+    ).app()

@@ -26,20 +26,20 @@ class Deps:
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    config = settings if isinstance(settings, Settings) else Settings()
+    config = Settings.of(settings)
     key = load_signing_key(config)  # at creation: a missing or bad key fails before anything listens
 
     async def local_jwks() -> dict[str, Any]:
         return key.jwks()
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-        await res.odm.configure_database([Customer, RefreshFamily, RefreshToken])
+        await res.documents.configure_database([Customer, RefreshFamily, RefreshToken])
         await ensure_refresh_retention(res.db, config.refresh_family_max_age_seconds)
-        throttle = LoginThrottle(res.cache, config.namespace, threshold=config.login_failures_before_lockout,
+        throttle = LoginThrottle(res.redis, config.namespace, threshold=config.login_failures_before_lockout,
                                  lockout_seconds=config.login_lockout_seconds,
                                  max_lockout_seconds=config.login_lockout_max_seconds,
                                  window_seconds=config.login_failure_window_seconds)
-        accounts = Accounts(res.odm, config, key, throttle=throttle)
+        accounts = Accounts(res.documents, config, key, throttle=throttle)
         if config.admin_email and config.admin_password:
             # The configured admin goes through the same rules as a registration, so a typo in the
             # Secret fails the start-up loudly instead of creating an account nobody can use.
@@ -51,9 +51,11 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
         finally:
             accounts.passwords.close()
 
-    return Service(Settings, config, build=build, routes=[AuthController, MeController],
-                   verifier=TokenVerifier(config, source=local_jwks),
-                   # Redis holds the per-account login throttle, which fails open: not a readiness dependency.
-                   uses=Uses(redis=True, ready_without=frozenset({"redis"})),
-                   title="microshop customers",
-                   description="Registration, login, token refresh, JWKS and the caller's profile.").app()
+    return Service(
+        Settings, config, build=build, routes=[AuthController, MeController],
+        verifier=TokenVerifier(config, source=local_jwks),
+        # Redis holds the per-account login throttle, which fails open: not a readiness dependency.
+        uses=Uses(redis=True, ready_without=frozenset({"redis"})),
+        title="microshop customers",
+        description="Registration, login, token refresh, JWKS and the caller's profile.",
+    ).app()

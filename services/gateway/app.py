@@ -97,12 +97,12 @@ class Deps:
 
 
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    config = settings if isinstance(settings, Settings) else Settings()
+    config = Settings.of(settings)
     gateway = Gateway(config, load_registry())
     sockets = WebSocketUpstream(config.alerts_url)
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-        gateway.limiter.bind(res.cache)
+        gateway.limiter.bind(res.redis)
         await gateway.upstreams.start()
         try:
             yield Deps(gateway)
@@ -117,13 +117,15 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     # Requests with an invalid token count against the caller's IP before they get their 401.
     limit = DefineMiddleware(RateLimitMiddleware, limiter=gateway.limiter,
                              trust_forwarded_for=config.trust_forwarded_for)
-    app = Service(Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
-                  route_label=route_label,
-                  # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
-                  # outage must not take the shop's only entry point out of the load balancer.
-                  uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
-                  title="microshop gateway",
-                  description="The single entry point: /api/<path> is routed to the service owning <path>.").app()
+    app = Service(
+        Settings, config, build=build, routes=edge, middleware=[limit], defer_auth_rejection=True,
+        route_label=route_label,
+        # The limiter fails open, so Redis is not a readiness dependency of the gateway: a Redis
+        # outage must not take the shop's only entry point out of the load balancer.
+        uses=Uses(mongo=False, redis=True, ready_without=frozenset({"redis"})),
+        title="microshop gateway",
+        description="The single entry point: /api/<path> is routed to the service owning <path>.",
+    ).app()
     # Non-normal paths are refused before routing (so before any access rule or contract), inside the
     # request-id layer (so the 400 carries one).
     request_ids = app.asgi_handler

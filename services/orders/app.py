@@ -26,32 +26,34 @@ class Deps:
     saga: OrderSaga
 
 
-async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-    await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
-    await res.db[ORDERS].create_index(BY_IDEMPOTENCY_KEY, **IDEMPOTENCY_INDEX_OPTIONS)
-    await res.db[ORDERS].create_index(BY_STATUS_CREATED, name="by_status_created")
-    catalog = CatalogClient(res.settings.products_url, res.settings.catalog_timeout_seconds,
-                            res.settings.catalog_cache_seconds)
-    await catalog.start()
-    book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=res.settings.batch_max_size,
-                     batch_linger_seconds=res.settings.batch_linger_ms / 1000, limits=OrderLimits.of(res.settings))
-    sweeper = PendingSweeper(book, timeout_seconds=res.settings.order_pending_timeout_seconds,
-                             every_seconds=res.settings.order_sweep_seconds)
-    sweeper.start()
-    try:
-        yield Deps(book, OrderSaga(book))
-    finally:
-        await sweeper.stop()
-        await book.placements.close()
-        await catalog.close()
-
-
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
-    # Both replies share their batches: one transaction settles the confirmed and the rejected.
-    settle = {(StockReserved, StockRejected): lambda deps: deps.saga.settle}
-    return Service(Settings, settings, build=build, routes=[OrderController], consumes=settle,
-                   publishes=(OrderCreated, OrderUpdated),
-                   # Serves without RabbitMQ: the outbox holds the events until it is back.
-                   uses=Uses(events=True, outbox=True, ready_without=frozenset({"broker"})), title="microshop orders",
-                   description="Orders: placement, the status state machine and the orders side of the order saga.",
-                   ).app()
+    config = Settings.of(settings)
+
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+        await res.db[ORDERS].create_index(BY_CUSTOMER_NEWEST, name="by_customer_newest")
+        await res.db[ORDERS].create_index(BY_IDEMPOTENCY_KEY, **IDEMPOTENCY_INDEX_OPTIONS)
+        await res.db[ORDERS].create_index(BY_STATUS_CREATED, name="by_status_created")
+        catalog = CatalogClient(config.products_url, config.catalog_timeout_seconds, config.catalog_cache_seconds)
+        await catalog.start()
+        book = OrderBook(res.client, res.db, catalog, res.outbox, batch_max_size=config.batch_max_size,
+                         batch_linger_seconds=config.batch_linger_ms / 1000, limits=OrderLimits.of(config))
+        sweeper = PendingSweeper(book, timeout_seconds=config.order_pending_timeout_seconds,
+                                 every_seconds=config.order_sweep_seconds)
+        sweeper.start()
+        try:
+            yield Deps(book, OrderSaga(book))
+        finally:
+            await sweeper.stop()
+            await book.placements.close()
+            await catalog.close()
+
+    return Service(
+        Settings, config, build=build, routes=[OrderController],
+        # Both replies share their batches: one transaction settles the confirmed and the rejected.
+        consumes={(StockReserved, StockRejected): lambda deps: deps.saga.settle},
+        publishes=(OrderCreated, OrderUpdated),
+        # Serves without RabbitMQ: the outbox holds the events until it is back.
+        uses=Uses(events=True, outbox=True, ready_without=frozenset({"broker"})),
+        title="microshop orders",
+        description="Orders: placement, the status state machine and the orders side of the order saga.",
+    ).app()

@@ -25,18 +25,19 @@ class Deps:
     reservations: StockReservations
 
 
-async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
-    await res.odm.configure_database([Product, Reservation])
-    catalog = Catalog(res.client, res.db, ProductCache(res.cache, res.settings.namespace,
-                                                       res.settings.cache_ttl_seconds), res.outbox)
-    if res.settings.seed_demo:
-        await seed_demo_catalog(catalog)
-    yield Deps(catalog, StockReservations(res.client, res.db, catalog.after_commit))
-
-
 def create_app(settings: ServiceSettings | None = None) -> Litestar:
+    config = Settings.of(settings)
+
+    async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
+        await res.documents.configure_database([Product, Reservation])
+        catalog = Catalog(res.client, res.db, ProductCache(res.redis, config.namespace, config.cache_ttl_seconds),
+                          res.outbox)
+        if config.seed_demo:
+            await seed_demo_catalog(catalog)
+        yield Deps(catalog, StockReservations(res.client, res.db, catalog.after_commit))
+
     return Service(
-        Settings, settings, build=build, routes=[ProductController],
+        Settings, config, build=build, routes=[ProductController],
         consumes={OrderCreated: lambda deps: deps.reservations.reserve,
                   OrderUpdated: lambda deps: deps.reservations.release},
         publishes=(StockReserved, StockRejected, ProductUpdated, StockLow),

@@ -1,22 +1,10 @@
 """``Service``: the one place a microshop service is assembled.
 
-A service says three things and the kit does the rest:
-
-1. what it connects to (``mongo``, ``redis``, ``events``, ``outbox``) — the kit connects each in
-   the app's lifespan, closes it again, and registers its readiness check (``ready_without`` marks
-   the ones the service works without: still checked and reported, never failing readiness);
-2. its dependencies object (a dataclass), yielded by an async generator once those resources are
-   connected (``build``) — every field of it is injectable by name into routes (Litestar DI),
-   and subscribers are handed it;
-3. its routes and what it consumes (``consumes``: an event model → the handler of a batch of
-   such events, picked from the dependencies object).
-
-The kit adds logging, request ids, JWT auth, problem+json errors, health, OpenAPI, metrics
-(``/metrics``, ``shopkit.metrics``) and tracing (``shopkit.tracing``, when an OTLP endpoint is set), starts
-consumers only after ``build`` (so a first delivery finds every dependency) and stops them
-before the dependencies are torn down: on shutdown (after the HTTP requests in flight finished,
-``shopkit.serve``) the consumers finish the batches in hand, ``build`` tears down, the outbox relay
-publishes what is left, and the connections close.
+A service names what it connects to (``Uses``), a ``build`` that yields its dependencies object once
+those are connected, its routes and the events it publishes and consumes; the kit adds logging, request
+ids, auth, problem+json errors, health, OpenAPI, metrics and tracing. Consumers start after ``build``
+(a first delivery finds every dependency) and stop before it tears down; the outbox relay publishes
+what is left before the connections close.
 """
 
 from __future__ import annotations
@@ -49,11 +37,10 @@ from shopkit.errors import EXCEPTION_HANDLERS
 from shopkit.health import HEALTH_HANDLERS, ReadinessCheck
 from shopkit.logging import configure_logging
 from shopkit.messaging.bus import BatchHandler, EventBus, create_broker
-from shopkit.messaging.deadletters import DeadLetters, dead_letter_controller
+from shopkit.messaging.deadletters import DeadLetters, count_dead_letters, dead_letter_controller
+from shopkit.messaging.lifecycle import start_consuming, try_connect, try_start
 from shopkit.messaging.outbox import OutboxRelay, ensure_outbox_indexes
 from shopkit.metrics import (
-    DEAD_LETTERS,
-    UNROUTABLE_EVENTS,
     MetricsController,
     RouteLabel,
     http_metrics,
@@ -74,43 +61,45 @@ S = TypeVar("S", bound=ServiceSettings)
 
 @dataclass
 class Resources(Generic[S]):
-    """The connections of a running service, handed to its ``build``."""
+    """The connections of a running service, handed to its ``build``: one name each.
+
+    ``client``, ``db``, ``documents``, ``redis`` and ``outbox`` are there when the service declared
+    them in ``Uses``; asking for one it did not declare fails loudly.
+    """
 
     settings: S
-    mongo_client: AsyncMongoClient[Any] | None = None
-    documents: mongo.Documents | None = None
-    redis: Redis | None = None
     bus: EventBus | None = None
-    relay: OutboxRelay | None = None
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     optional: set[str] = field(default_factory=set)  # checks reported as degraded, never failing readiness
     broker_connected: bool = False
+    _client: AsyncMongoClient[Any] | None = None
+    _documents: mongo.Documents | None = None
+    _redis: Redis | None = None
+    _outbox: OutboxRelay | None = None
+
+    @property
+    def client(self) -> AsyncMongoClient[Any]:
+        assert self._client is not None, "this service does not use MongoDB"
+        return self._client
 
     @property
     def db(self) -> AsyncDatabase[Any]:
-        assert self.mongo_client is not None, "this service does not use MongoDB"
-        return self.mongo_client[self.settings.database_name]
-
-    # Typed accessors for ``build``: a service that declared the resource gets it, others fail loudly.
-    @property
-    def client(self) -> AsyncMongoClient[Any]:
-        assert self.mongo_client is not None, "this service does not use MongoDB"
-        return self.mongo_client
+        return self.client[self.settings.database_name]
 
     @property
-    def odm(self) -> mongo.Documents:
-        assert self.documents is not None, "this service does not use MongoDB"
-        return self.documents
+    def documents(self) -> mongo.Documents:
+        assert self._documents is not None, "this service does not use MongoDB"
+        return self._documents
 
     @property
-    def cache(self) -> Redis:
-        assert self.redis is not None, "this service does not use Redis"
-        return self.redis
+    def redis(self) -> Redis:
+        assert self._redis is not None, "this service does not use Redis"
+        return self._redis
 
     @property
     def outbox(self) -> OutboxRelay:
-        assert self.relay is not None, "this service has no outbox"
-        return self.relay
+        assert self._outbox is not None, "this service has no outbox"
+        return self._outbox
 
 
 Build = Callable[[Resources[S]], AsyncIterator[D]]
@@ -149,19 +138,19 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
     res = Resources(settings=settings, bus=bus)
     async with contextlib.AsyncExitStack() as stack:
         if uses.mongo:
-            client = res.mongo_client = mongo.create_client(settings)
+            client = res._client = mongo.create_client(settings)
             stack.push_async_callback(client.close)
-            res.documents = mongo.create_documents(client, settings)
+            res._documents = mongo.create_documents(client, settings)
             res.checks["mongo"] = lambda: mongo.ping(client)
         if uses.redis:
-            redis = res.redis = create_redis(settings)
+            redis = res._redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
         if uses.mongo and bus is not None and bus.subscriptions:
             await mongo.ensure_marker_retention(res.db, settings.handled_event_retention_seconds)
         if bus is not None:
             if "broker" in uses.ready_without:
-                res.broker_connected = await _try_connect(bus)  # else the lifespan keeps trying in the background
+                res.broker_connected = await try_connect(bus)  # else the lifespan keeps trying in the background
             else:
                 await bus.connect()
                 res.broker_connected = True
@@ -170,49 +159,12 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
         if uses.outbox:
             assert bus is not None, "the outbox needs events"
             await ensure_outbox_indexes(res.db)
-            relay = res.relay = OutboxRelay(res.db, bus, retention_seconds=settings.outbox_retention_seconds,
-                                            lease_seconds=settings.outbox_lease_seconds)
+            relay = res._outbox = OutboxRelay(res.db, bus, retention_seconds=settings.outbox_retention_seconds,
+                                              lease_seconds=settings.outbox_lease_seconds)
             relay.start()
             stack.push_async_callback(relay.stop)
         res.optional = set(uses.ready_without) & set(res.checks)
         yield res
-
-
-BROKER_CONNECT_TIMEOUT_SECONDS = 15.0  # a refused connection fails at once; this bounds a hanging broker
-BROKER_RETRY_MAX_SECONDS = 10.0
-
-
-async def _try_connect(bus: EventBus) -> bool:
-    try:
-        await asyncio.wait_for(bus.connect(), BROKER_CONNECT_TIMEOUT_SECONDS)
-    except Exception as exc:
-        log.warning("RabbitMQ unavailable (%s): serving without it, connecting in the background", exc)
-        return False
-    return True
-
-
-async def _try_start(bus: EventBus) -> bool:
-    try:
-        await asyncio.wait_for(bus.start(), BROKER_CONNECT_TIMEOUT_SECONDS * 2)
-    except Exception as exc:
-        log.warning("could not start consuming (%s): retrying in the background", exc)
-        return False
-    return True
-
-
-async def _start_consuming(bus: EventBus) -> None:
-    """Connect and start the consumers, retrying with capped backoff until it works (a background task)."""
-    delay = 1.0
-    while True:
-        try:
-            await asyncio.wait_for(bus.start(), BROKER_CONNECT_TIMEOUT_SECONDS * 2)
-        except Exception as exc:
-            log.warning("RabbitMQ still unavailable (%s); retrying in %.0f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BROKER_RETRY_MAX_SECONDS)
-        else:
-            log.info("connected to RabbitMQ; consumers started")
-            return
 
 
 class Service(Generic[S, D]):
@@ -240,7 +192,7 @@ class Service(Generic[S, D]):
         defer_auth_rejection: bool = False,
         route_label: RouteLabel | None = None,
     ) -> None:
-        self.settings: S = settings if isinstance(settings, settings_type) else settings_type()
+        self.settings: S = settings_type.of(settings)
         configure_logging(self.settings.service_name, self.settings.log_level, self.settings.log_format)
         # Before the broker is created: its telemetry middleware needs the tracer provider.
         tracing.setup_tracing(self.settings.service_name, self.settings.otlp_endpoint,
@@ -264,7 +216,7 @@ class Service(Generic[S, D]):
         self._checks: dict[str, ReadinessCheck] = {}
         self._optional_checks: set[str] = set()
         for model, pick in (consumes or {}).items():
-            self.consume(model, pick)
+            self._consume(model, pick)
 
     @property
     def deps(self) -> D:
@@ -272,7 +224,7 @@ class Service(Generic[S, D]):
             raise RuntimeError(f"{self.settings.service_name} is not started")
         return self._deps
 
-    def consume(self, models: type[EventData] | tuple[type[EventData], ...],
+    def _consume(self, models: type[EventData] | tuple[type[EventData], ...],
                 pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
                 linger: float | None = None) -> None:
         """Subscribe to each model's event type; batches go to ``pick(deps)`` once the service runs.
@@ -299,15 +251,17 @@ class Service(Generic[S, D]):
             self._checks.update(res.checks)
             self._optional_checks.update(res.optional)
             consuming: asyncio.Task[None] | None = None
-            counting = (asyncio.create_task(self._count_dead_letters(), name="dead-letter-gauges")
+            counting = (asyncio.create_task(count_dead_letters(self.dead_letters, self.consumer_queues(),
+                                                               self.settings.dead_letter_poll_seconds),
+                                            name="dead-letter-gauges")
                         if self.dead_letters is not None and self.settings.metrics_enabled else None)
             try:
                 if self.bus is not None:  # consumers last: every handler's dependencies exist now
                     if "broker" not in self.uses.ready_without:
                         await self.bus.start()
-                    elif not (res.broker_connected and await _try_start(self.bus)):
+                    elif not (res.broker_connected and await try_start(self.bus)):
                         # Serving without RabbitMQ: the consumers start once it answers.
-                        consuming = asyncio.create_task(_start_consuming(self.bus), name="broker-connect")
+                        consuming = asyncio.create_task(start_consuming(self.bus), name="broker-connect")
                 yield
             finally:
                 await cancel(consuming, counting)
@@ -323,18 +277,6 @@ class Service(Generic[S, D]):
     def consumer_queues(self) -> list[str]:
         """This service's consumer queues, without the namespace (``orders.stock_reserved``)."""
         return [sub.consumer_queue for sub in (self.bus.subscriptions if self.bus else [])]
-
-    async def _count_dead_letters(self) -> None:
-        """Keep ``microshop_dead_letters`` / ``microshop_unroutable_events`` current (a background task)."""
-        assert self.dead_letters is not None
-        while True:
-            try:
-                for queue, depth in (await self.dlq_depths()).items():
-                    DEAD_LETTERS.labels(queue).set(depth)
-                UNROUTABLE_EVENTS.set(await self.dead_letters.unroutable())
-            except Exception as exc:  # RabbitMQ away: the gauges keep their last values
-                log.debug("could not count dead letters: %s", exc)
-            await asyncio.sleep(self.settings.dead_letter_poll_seconds)
 
     async def dlq_depths(self) -> dict[str, int]:
         """Dead letters per consumer queue of this service (one passive declare each; for metrics and health)."""

@@ -79,6 +79,14 @@ class ServiceSettings(BaseSettings):
     def database_name(self) -> str:
         return self.mongo_database or self.service_name
 
+    @classmethod
+    def of(cls: type[S], settings: ServiceSettings | None) -> S:
+        """``settings`` when they are this service's, else this service's read from the environment.
+
+        Tests hand a service the kit's base settings; a service reads its own type then.
+        """
+        return settings if isinstance(settings, cls) else cls()
+
 
 @lru_cache
 def get_settings(cls: type[S]) -> S:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,9 @@ from pydantic import BaseModel, Field
 from shopkit.auth import requires_admin
 from shopkit.errors import ProblemError
 from shopkit.messaging.topology import Topology
+from shopkit.metrics import DEAD_LETTERS, UNROUTABLE_EVENTS
+
+log = logging.getLogger("shopkit.app")
 
 MAX_FETCH = 1000
 
@@ -201,6 +205,18 @@ class DeadLetters:
                     await message.ack()
                     done.append(message.message_id)
             return done
+
+
+async def count_dead_letters(letters: DeadLetters, queues: Sequence[str], every_seconds: float) -> None:
+    """Keep ``microshop_dead_letters`` / ``microshop_unroutable_events`` current (a background task)."""
+    while True:
+        try:
+            for queue, depth in (await letters.depths(queues)).items():
+                DEAD_LETTERS.labels(queue).set(depth)
+            UNROUTABLE_EVENTS.set(await letters.unroutable())
+        except Exception as exc:  # RabbitMQ away: the gauges keep their last values
+            log.debug("could not count dead letters: %s", exc)
+        await asyncio.sleep(every_seconds)
 
 
 def dead_letter_controller(service: str, queues: Sequence[str], letters: DeadLetters) -> type[Controller]:
