@@ -1,9 +1,7 @@
-"""kopf handlers for Shops: one level-based worker per Shop, woken by its events and its children's.
+"""The kopf handlers for Shops, and nothing else: each hands its event to :mod:`microshop_operator.workers`.
 
-No handler needs a finalizer except the volume clean-up of Shops that ask for it (kopf daemons and
-timers always add one, so the resync loop is our own asyncio task per Shop, started and stopped from
-the Shop's watch events). Handlers stay short; the work is in :mod:`microshop_operator.reconcile`
-(what to apply) and :mod:`microshop_operator.status` (what to report).
+Only the volume clean-up of Shops that ask for it has a finalizer; every Shop's resync loop is a
+worker of our own, started, woken and stopped from the watch events below.
 """
 
 from __future__ import annotations
@@ -11,154 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from microshop_operator import metrics
-from microshop_operator import status as status_mod
 from microshop_operator.config import GROUP, PLURAL, SHOP_LABEL, VERSION, ConfigError, get_config, lease_config
-from microshop_operator.crd import crd_of
-from microshop_operator.kube import Kind, Kube, KubeError
+from microshop_operator.kube import Kube, KubeError
 from microshop_operator.leader import LeaderElector
-from microshop_operator.reconcile import Reconciler, Result, ShopRef
+from microshop_operator.reconcile import Reconciler
 from microshop_operator.render import Renderer
+from microshop_operator.workers import (
+    Logger,
+    QuietHandlers,
+    Runtime,
+    apply_crd,
+    child_changed,
+    runtime_of,
+    shut_down,
+)
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-SHOP = Kind(f"{GROUP}/{VERSION}", "Shop", PLURAL)
 # kopf keeps its bookkeeping in annotations under our own prefix, never in status (which we own).
 ANNOTATION_PREFIX = "microshop.dev"
-# Handlers that run on every watch event: their "succeeded" lines are DEBUG, not INFO.
-QUIET_HANDLERS = ("shop_event", "child_event")
-
-
-class _QuietHandlers(logging.Filter):
-    """kopf logs "Handler 'x' succeeded." at INFO for every event; for the event handlers that is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and any(
-                record.getMessage() == f"Handler {name!r} succeeded." for name in QUIET_HANDLERS):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
-@dataclass
-class Worker:
-    """The resync loop of one Shop: reconciles at once when woken, else every resync period."""
-
-    namespace: str
-    name: str
-    uid: str
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    generation: int | None = None  # the last generation seen in a watch event
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass
-class Runtime:
-    """Process-wide state, kept in kopf's memo."""
-
-    reconciler: Reconciler
-    kube: Kube
-    resync_seconds: float
-    logger: Logger
-    elector: LeaderElector | None = None
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    workers: dict[str, Worker] = field(default_factory=dict)
-    renewer: asyncio.Task[None] | None = None
-
-    @property
-    def leading(self) -> bool:
-        return self.elector is None or self.elector.leading
-
-    def lock(self, uid: str) -> asyncio.Lock:
-        return self.locks.setdefault(uid, asyncio.Lock())
-
-    def wake(self, uid: str) -> None:
-        worker = self.workers.get(uid)
-        if worker is not None:
-            worker.wakeup.set()
-
-    def observe(self, body: Mapping[str, Any]) -> None:
-        """A Shop watch event: start its worker, and wake it when the spec (generation) changed."""
-        meta = body["metadata"]
-        uid = str(meta["uid"])
-        worker = self.workers.get(uid)
-        if worker is None:
-            worker = self.workers[uid] = Worker(meta["namespace"], meta["name"], uid)
-            worker.task = asyncio.create_task(self._run(worker), name=f"resync {meta['namespace']}/{meta['name']}")
-        generation = int(meta.get("generation") or 0)
-        if worker.generation != generation or meta.get("deletionTimestamp"):
-            worker.generation = generation
-            worker.wakeup.set()
-
-    def stop(self, uid: str) -> None:
-        metrics.shop_phase(uid, None)
-        worker = self.workers.pop(uid, None)
-        self.locks.pop(uid, None)
-        if worker is not None and worker.task is not None:
-            worker.task.cancel()
-
-    async def stop_all(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
-        for uid in list(self.workers):
-            self.stop(uid)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self, worker: Worker) -> None:
-        failures = 0
-        delay = 0.0  # the first reconcile at once: a new Shop, or every Shop when the operator starts
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wakeup.wait(), timeout=delay)
-            worker.wakeup.clear()
-            if not self.leading:
-                return
-            try:
-                current = await self.kube.get(SHOP, worker.namespace, worker.name)
-            except KubeError as exc:
-                self.logger.warning("cannot read Shop %s/%s: %s", worker.namespace, worker.name, exc)
-                failures += 1
-                delay = min(get_config().backoff(failures - 1), self.resync_seconds)
-                continue
-            if current is None or current["metadata"].get("uid") != worker.uid:
-                self.workers.pop(worker.uid, None)
-                return
-            if current["metadata"].get("deletionTimestamp"):
-                delay = self.resync_seconds  # being deleted: nothing to apply; the DELETED event stops us
-                continue
-            try:
-                result = await reconcile_and_report(current, self, self.logger)
-            except KubeError as exc:
-                self.logger.warning("Shop %s/%s: cannot report status: %s", worker.namespace, worker.name, exc)
-                metrics.RECONCILES.labels("error").inc()
-                result = None
-            except Exception:  # a bug must not end the Shop's resync loop silently
-                self.logger.exception("Shop %s/%s: reconcile crashed", worker.namespace, worker.name)
-                metrics.RECONCILES.labels("error").inc()
-                result = None
-            if result is not None and (result.succeeded or (result.failure and result.failure.permanent)):
-                failures = 0
-                delay = self.resync_seconds
-            else:
-                failures += 1
-                delay = min(get_config().backoff(failures - 1), self.resync_seconds)
-
-
-def runtime_of(memo: Any) -> Runtime:
-    runtime = getattr(memo, "runtime", None)
-    if not isinstance(runtime, Runtime):
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return runtime
 
 
 @kopf.on.startup()
@@ -178,7 +50,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    logging.getLogger("kopf.objects").addFilter(_QuietHandlers())
+    logging.getLogger("kopf.objects").addFilter(QuietHandlers())
     kube = Kube()
     renderer = Renderer(config.helm, config.chart, timeout=config.helm_timeout_seconds)
     log = logging.getLogger("microshop_operator")
@@ -188,34 +60,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         # Before any handler runs: kopf starts watching only once start-up handlers are done.
         runtime.elector = LeaderElector(kube, lease, logger)
         await runtime.elector.acquire()
-        runtime.renewer = asyncio.create_task(runtime.elector.hold(_shut_down), name="lease renewal")
-    await _apply_crd(kube, config.chart, logger)
+        runtime.renewer = asyncio.create_task(runtime.elector.hold(shut_down), name="lease renewal")
+    await apply_crd(kube, config.chart, logger)
     memo.runtime = runtime
     metrics.serve()  # /metrics on MICROSHOP_OPERATOR_METRICS_PORT (8081), apart from kopf's liveness
     logger.info("chart %s, helm %s, resync every %ss", config.chart, config.helm, config.resync_seconds)
-
-
-async def _apply_crd(kube: Kube, chart: Path, logger: Logger) -> None:
-    """The Shop CRD of this operator's chart, by server-side apply: ``helm upgrade`` never upgrades a chart's
-    ``crds/``, so a new schema arrives with the operator that needs it. Done by the leader (or the only
-    replica), before any Shop is watched, so a standby of an older version never takes the schema back."""
-    while True:
-        try:
-            applied = await kube.apply(crd_of(chart))
-            break
-        except KubeError as exc:
-            if exc.status not in (0, 429) and exc.status < 500:
-                raise kopf.PermanentError(f"cannot apply the Shop CRD (the chart's ClusterRole grants it): "
-                                          f"{exc}") from exc
-            logger.warning("cannot apply the Shop CRD yet, retrying in 5s: %s", exc)
-            await asyncio.sleep(5)
-    logger.info("Shop CRD %s applied (generation %s)", applied["metadata"]["name"],
-                applied["metadata"].get("generation"))
-
-
-def _shut_down() -> None:
-    """The lease is lost: stop as on SIGTERM (kopf's graceful exit); the pod restarts as a standby."""
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.cleanup()
@@ -238,44 +87,6 @@ def chart_present(**_: Any) -> bool:
     return (get_config().chart / "Chart.yaml").is_file()
 
 
-async def reconcile_and_report(body: Mapping[str, Any], runtime: Runtime, logger: Logger) -> Result:
-    """Reconcile under the Shop's lock, then write status only if it changed and post transition events."""
-    shop = ShopRef.of(body)
-    async with runtime.lock(shop.uid):
-        with metrics.RECONCILE_SECONDS.time():
-            result = await runtime.reconciler.reconcile(body)
-        metrics.RECONCILES.labels(metrics.result_label(result.succeeded, result.paused)).inc()
-        # Re-read: a handler may hold an older body than the live object when the status is compared.
-        current = await runtime.kube.get(SHOP, shop.namespace, shop.name)
-        if current is None or current["metadata"].get("uid") != shop.uid:
-            return result
-        old_status: Mapping[str, Any] = current.get("status") or {}
-        # Only a generation that was applied is observed: not while paused, not after a failure.
-        observed = shop.generation if (result.succeeded and not result.paused) else None
-        new_status = status_mod.build_status(
-            old_status, generation=shop.generation, observed_generation=observed,
-            components=result.components, failure=result.failure, paused=result.paused, url=result.url)
-        metrics.shop_phase(shop.uid, new_status.get("phase"))
-        patch = status_mod.status_patch(old_status, new_status)
-        target = kopf.Body(cast(kopf.RawBody, current))  # what events are posted about
-        if patch is not None:
-            await runtime.kube.patch_status(SHOP, shop.namespace, shop.name, patch)
-            for type_, reason, message, cond in status_mod.transitions(old_status.get("conditions"),
-                                                                       new_status["conditions"]):
-                kopf.event(target, type=type_, reason=reason, message=f"{cond}: {message}"[:1000])
-        if result.pruned:
-            kopf.info(target, reason="Pruned", message=", ".join(result.pruned)[:1000])
-        if result.created_secrets:
-            kopf.info(target, reason="SecretCreated", message=", ".join(result.created_secrets))
-        if result.failure is not None:
-            logger.warning("Shop %s/%s: reconcile failed: %s: %s", shop.namespace, shop.name,
-                           result.failure.reason, result.failure.message)
-        else:
-            logger.debug("Shop %s/%s reconciled: %d applied, %d pruned", shop.namespace, shop.name,
-                         len(result.applied), len(result.pruned))
-        return result
-
-
 # Every event of every Shop (the initial listing included): start its worker, wake it on a new
 # generation (so a reverted spec is applied at once), stop it when the Shop is gone.
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -289,26 +100,12 @@ async def shop_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any)
         runtime.observe(body)
 
 
-def _owner_uid(meta: Mapping[str, Any]) -> str | None:
-    for ref in meta.get("ownerReferences") or ():
-        if ref.get("kind") == "Shop" and ref.get("controller"):
-            return str(ref.get("uid"))
-    return None
-
-
-def _child_changed(event: Mapping[str, Any], meta: Mapping[str, Any], memo: Any) -> None:
-    runtime = getattr(memo, "runtime", None)
-    uid = _owner_uid(meta)
-    if isinstance(runtime, Runtime) and uid is not None:
-        runtime.wake(uid)
-
-
 # Children the shop reads status from or that users are likely to touch by hand: react at once
 # instead of at the next resync. Everything else is repaired by the periodic resync.
 @kopf.on.event("apps", "v1", "deployments", labels={SHOP_LABEL: kopf.PRESENT})
 @kopf.on.event("apps", "v1", "statefulsets", labels={SHOP_LABEL: kopf.PRESENT})
 async def child_event(event: kopf.RawEvent, meta: kopf.Meta, memo: Any, **_: Any) -> None:
-    _child_changed(event, meta, memo)
+    child_changed(event, meta, memo)
 
 
 def _wants_volume_cleanup(spec: kopf.Spec, **_: Any) -> bool:

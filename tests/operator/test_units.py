@@ -161,9 +161,9 @@ def test_liveness_endpoint_of_the_command_line() -> None:
 def test_event_handlers_success_lines_are_debug() -> None:
     import logging
 
-    from microshop_operator.handlers import _QuietHandlers
+    from microshop_operator.workers import QuietHandlers
 
-    quiet = _QuietHandlers()
+    quiet = QuietHandlers()
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
