@@ -1,15 +1,8 @@
 """Stored alerts and who may see and mark them: the read side of the alerts service.
 
-An alert has one recipient: ``user:<id>`` (a customer's order alerts) or ``role:admin``
-(stock alerts, shown to every admin). Alerts are stored once per recipient, not copied per
-admin: the admins are accounts in the customers service, and addressing the role means an
-admin created tomorrow still sees today's stock alerts. A user alert's read state is
-``read``; a role alert keeps ``read_by`` (the admins who marked it), so each admin has their
-own read state.
-
-What a caller sees (``GET /alerts``): a customer, their own alerts; an admin, every alert.
-``read`` is the caller's own read state when they are a recipient, otherwise (an admin
-looking at a customer's alert) the recipient's.
+An alert has one recipient, ``user:<id>`` (a customer's order alerts) or ``role:admin`` (stock alerts),
+so an admin created tomorrow still sees today's stock alerts. A role alert keeps ``read_by``, so each
+admin has their own read state. A customer sees their own alerts, an admin every alert.
 """
 
 from __future__ import annotations

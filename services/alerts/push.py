@@ -1,15 +1,9 @@
 """Live push across replicas: Redis pub/sub channels per user and per role, fanned out to local sockets.
 
-Whichever replica handles an event publishes the frame to the recipient's channel
-(``<namespace>alerts:ws:user:<id>`` or ``<namespace>alerts:ws:role:admin``). Every replica
-subscribes, on one pub/sub connection, to exactly the channels of the sockets it holds, and
-copies each frame into those sockets' bounded queues.
-
-A slow or stuck client never delays anyone: delivery into a queue never waits. When a
-client's queue is full it is marked overflowed and its socket is closed with 1013 (try again
-later); the client reconnects and reads what it missed from ``GET /alerts``. Closing was
-chosen over dropping the oldest frame because a silently dropped status change would leave
-the client showing a wrong status with no way to know.
+Whichever replica handles an event publishes the frame to the recipient's channel; every replica
+subscribes to the channels of the sockets it holds. Delivery never waits: a client whose bounded
+queue is full is closed with 1013 and re-reads ``GET /alerts`` on reconnect, because a silently
+dropped status change would leave it showing a wrong status.
 """
 
 from __future__ import annotations

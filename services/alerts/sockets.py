@@ -1,14 +1,8 @@
 """Limits on the live feed's sockets, per user and across replicas (Redis).
 
-- At most ``ws_max_sockets_per_user`` sockets open at once per user. Each open socket holds a lease
-  (a member of the user's sorted set, scored by its expiry) renewed while it lives, so a replica that
-  dies without closing its sockets frees them within ``LEASE_SECONDS``.
-- At most ``ws_connect_attempts`` connection attempts per user per ``ws_connect_window_seconds``
-  (counted whether or not they get a slot), so a reconnect loop cannot hammer the service.
-
-Both refusals close the socket with 4429 (after accepting it, so the code reaches the client, also
-through the gateway). If Redis is unavailable the limits fail open (logged), like the rest of the
-push, which needs Redis anyway.
+At most ``ws_max_sockets_per_user`` open sockets per user (each holds a renewed lease, so a dead
+replica's sockets free themselves within ``LEASE_SECONDS``) and ``ws_connect_attempts`` attempts per
+``ws_connect_window_seconds``. Both refusals close with 4429; without Redis the limits fail open.
 """
 
 from __future__ import annotations

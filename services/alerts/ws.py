@@ -1,17 +1,10 @@
 """``/alerts/ws``: the live feed of order status changes and alerts for the connected user.
 
-Authentication is the kit's middleware: an ``Authorization: Bearer`` header or an
-``access_token`` query parameter (so a dumb proxy such as the gateway's ``/api/ws`` can pass
-either). An invalid token is refused there; a missing one here, the same way: the socket is
-closed with 4401 before it is accepted, which servers answer with HTTP 403 at the handshake.
-
-Once accepted the server sends ``connected`` (after the subscriptions are in place: anything
-published from then on reaches the socket), then frames as they come, and ``ping`` when the
-socket was idle for ``ws_heartbeat_seconds``. Client messages are read and ignored (a client
-may answer pings); closing is clean either way. Close codes: 1000 normal, 1013 the client is
-too slow (queue full or a send stuck longer than ``ws_send_timeout_seconds``), 1011 server error,
-4401 the access token expired (at its ``exp``: reconnect with a fresh one), 4429 too many sockets
-open for this user or too many connection attempts (``alerts.sockets``; the reason says which).
+The token comes as a Bearer header or an ``access_token`` query parameter (so the gateway's
+``/api/ws`` can pass either); without a valid one the socket closes with 4401 before it is accepted.
+The server sends ``connected`` once subscribed, then frames as they come, and ``ping`` when idle.
+Close codes: 1000 normal, 1013 client too slow, 1011 server error, 4401 token expired, 4429 too many
+sockets or attempts (``alerts.sockets``).
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """What analytics knows about one order, and what that order adds to the aggregates (pure functions).
 
-An order's facts are merged from its events in any order, and merging the same event twice
-changes nothing: the status only moves forward (``orderstatus.rank``), amounts and lines are
-taken from whichever event carries them first, the confirmation time is the earliest seen.
-So the facts converge to the same value whatever the delivery order or the number of
-redeliveries.
-
-The aggregates are the sum over orders of :func:`contribution`; a handler applies
-``contribution(new) - contribution(old)`` in the same transaction that stores ``new``. They
-therefore always equal what the stored orders say, to the minor unit.
-
-Definitions (docs/alerts-analytics.md):
-
-* ``orders_by_status``: orders by their current status.
-* revenue: an order counts while it is confirmed, shipped or delivered, for its total in its
-  currency, on the UTC day it was confirmed. Cancelling a confirmed order takes it out of
-  that day again (revenue is net of cancellations; a past day can go down).
-* top products: quantities of the counted orders' lines (same rule as revenue).
-* ``confirmed_ratio``: orders the saga confirmed / orders the saga decided (confirmed +
-  rejected); a confirmed order cancelled later stays confirmed by the saga.
+Facts merge from an order's events in any order and idempotently (the status only moves forward,
+amounts and lines come from the first event carrying them), so redeliveries and reordering change
+nothing. The aggregates are the sum of :func:`contribution` over orders; a handler applies
+``contribution(new) - contribution(old)`` in the transaction that stores ``new``, so they always equal
+what the stored orders say. The definitions (revenue, top products, ``confirmed_ratio``) are in
+docs/alerts-analytics.md.
 """
 
 from __future__ import annotations

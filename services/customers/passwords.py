@@ -1,15 +1,10 @@
 """Password hashing with argon2id, bounded so that hashing can never take the service down.
 
-Each argon2 hash or verify holds ``password_hash_memory_kib`` of memory while it runs (64 MiB at the
-defaults). At most ``password_hash_concurrency`` run at once, in a dedicated thread pool; the rest wait
-for a thread (a waiting call holds no argon2 memory). The queue is bounded by waiting time, not by
-count: a call is admitted while its expected wait, ``(admitted - concurrency + 1) / concurrency``
-hash durations (a moving average of the hashes this process ran, seeded by one at start-up), stays
-within ``password_hash_max_wait_seconds``. Beyond it the call is refused at once with 503 +
-``Retry-After`` (the seconds its expected wait passes the budget by, at least 1), never a timeout.
-So a burst of normal logins waits its turn, while a flood costs at most ``concurrency x memory`` on top
-of the process's baseline: the chart's memory limit is sized from it
-(``tests/charts/test_password_hash_budget.py`` keeps the two consistent).
+At most ``password_hash_concurrency`` hashes run at once, in their own thread pool, each holding
+``password_hash_memory_kib``. A call is admitted while its expected wait stays within
+``password_hash_max_wait_seconds``, else refused at once with 503 + ``Retry-After``: a burst waits
+its turn, a flood costs at most concurrency x memory (the chart's memory limit is sized from it,
+``tests/charts/test_password_hash_budget.py``).
 """
 
 from __future__ import annotations

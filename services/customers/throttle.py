@@ -1,17 +1,10 @@
 """Per-account throttling of failed logins, in Redis, whatever the caller's IP or token.
 
-Failures are counted per normalised email (stored as its SHA-256, so Redis holds no addresses),
-for accounts that exist and emails that don't alike (the answer never tells which). From the
-``threshold``-th consecutive failure on, the account is locked for ``lockout_seconds``, doubling
-with each further failure up to ``max_lockout_seconds``; while locked every login for it, even with
-the right password, is answered 429 problem+json with ``Retry-After`` before any password is
-checked (so a locked account costs no argon2 either). A successful login clears the count; an
-untouched count expires after ``window_seconds``. One Lua call per failure keeps count and lock
-consistent across replicas.
-
-If Redis is unavailable the throttle fails open (logins proceed unthrottled, a warning is logged):
-an outage of the counter must not lock everyone out. The gateway's per-IP/per-user rate limit still
-applies.
+Failures count per normalised email (stored hashed; existing and unknown accounts alike). From the
+``threshold``-th consecutive failure the account is locked for ``lockout_seconds``, doubling up to
+``max_lockout_seconds``; a locked account answers 429 with ``Retry-After`` before any password is
+checked. One Lua call per failure keeps count and lock consistent across replicas. Without Redis the
+throttle fails open (logged): an outage of the counter must not lock everyone out.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """``/api/health``: every service's readiness, probed concurrently within one timeout.
 
-Shape (fixed by the contract, docs/architecture.md)::
+Shape (docs/architecture.md)::
 
     {"status": "ok" | "degraded", "services": {"customers-service": "running" | "down", ...},
      "degraded": {"products-service": ["broker", "redis"], ...}}
 
-A service is ``running`` while its readiness probe answers 200 (it has what it cannot work without);
-``degraded`` lists, per running service, the dependencies it works without that are down right now
-(its ``/health/ready`` ``degraded``). ``status`` is ``ok`` only when every service runs undegraded.
-A service disabled by configuration (analytics) has no key, so it cannot degrade the shop.
+``status`` is ``ok`` only when every enabled service runs undegraded.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """``/api/ws``: the WebSocket entry point, proxied to the alerts service's ``/alerts/ws``.
 
-The token comes as an ``Authorization`` header or an ``access_token`` query parameter. The
-kit's auth middleware refuses an invalid one (close 4401); a missing one is refused here the
-same way, before anything reaches the alerts service. Each connection has its own pair of
-pump tasks, so a slow client only ever waits on itself: a frame it does not take within
-``ws_send_timeout_seconds`` closes its socket with 1013 (try again later), and the alerts
-service bounds the queue behind it. Close codes from the alerts service pass through (4429: too
-many sockets or connection attempts for this user). Each upgrade is one request of the caller's
-rate limit; over it ``gateway.ratelimit`` closes the socket with 4429 before this handler runs.
-The socket is closed with 4401 when its access token expires (at ``exp``; the client reconnects
-with a fresh token).
+The token is checked here as there (close 4401 when invalid, missing or expired), so nothing
+unauthenticated reaches alerts. Each connection has its own pump tasks: a slow client waits only on
+itself, and one that does not take a frame within ``ws_send_timeout_seconds`` is closed with 1013.
+Alerts' close codes pass through; over the caller's rate limit the upgrade is closed with 4429.
 """
 
 from __future__ import annotations

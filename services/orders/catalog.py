@@ -1,15 +1,9 @@
 """Names and prices for an order come from the products service over HTTP, never from the client.
 
-Why HTTP and not a local copy fed by ``product_updated``: the products service is the one
-source of truth and its reads are Redis-cached; a copy would need a bootstrap for products
-created before this service first ran and could serve a price that changed seconds ago.
-The cost is a dependency at order time: if the catalog is unreachable, placing an order
-answers 503 and nothing is stored.
-
-A popular product is asked for many times a second under load, so the answers are kept for
-``cache_seconds`` (``MICROSHOP_CATALOG_CACHE_SECONDS``, default 1 s; 0 turns it off) and
-concurrent lookups of one product share one request: an order may be priced with a name or
-price at most that old. A product that does not exist is not cached.
+HTTP rather than a local copy fed by ``product_updated``: products is the one source of truth, and a
+copy would need a bootstrap and could serve a stale price. The cost: an unreachable catalog makes
+placing an order answer 503. Answers are cached ``cache_seconds`` (default 1 s; 0: off) and concurrent
+lookups of one product share one request; a missing product is not cached.
 """
 
 from __future__ import annotations

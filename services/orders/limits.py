@@ -1,16 +1,9 @@
 """Caps that keep one customer from reserving the whole stock (``MICROSHOP_ORDER_MAX_*``).
 
-* per line: at most ``per_line`` units of one product in one order (422 ``line-quantity-limit``);
-* per order: at most ``per_order`` units in all (422 ``order-quantity-limit``);
-* per customer and product: at most ``outstanding_per_product`` units in the customer's open orders
-  (pending, or confirmed and not shipped yet) including the new one (409 ``outstanding-quantity-limit``);
-  admins (staff, who can set the stock anyway) are exempt from this one.
-
-The defaults (20, 50, 50) are far above what a shopper orders; an outstanding cap of 0 turns that
-check off. The outstanding check and the
-placement run one at a time per customer in a replica (:class:`PerCustomer`), so concurrent orders
-cannot overrun the cap together; with several orders replicas, one customer's orders racing on
-different replicas can each pass it once.
+Per line (422 ``line-quantity-limit``), per order (422 ``order-quantity-limit``), and per customer and
+product over their open orders including the new one (409 ``outstanding-quantity-limit``; admins are
+exempt, 0 turns it off). The outstanding check and the placement run one at a time per customer in a
+replica (:class:`PerCustomer`); orders racing on different replicas can each pass it once.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Nothing stays pending forever: orders with no stock reply within a bound are rejected (reason ``timeout``).
 
-A stock reply can go missing for good only through an operator's hands (a dead letter discarded,
-a queue purged) or a bug, but then the customer would wait forever. Every ``order_sweep_seconds``
-the sweeper rejects the orders pending for longer than ``order_pending_timeout_seconds`` (index
-``by_status_created``), each with a guarded ``pending → rejected`` transition and its
-``order_updated`` event in one transaction, exactly as a ``stock_rejected`` reply would. Products
-handles that event like a cancellation: it releases a reservation made meanwhile, or tombstones
-the order so that a late ``order_created`` takes nothing; a late ``stock_reserved`` leaves the
-rejected order as it is (``can_transition``). Several replicas may sweep at once: the guarded
-transition lets one of them win and the others change nothing.
+A reply lost for good (a dead letter discarded, a queue purged) would otherwise leave the customer
+waiting. Every ``order_sweep_seconds`` the orders pending longer than ``order_pending_timeout_seconds``
+get a guarded ``pending → rejected`` transition and their ``order_updated`` event in one transaction,
+as a ``stock_rejected`` reply would; products releases what it reserved. The guard lets concurrent
+sweepers on several replicas run safely.
 """
 
 from __future__ import annotations

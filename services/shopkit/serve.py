@@ -1,16 +1,9 @@
 """Run a service with uvicorn (uvloop + httptools): ``python -m <service>`` calls :func:`serve`.
 
-Shutdown (SIGTERM, or SIGINT) is graceful, in this order (docs/kubernetes.md, "Shutdown and rolling
-restarts"):
-
-1. ``/health/ready`` answers 503 at once, so load balancers stop sending requests;
-2. the listener stays open ``shutdown_drain_seconds`` more, serving whatever still arrives while they
-   notice (0 under Kubernetes, whose preStop delay does this before the signal);
-3. uvicorn stops listening and finishes the requests in flight (at most ``shutdown_timeout_seconds``);
-4. the app's lifespan ends (``shopkit.app``): consumers stop taking deliveries and finish the batches in
-   hand, the outbox relay publishes what is left, then the connections close.
-
-A second signal during the drain skips the rest of it.
+Shutdown (SIGTERM or SIGINT) is graceful: readiness answers 503 at once, the listener keeps serving
+``shutdown_drain_seconds`` while load balancers notice (a second signal skips that), the requests in
+flight finish, then the app's lifespan ends (consumers, outbox, connections; ``shopkit.app``).
+docs/kubernetes.md, "Shutdown and rolling restarts", has the why.
 """
 
 from __future__ import annotations

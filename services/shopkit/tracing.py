@@ -1,16 +1,9 @@
-"""OpenTelemetry tracing: one trace per request, through every event it causes (docs/observability.md, "Tracing").
+"""OpenTelemetry tracing: one trace per request, through every event it causes (docs/observability.md).
 
-Off unless ``MICROSHOP_OTLP_ENDPOINT`` (or the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``) names an
-OTLP/HTTP collector: then :func:`setup_tracing` installs a tracer provider exporting in batches,
-the aiohttp-client, pymongo and redis instrumentations, and the service's app and broker get
-Litestar's and FastStream's telemetry middlewares (the W3C ``traceparent`` travels in the AMQP
-headers). Off, nothing is installed and the helpers here return ``None`` after one flag check.
-
-Events are written to the outbox and published later by the relay, and consumers handle
-deliveries in batches in a task of their own; so the trace context also travels with the data:
-a ``Delivery`` keeps its consume span's ``traceparent``, an event records the ``traceparent`` of
-the work that created it (the CloudEvents ``traceparent`` extension attribute), and the relay
-publishes each event within that context.
+Off unless ``MICROSHOP_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT``) names a collector; off,
+the helpers here return ``None`` after one flag check. Since events go through the outbox and
+consumers work in batches, the trace context travels with the data too: a ``Delivery`` keeps its
+consume span's ``traceparent``, and an event carries the one of the work that created it.
 """
 
 from __future__ import annotations

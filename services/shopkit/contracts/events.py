@@ -1,15 +1,9 @@
 """The event catalogue: one pydantic model per event type, the only definition of what an event carries.
 
-Producers build every event from these models (``shopkit.events.new_event(model, source)``);
-a subscription names its model and the kit validates ``data`` once, before the handler runs
-(a payload that does not validate is dead-lettered at once: retrying cannot fix it). The
-AsyncAPI document in ``docs/asyncapi.json`` is generated from these models.
-
-Readers are tolerant: unknown fields are ignored (``extra="ignore"``), so a producer may add a
-field without breaking an older consumer, and a field is *required* only when some consumer
-cannot work without it; the others have defaults (producers in this repository always set
-them). Removing or retyping a field is a breaking change of the contract (docs/architecture.md).
-Amounts are integers in minor units (cents), timestamps ISO 8601 in UTC.
+Producers build events from these models, the kit validates ``data`` against them before a handler
+runs, and docs/asyncapi.json is generated from them. Readers are tolerant (unknown fields ignored;
+only what a consumer cannot work without is required), so adding a field never breaks an older
+consumer; removing or retyping one is a breaking change. Amounts are integer minor units, times UTC.
 """
 
 from __future__ import annotations
