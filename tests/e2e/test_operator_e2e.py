@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 import aiohttp
 import pytest
 
 from tests.operator import scenarios
-from tests.operator.scenarios import Env
+from tests.operator.scenarios import Env, shop_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
-def shop_name() -> str:
-    return f"shop-{uuid.uuid4().hex[:6]}"
-
-
-async def test_applying_a_shop_creates_owned_children(env: Env) -> None:
-    await scenarios.applying_a_shop_creates_owned_children(env, shop_name())
-
-
-async def test_changing_replicas_and_tag_updates_children(env: Env) -> None:
-    await scenarios.changing_replicas_and_tag_updates_children(env, shop_name())
-
-
-async def test_deleted_and_edited_children_are_restored(env: Env) -> None:
-    await scenarios.drift_is_repaired(env, shop_name())
-
-
-async def test_readiness_is_reported_per_component(env: Env) -> None:
-    await scenarios.readiness_is_reported(env, shop_name())
-
-
-async def test_disabling_analytics_prunes_its_objects(env: Env) -> None:
-    await scenarios.disabling_analytics_prunes_it(env, shop_name())
+@pytest.mark.parametrize("scenario", [s for s in scenarios.SCENARIOS if s.e2e], ids=str)
+async def test_scenario(env: Env, scenario: scenarios.Scenario) -> None:
+    await scenario.run(env, shop_name())
 
 
 async def test_unrenderable_spec_degrades(env: Env) -> None:
@@ -54,12 +34,3 @@ async def test_unrenderable_spec_degrades(env: Env) -> None:
             return resp.status == 200
 
     await scenarios.unrenderable_spec_degrades(env, shop_name(), healthy)
-
-
-async def test_invalid_spec_is_rejected_by_the_schema(env: Env) -> None:
-    await scenarios.invalid_spec_is_rejected(env, shop_name())
-
-
-@pytest.mark.parametrize("delete_volumes", [False, True], ids=["keep-volumes", "delete-volumes"])
-async def test_deleting_a_shop_completes(env: Env, delete_volumes: bool) -> None:
-    await scenarios.deleting_a_shop_completes(env, shop_name(), delete_volumes=delete_volumes)

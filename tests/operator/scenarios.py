@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -561,3 +562,51 @@ async def clustered_infrastructure_reports_member_health(env: Env, name: str) ->
         shop = await eventually(reached, timeout=env.ready_timeout, what=f"{ready} of 3 RabbitMQ members ready")
         cond = condition(shop, "InfrastructureReady")
         assert cond["status"] == "False" and f"rabbitmq {ready}/3 ready" in cond["message"], cond
+
+
+# The one list both suites run: tests/operator against the emulator (all of them) and tests/e2e against
+# a real cluster (those marked ``e2e``). The unrenderable-spec scenario needs each suite's own liveness
+# check, so each suite calls it itself.
+
+def shop_name() -> str:
+    return f"shop-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    run: Callable[[Env, str], Awaitable[None]]
+    e2e: bool = False  # also run on a real cluster
+
+    def __str__(self) -> str:
+        return self.name
+
+
+async def _deleting_keeps_volumes(env: Env, name: str) -> None:
+    await deleting_a_shop_completes(env, name, delete_volumes=False)
+
+
+async def _deleting_deletes_volumes(env: Env, name: str) -> None:
+    await deleting_a_shop_completes(env, name, delete_volumes=True)
+
+
+SCENARIOS = (
+    Scenario("applying_a_shop_creates_owned_children", applying_a_shop_creates_owned_children, e2e=True),
+    Scenario("existing_secrets_are_never_overwritten", secrets_are_never_overwritten),
+    Scenario("own_infra_secret_gains_the_keys_a_newer_chart_references",
+             own_infra_secret_gains_the_keys_a_newer_chart_references),
+    Scenario("incomplete_infra_secret_degrades_until_completed", incomplete_infra_secret_degrades),
+    Scenario("external_infrastructure_needs_no_infra_secret", external_infrastructure_needs_no_infra_secret),
+    Scenario("changing_replicas_and_tag_updates_children", changing_replicas_and_tag_updates_children, e2e=True),
+    Scenario("deleted_and_edited_children_are_restored", drift_is_repaired, e2e=True),
+    Scenario("readiness_is_reported_per_component", readiness_is_reported, e2e=True),
+    Scenario("disabling_analytics_prunes_its_objects", disabling_analytics_prunes_it, e2e=True),
+    Scenario("invalid_spec_is_rejected_by_the_schema", invalid_spec_is_rejected, e2e=True),
+    Scenario("deleting_a_shop_completes-keep-volumes", _deleting_keeps_volumes, e2e=True),
+    Scenario("deleting_a_shop_completes-delete-volumes", _deleting_deletes_volumes, e2e=True),
+    Scenario("paused_shop_does_not_claim_new_generations", paused_shop_does_not_claim_new_generations),
+    Scenario("storage_change_is_rejected", storage_change_is_rejected),
+    Scenario("optional_kinds_are_applied_and_pruned", optional_kinds_are_applied_and_pruned),
+    Scenario("claims_of_an_existing_statefulset_are_kept", claims_of_an_existing_statefulset_are_kept),
+    Scenario("clustered_infrastructure_reports_member_health", clustered_infrastructure_reports_member_health),
+)
