@@ -1,24 +1,10 @@
 """The products side of the order saga: reserve every line of an order or none, release on cancel.
 
-Events come in batches (``shopkit.messaging.bus``); each batch is one transaction holding the
-handled-event markers, the stock changes, the orders' reservation records and the reply
-events (outbox), each written with one bulk statement per collection. A redelivery finds its
-marker and changes nothing; a crash after commit still publishes (the relay drains the outbox).
-
-Reserving decides each order of a batch in arrival order against the running stock of its
-products, read once at the start: an order takes stock only when every line is available,
-exactly as if the orders had been handled one by one. The stock is then written with one
-guarded ``$inc`` per product (the filter re-checks the amount, so stock never goes below
-zero even if something else changed it: the batch then fails and is retried item by item).
-
-The reservation record (keyed by order id) makes the outcome independent of the order in
-which ``order_created`` and ``order_updated(cancelled)`` arrive: a cancel that comes first
-leaves a ``cancelled`` tombstone, and the late ``order_created`` then takes nothing.
-
-An order the orders service rejected on its own (no stock reply within its pending timeout,
-``orders.sweeper``) is handled exactly like a cancelled one: ``order_updated(rejected)``
-releases a reservation made meanwhile, or tombstones the order so a late ``order_created``
-takes nothing. For an order products itself rejected there is nothing to release.
+Each batch of events is one transaction holding the handled-event markers, the stock changes, the
+reservation records and the replies (outbox). Orders are decided in arrival order against the running
+stock, as if handled one by one, and stock is written with guarded ``$inc`` (never below zero). The
+reservation record makes the outcome independent of whether ``order_created`` or the cancel (or the
+orders service's own ``rejected``) arrives first: a late ``order_created`` takes nothing.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """Group commit: many concurrent callers, one commit.
 
-Callers ``submit`` an item and wait for its result. The :class:`Batcher` hands up to ``max_size``
-items, in arrival order, to one call of ``flush``; one flush runs at a time (per batcher, and per
-``lock`` shared by the batchers of a service). When a batch is written is adaptive, in the manner
-of PostgreSQL's ``commit_delay`` / ``commit_siblings``:
-
-* **idle and sparse** (nothing committing, arrivals far apart): the item is flushed at once, alone;
-  no linger is paid when there is nobody to wait for;
-* **a commit in flight** (this batcher's, or another one holding the shared lock): items gather
-  while it runs and go out together, up to ``max_size``, as soon as it finishes; the commit's
-  own duration is the wait, so under load batches grow by themselves with no timer;
-* **idle and dense** (an exponentially weighted mean of the gaps between arrivals predicts at least
-  ``siblings`` more items within ``linger``): the first item waits up to ``linger`` seconds, or
-  until ``max_size`` items are there, for company.
-
-When a flush of several items raises, every item is flushed again on its own, so one bad item
-(a poison event, a conflicting write) fails alone and its neighbours still commit. The result
-of an item, or its exception, is delivered to its caller only.
-
-Used by the event consumers (``shopkit.messaging.bus``: one transaction per batch of deliveries) and by
-request handlers whose writes are cheaper together (orders' placement).
+Callers ``submit`` an item and wait for its result; a :class:`Batcher` hands up to ``max_size`` items,
+in arrival order, to one ``flush`` at a time. When to write is adaptive, like PostgreSQL's
+``commit_delay``: alone at once when idle and sparse, together right after a commit in flight, and
+after at most ``linger`` when arrivals are dense. A failing batch is flushed again item by item, so
+one bad item fails alone. Used by the event consumers and by orders' placement.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
-"""RabbitMQ wiring shared by every service: exchanges, consumer queues with a DLX, batched typed subscribers.
+"""The event bus of one service: its consumer queues, batched typed subscribers, and publishing.
 
-Each consumer gets its own durable quorum queue per routing key. A subscription names its
-event model (``shopkit.contracts.events``): the kit validates the envelope and the payload
-once; one that does not validate is rejected, i.e. dead-lettered at once (a retry cannot fix
-it). Valid deliveries are handed to the handler in batches (``shopkit.batching``: up to
-``max_batch`` deliveries, gathered while the previous batch commits, or for at most ``linger`` seconds
-when deliveries arrive densely),
-so one transaction serves many events. A batch that fails is retried item by item.
-
-Failures come in two kinds (:func:`is_transient`). A transient one (the database away or
-failing over, a write conflict, a timeout) says nothing about the event: the consumer keeps the
-delivery and retries it in-process with capped exponential backoff for as long as it takes, so
-it never uses up the delivery limit (a quorum queue counts every nack with requeue) and a valid
-event is never dead-lettered because of load or an outage. Any other failure is deterministic
-(a programming error, data the handler refuses): the delivery is nacked and redelivered after a
-backoff; after ``max_deliveries`` RabbitMQ dead-letters it to ``<exchange>.dlx`` where it lands
-in ``<queue>.dlq`` (``python -m shopctl.dlq`` lists, replays or discards those). Deliveries are
-acked only after their batch committed.
-
-A bus declares only what its service uses: the topic exchanges it consumes from or publishes to
-(``publishes``: the event models it produces), the dead-letter exchanges of what it consumes, its
-own queues, their DLQs and its replay exchange. :meth:`EventBus.permissions` turns exactly that
-into RabbitMQ permission regexes (the chart grants each service those, and no more).
+Each consumer has a durable quorum queue per event type. The kit validates each delivery against its
+catalogue model once (a malformed one is dead-lettered at once) and hands valid ones to the handler
+in batches (``shopkit.batching``), one transaction per batch. Transient failures (``is_transient``)
+are retried in-process without using up the delivery limit, so load or an outage never dead-letters a
+valid event; other failures are nacked and, after ``max_deliveries``, dead-lettered to ``<queue>.dlq``.
+Names and permissions come from ``shopkit.messaging.topology``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Transactional outbox: events are stored with the state change, then published with confirms.
 
-A service writes its events with :func:`add_to_outbox` inside the same transaction as the
-change they describe; :class:`OutboxRelay` publishes pending records in order, a batch at a
-time, and deletes them once confirmed (or, with a retention, marks them sent and purges them
-later). A crash between publish and delete re-publishes: consumers dedupe on event id.
-
-Every replica runs a relay over the service's one ``outbox`` collection, and each record is
-published by one of them: a relay **claims** a batch before publishing it, writing its claim token
-and a short lease (``lease_until``) into the records with one conditional ``update_many`` that only
-matches records nobody holds (no lease, or an expired one), and publishes only what it got. A relay
-that dies holding a claim blocks nothing for longer than the lease: the records are then free again
-and another relay takes them over. A relay whose lease ran out before it published does not publish;
-one whose lease ran out *while* it published (a stall, a hung broker, clocks further apart than the
-lease) may have published records another relay took over meanwhile: it finds that when it settles
-them, and counts them in ``microshop_outbox_lost_claims`` (each is published twice, unless the relay
-that took it over fails first); consumers drop the copy by event id.
+:func:`add_to_outbox` writes an event in the transaction of the change it describes; an
+:class:`OutboxRelay` publishes pending records in order and deletes them once confirmed (consumers
+dedupe a re-publish by event id). Every replica runs a relay; each claims a batch with a short lease
+before publishing it, so a record is published by one of them and a dead relay blocks nothing for
+longer than the lease (a relay that publishes after losing its claim counts it in
+``microshop_outbox_lost_claims``).
 """
 
 from __future__ import annotations
