@@ -14,6 +14,7 @@ import pytest
 from devtools import infra
 from devtools.rabbitmq_cluster import RABBITMQ_BIN, RabbitCluster
 from devtools.shop import LocalShop
+from tests.support.api import api_client
 from tests.support.session import session_key_file
 from tests.support.shops import dump
 
@@ -62,5 +63,5 @@ def cluster_shop(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 async def api(cluster_shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{cluster_shop.url('gateway')}/api", timeout=30.0) as client:
+    async with api_client(cluster_shop, timeout=30.0) as client:
         yield client

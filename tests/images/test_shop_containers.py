@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -25,6 +24,7 @@ from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
 from tests.images.conftest import SHOP_CHART, BuiltImages, run_helm
+from tests.support.api import api_client
 from tests.support.saga import create_product, login, new_customer, place_order, wait_for_status
 
 pytestmark = pytest.mark.timeout(1800)
@@ -148,7 +148,7 @@ def test_services_listen_on_loopback_only(chart_shop: ContainerShop) -> None:
 
 
 async def test_health_through_the_gateway(chart_shop: ContainerShop) -> None:
-    async with httpx.AsyncClient(base_url=f"{chart_shop.url('gateway')}/api", timeout=15) as api:
+    async with api_client(chart_shop) as api:
         r = await api.get("/health")
         assert r.status_code == 200, r.text
         body = r.json()
@@ -157,7 +157,7 @@ async def test_health_through_the_gateway(chart_shop: ContainerShop) -> None:
 
 
 async def test_register_login_order_confirmed(chart_shop: ContainerShop) -> None:
-    async with httpx.AsyncClient(base_url=f"{chart_shop.url('gateway')}/api", timeout=30) as api:
+    async with api_client(chart_shop, timeout=30) as api:
         admin = await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         product = await create_product(api, admin, stock=5, price=1999)
         buyer = await new_customer(api)  # register, then login

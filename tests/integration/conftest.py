@@ -27,10 +27,11 @@ from devtools.procs import Proc
 from devtools.secantus import mongo_url as secantus_url
 from devtools.secantus import port_of, secantus_proc, wait_secantus
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
-from tests.support.api import register_and_login
+from tests.support.api import api_client, register_and_login
 from tests.support.saga import WireTap, login, new_customer, public_client
 from tests.support.session import session_key_file, session_namespace
 from tests.support.shops import running, shop_factory
+from tests.support.tokens import TokenMint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,10 +86,16 @@ def shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[LocalShop]:
         yield local
 
 
+@pytest.fixture(scope="module")
+def mint(shop: LocalShop, key_file: Path) -> TokenMint:
+    """Mints access tokens that the shop's services accept (``tests.support.tokens.TokenMint``)."""
+    return TokenMint.from_shop(shop, key_file)
+
+
 @pytest.fixture
 async def api(shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the public API: ``/api`` on the gateway."""
-    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=15.0) as client:
+    async with api_client(shop) as client:
         yield client
 
 

@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.alerts import create_product, eventually, order_status, place_order
-from tests.support.api import bearer, register_and_login
+from tests.support.api import api_client, bearer, register_and_login
 from tests.support.saga import declare_topic
 from tests.support.shops import running, shop_factory
 
@@ -52,7 +52,7 @@ def analytics_shop(mongo_url: str, namespace: str, key_file: Path) -> Iterator[L
 
 @pytest.fixture
 async def an_api(analytics_shop: LocalShop) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{analytics_shop.url('gateway')}/api", timeout=15.0) as client:
+    async with api_client(analytics_shop) as client:
         yield client
 
 
@@ -224,7 +224,7 @@ def shop_without_analytics(mongo_url: str, namespace: str, key_file: Path) -> It
 
 
 async def test_shop_without_analytics_is_healthy_and_orders_flow(shop_without_analytics: LocalShop) -> None:
-    async with httpx.AsyncClient(base_url=f"{shop_without_analytics.url('gateway')}/api", timeout=15.0) as api:
+    async with api_client(shop_without_analytics) as api:
         r = await api.get("/health")
         assert r.status_code == 200, r.text
         health = r.json()

@@ -31,6 +31,7 @@ from pymongo import AsyncMongoClient
 
 from devtools.procs import Proc, free_port, wait_until
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from tests.support.api import api_client
 from tests.support.saga import (
     TERMINAL,
     auth,
@@ -125,7 +126,7 @@ def _port_open(port: int) -> bool:
 @pytest.fixture(scope="module")
 async def chaos(chaos_shop: tuple[LocalShop, Proc]) -> AsyncIterator[Chaos]:
     shop, redis = chaos_shop
-    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30.0) as client:
+    async with api_client(shop, timeout=30.0) as client:
         state = Chaos(shop, redis, client)
         state.admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         state.buyer = await new_customer(client)

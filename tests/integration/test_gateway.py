@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,12 +24,12 @@ from tests.support.gateway import (
     BIG_BODY,
     FakeService,
     GatewayProc,
-    TokenMint,
     service_urls,
     start_gateways,
     stop_gateways,
     wait_for,
 )
+from tests.support.tokens import TokenMint
 
 SERVICES = ("customers", "products", "orders", "alerts", "analytics")
 PROBLEM = "application/problem+json"
@@ -64,11 +63,6 @@ def gateways(shop: LocalShop, fakes: dict[str, FakeService]) -> Iterator[dict[st
         yield started
     finally:
         stop_gateways(started)
-
-
-@pytest.fixture(scope="module")
-def mint(shop: LocalShop, key_file: Path) -> TokenMint:
-    return TokenMint.from_shop(shop, key_file)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from customers.throttle import LoginThrottle
 from devtools.procs import free_port
 from devtools.shop import LocalShop
 from shopkit.errors import ProblemError
-from tests.support.api import register_and_login
+from tests.support.api import api_client, register_and_login
 
 PASSWORD = "correct horse battery"
 THRESHOLD = 5  # the default MICROSHOP_LOGIN_FAILURES_BEFORE_LOCKOUT
@@ -26,7 +26,7 @@ LOCKOUT = 30  # the default MICROSHOP_LOGIN_LOCKOUT_SECONDS
 
 
 async def test_failed_logins_lock_the_account_for_every_caller(shop: LocalShop) -> None:
-    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=15) as gateway, \
+    async with api_client(shop) as gateway, \
             httpx.AsyncClient(base_url=shop.url("customers"), timeout=15) as direct:
         victim = await register_and_login(gateway)
         bystander = await register_and_login(gateway)
@@ -50,7 +50,7 @@ async def test_failed_logins_lock_the_account_for_every_caller(shop: LocalShop) 
 
 async def test_known_and_unknown_emails_answer_alike_at_every_step(shop: LocalShop) -> None:
     """No account enumeration through the throttle: the same answers, step by step, for both kinds of email."""
-    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30) as gateway:
+    async with api_client(shop, timeout=30) as gateway:
         known = (await register_and_login(gateway))["email"]
         unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
 

@@ -39,6 +39,7 @@ from pymongo import AsyncMongoClient
 
 from devtools import infra
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from tests.support.api import api_client
 from tests.support.metrics import parse_samples, total
 from tests.support.replicas import REPLICAS, ReplicatedShop
 from tests.support.saga import TERMINAL, auth, create_product, eventually, login, new_customer
@@ -102,7 +103,7 @@ async def test_rolling_restart_under_load_fails_nothing(replicated: ReplicatedSh
         seen.extend(f"{url} {key} {value}" for key, value in samples.items() if value and (
             key.startswith(("microshop_events_redelivered_total", "microshop_outbox_takeovers_total"))))
 
-    async with httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30.0) as api, \
+    async with api_client(shop, timeout=30.0) as api, \
             httpx.AsyncClient(timeout=10.0) as direct:
         admin = await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         buyer = await new_customer(api)

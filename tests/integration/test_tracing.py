@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -23,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from devtools.broker_cleanup import delete_namespace
 from devtools.procs import free_port
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop, ensure_private_key
+from tests.support.api import api_client
 from tests.support.saga import auth, create_product, eventually, login, new_customer, place_order, wait_for_status
 from tests.support.shops import shop_factory
 
@@ -112,7 +112,7 @@ def traced_shop(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) ->
 
 async def test_one_trace_spans_gateway_orders_products_and_every_consumer(
         traced_shop: LocalShop, receiver: Receiver) -> None:
-    async with httpx.AsyncClient(base_url=f"{traced_shop.url('gateway')}/api", timeout=15) as api:
+    async with api_client(traced_shop) as api:
         admin = await login(api, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         buyer = await new_customer(api)
         product = await create_product(api, admin, stock=5)

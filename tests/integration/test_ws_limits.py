@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import websockets
@@ -16,15 +15,10 @@ from websockets.exceptions import ConnectionClosed
 
 from devtools.shop import LocalShop
 from tests.support.alerts import alerts_ws_url_of, feed, ws_url_for
-from tests.support.gateway import TokenMint
+from tests.support.tokens import TokenMint
 
 MAX_SOCKETS = 5  # alerts' default MICROSHOP_WS_MAX_SOCKETS_PER_USER
 ATTEMPTS = 20  # alerts' default MICROSHOP_WS_CONNECT_ATTEMPTS (per 60 s)
-
-
-@pytest.fixture(scope="module")
-def mint(shop: LocalShop, key_file: Path) -> TokenMint:
-    return TokenMint.from_shop(shop, key_file)
 
 
 def user_token(mint: TokenMint, **claims: object) -> str:

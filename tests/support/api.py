@@ -6,6 +6,13 @@ import uuid
 
 import httpx
 
+from devtools.shop import LocalShop
+
+
+def api_client(shop: LocalShop, timeout: float = 15.0) -> httpx.AsyncClient:
+    """A client for a shop's public API, ``/api`` on its gateway (``async with api_client(shop) as api``)."""
+    return httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=timeout)
+
 
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}@Example.com"

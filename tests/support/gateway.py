@@ -9,23 +9,14 @@ their own configuration, so destructive tests never disturb the session's shop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
-import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devtools.procs import Proc, free_port
 from devtools.shop import LocalShop
@@ -164,53 +155,3 @@ async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout: flo
             return True
         await asyncio.sleep(0.05)
     return False
-
-
-# --- tokens ---------------------------------------------------------------------------------------
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True)
-class TokenMint:
-    """Mints access tokens like the customers service does (or deliberately not)."""
-
-    key: Ed25519PrivateKey
-    kid: str
-
-    @classmethod
-    def from_shop(cls, shop: LocalShop, key_file: Path) -> TokenMint:
-        jwks = httpx.get(f"{shop.url('customers')}/auth/jwks", timeout=5).json()
-        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        return cls(key=key, kid=jwks["keys"][0]["kid"])
-
-    def claims(self, **overrides: Any) -> dict[str, Any]:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": "microshop", "aud": "microshop-api", "sub": "gateway-test-user", "role": "customer",
-            "email": "gw@example.com", "typ": "access", "iat": now, "exp": now + 600,
-        }
-        claims.update(overrides)
-        return {k: v for k, v in claims.items() if v is not None}
-
-    def token(self, key: Ed25519PrivateKey | None = None, kid: str | None = None, **overrides: Any) -> str:
-        return jwt.encode(self.claims(**overrides), key or self.key, algorithm="EdDSA",
-                          headers={"kid": kid or self.kid})
-
-    def public_pem(self) -> bytes:
-        return self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    def unsigned(self) -> str:
-        header = {"alg": "none", "typ": "JWT", "kid": self.kid}
-        return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(self.claims()).encode())}."
-
-    def hs256_with_public_key(self) -> str:
-        """The classic algorithm-confusion attack: HMAC keyed with the (public) verification key."""
-        header = {"alg": "HS256", "typ": "JWT", "kid": self.kid}
-        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(self.claims()).encode())}"
-        signature = hmac.new(self.public_pem(), signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{b64url(signature)}"

@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from devtools.shop import LocalShop
 from shopkit.contracts.events import OrderCreated, OrderLine
 from shopkit.events import CloudEvent, new_event
+from tests.support.api import api_client
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TERMINAL = {"confirmed", "rejected", "cancelled"}
@@ -64,7 +65,7 @@ class _PrefixRouter(httpx.AsyncBaseTransport):
 
 def public_client(shop: LocalShop) -> httpx.AsyncClient:
     if via_gateway(shop):
-        return httpx.AsyncClient(base_url=f"{shop.url('gateway')}/api", timeout=30.0)
+        return api_client(shop, timeout=30.0)
     return httpx.AsyncClient(base_url="http://shop.invalid", transport=_PrefixRouter(shop), timeout=30.0)
 
 
