@@ -13,19 +13,14 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
 
+from shopkit import registry
+
 API_PREFIX = "/api"
 
-# First path segment → owning service. The gateway's own paths (health, docs, ws) are routes of
-# the gateway app itself and never reach this table.
-PREFIX_TO_SERVICE: dict[str, str] = {
-    "auth": "customers",
-    "customers": "customers",
-    "products": "products",
-    "orders": "orders",
-    "alerts": "alerts",
-    "analytics": "analytics",
-}
-SERVICE_NAMES: tuple[str, ...] = ("customers", "products", "orders", "alerts", "analytics")
+# First path segment → owning service (the registry's prefixes). The gateway's own paths (health, docs,
+# ws) are routes of the gateway app itself and never reach this table.
+PREFIX_TO_SERVICE: dict[str, str] = registry.prefix_to_service()
+SERVICE_NAMES: tuple[str, ...] = registry.names(registry.upstreams())
 
 
 def public_path(scope: Mapping[str, Any]) -> str:
