@@ -18,12 +18,14 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, create_model
 
+from shopkit import registry
 from shopkit.broker import EventBus
 from shopkit.contracts.events import CATALOGUE, EventData
 from shopkit.events import CloudEvent
 from shopkit.settings import ServiceSettings
 
-CONSUMERS = ("products", "orders", "alerts", "analytics")
+# The services with an event bus (shopkit.registry).
+CONSUMERS = registry.names(registry.on_bus())
 
 
 @cache

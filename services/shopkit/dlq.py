@@ -49,6 +49,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 from pydantic import BaseModel, Field
 
+from shopkit import registry
 from shopkit.auth import requires_admin
 from shopkit.broker import UNROUTABLE_QUEUE, replay_exchange_name
 from shopkit.errors import ProblemError
@@ -283,7 +284,8 @@ def dead_letter_controller(service: str, queues: Sequence[str], letters: DeadLet
 
 # The command line ----------------------------------------------------------------------------------
 
-CONSUMERS = ("products", "orders", "alerts", "analytics")
+# The services with an event bus (shopkit.registry).
+CONSUMERS = registry.names(registry.on_bus())
 
 
 def consumer_queues(services: Sequence[str]) -> list[str]:
