@@ -31,8 +31,9 @@ from tests.support.gateway import (
     stop_gateways,
     wait_for,
 )
+from tests.support.services import UPSTREAMS
 
-SERVICES = ("customers", "products", "orders", "alerts", "analytics")
+SERVICES = UPSTREAMS
 PROBLEM = "application/problem+json"
 
 

@@ -19,3 +19,5 @@ ON_BUS: tuple[str, ...] = registry.names(registry.on_bus())
 # Who gets an own user on the managed MongoDB / RabbitMQ, sorted.
 DATABASE_USERS: tuple[str, ...] = registry.users_of(registry.MONGODB)
 BROKER_USERS: tuple[str, ...] = registry.users_of(registry.RABBITMQ)
+# The services with their own database, in registry order.
+ON_DATABASE: tuple[str, ...] = tuple(s.name for s in registry.SERVICES if s.uses(registry.MONGODB))
