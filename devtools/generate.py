@@ -196,9 +196,7 @@ def compose_services(services: tuple[Service, ...] = SERVICES) -> str:
         out += ["    environment:", "      <<: *env", f'      MICROSHOP_PORT: "{service.port}"']
         env = [f"MICROSHOP_{name.upper()}_URL: http://{name}:{port_of(name, services)}"
                for name in calls(service, services)]
-        extra = list(COMPOSE_ENV.get(service.name, ()))
-        for line in (extra + env if service.name == "products" else env + extra):
-            out.append(f"      {line}")
+        out += [f"      {line}" for line in (*env, *COMPOSE_ENV.get(service.name, ()))]
         out.append("")
     return "\n".join(out[:-1]) + "\n"
 

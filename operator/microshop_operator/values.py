@@ -99,9 +99,9 @@ def spec_to_values(shop_name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def enabled_services(spec: Mapping[str, Any]) -> list[str]:
+def enabled_services(spec: Mapping[str, Any], known: tuple[str, ...] = SERVICES) -> list[str]:
     services = spec.get("services") or {}
-    return [name for name in SERVICES if (services.get(name) or {}).get("enabled", True)]
+    return [name for name in known if (services.get(name) or {}).get("enabled", True)]
 
 
 def managed_infrastructure(spec: Mapping[str, Any]) -> list[str]:
