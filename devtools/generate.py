@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +223,121 @@ def compose_host_services(services: tuple[Service, ...] = SERVICES) -> str:
     return "\n".join(out) + "\n"
 
 
+# ---- the gateway's edge rules, from the services' route declarations ----
+
+READ_METHODS = ("GET", "HEAD")
+# The models the gateway validates bodies with: the shared request contracts (the services' own
+# request models, such as the kit's dead-letter selection, are left to the service).
+CONTRACT_PACKAGE = "shopkit.contracts."
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP route a service declares, as the gateway sees it."""
+
+    methods: tuple[str, ...]
+    template: str  # ``/products/{product_id}``: the path as the service serves it
+    access: str  # "public" (no guard), "admin" (requires_admin), "signed-in" (any other guard)
+    model: tuple[str, str] | None  # the request body model (module, name), if the handler takes one
+
+
+def app_routes(name: str) -> list[Route]:
+    """The routes ``name``'s app declares under its public prefixes (its app is built, nothing started)."""
+    import importlib
+
+    from litestar.handlers import HTTPRouteHandler
+
+    from shopkit.auth import requires_admin
+
+    service = next(s for s in SERVICES if s.name == name)
+    app = importlib.import_module(f"{service.package}.app").create_app(
+        importlib.import_module(f"{service.package}.settings").Settings())
+    found = []
+    for route in app.routes:
+        if route.path.lstrip("/").split("/", 1)[0] not in service.prefixes:
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or handler.http_methods == {"OPTIONS"}:
+                continue
+            guards = [guard for layer in handler.ownership_layers for guard in (layer.guards or ())]
+            access = "admin" if requires_admin in guards else "signed-in" if guards else "public"
+            data = handler.parsed_fn_signature.parameters.get("data")
+            model = None
+            if data is not None:
+                annotation = data.annotation
+                inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else annotation
+                model = (inner.__module__, inner.__qualname__)
+            # ``{product_id:str}`` → ``{id}`` (the gateway's metric label), ``{queue:str}`` → ``{queue}``.
+            template = re.sub(r"\{(\w+):\w+\}", lambda m: "{id}" if m[1].endswith("_id") else f"{{{m[1]}}}",
+                              route.path)
+            found.append(Route(tuple(sorted(handler.http_methods)), template, access, model))
+    return found
+
+
+RoutesOf = Callable[[str], list[Route]]
+
+
+def edge_rules(services: tuple[Service, ...] = SERVICES, routes_of: RoutesOf = app_routes) -> dict[str, list[Any]]:
+    """The gateway's access rules and body contracts, derived from the upstreams' routes.
+
+    - public handlers (no guard): public; a public handler that is no read (``POST /auth/login``) acts for
+      no signed-in user: anonymous (limited per client, never per token);
+    - handlers guarded by ``requires_admin``: admin; other guards: signed-in (the gateway's default);
+    - a read (GET) rule covers HEAD too; a method no handler of a path serves needs a signed-in caller (the
+      gateway's default) and the service answers it (405);
+    - the body of a handler whose request model is a shared contract (``shopkit.contracts``) is
+      validated at the edge.
+    """
+    by_template: dict[str, dict[str, str]] = {}
+    contracts: list[list[str]] = []
+    for service in upstreams(services):
+        for route in routes_of(service.name):
+            methods = set(route.methods) | ({"HEAD"} if "GET" in route.methods else set())
+            for method in sorted(methods):
+                by_template.setdefault(route.template, {})[method] = route.access
+            if route.model is not None and route.model[0].startswith(CONTRACT_PACKAGE):
+                contracts += [[method, route.template, *route.model] for method in route.methods]
+    anonymous, access = [], []
+    for template in sorted(by_template, key=lambda t: (t.count("{"), t)):
+        for level in ("public", "admin"):
+            chosen = sorted(m for m, a in by_template[template].items() if a == level)
+            if not chosen:
+                continue
+            if level == "public" and (writes := [m for m in chosen if m not in READ_METHODS]):
+                anonymous.append([writes, template])
+            access.append([chosen, template, level])
+    return {"anonymous": anonymous, "access": access,
+            "contracts": sorted(contracts, key=lambda c: (c[1].count("{"), c[1], c[0]))}
+
+
+def edge_file(services: tuple[Service, ...] = SERVICES, routes_of: RoutesOf = app_routes) -> str:
+    rules = edge_rules(services, routes_of)
+
+    def rows(name: str, annotation: str, items: list[Any]) -> list[str]:
+        return [f"{name}: {annotation} = (", *(f"    {tuple(tuple(x) if isinstance(x, list) else x for x in item)!r},"
+                                               for item in items), ")"]
+
+    return "\n".join([
+        f'"""Generated by {GENERATOR}: the edge rules, from the services\' own routes.',
+        "",
+        "From the route declarations of the services the gateway forwards to (shopkit.registry.upstreams).",
+        "Their guards give the access rules, their request models the body contracts (devtools/generate.py,",
+        "edge_rules, says how). Do not edit: change the service and regenerate (tests/unit/test_generated.py).",
+        '"""',
+        "",
+        "# (methods, path template): public writes that act for no signed-in user.",
+        *rows("ANONYMOUS", "tuple[tuple[tuple[str, ...], str], ...]", rules["anonymous"]),
+        "# (methods, path template, access), first match wins. Unlisted: signed-in.",
+        *rows("ACCESS", "tuple[tuple[tuple[str, ...], str, str], ...]", rules["access"]),
+        "# (method, path template, module, model): request bodies validated at the edge.",
+        *rows("CONTRACTS", "tuple[tuple[str, str, str, str], ...]", rules["contracts"]),
+    ]) + "\n"
+
+
 # ---- all of them ----
 
 def outputs(services: tuple[Service, ...] = SERVICES, bus_of: BusOf = app_bus, root: Path = ROOT,
-            ) -> dict[Path, str]:
+            routes_of: RoutesOf = app_routes) -> dict[Path, str]:
     """Every generated file's path and the content it should have."""
     chart = root / "charts" / "microshop"
     files = {
@@ -233,6 +346,7 @@ def outputs(services: tuple[Service, ...] = SERVICES, bus_of: BusOf = app_bus, r
         chart / "values.schema.json": schema_file((chart / "values.schema.json").read_text(), services),
         root / "compose.yaml": replace_region((root / "compose.yaml").read_text(), COMPOSE_BEGIN, COMPOSE_END,
                                               compose_services(services)),
+        root / "services" / "gateway" / "edge.py": edge_file(services, routes_of),
         root / "compose.host.yaml": replace_region((root / "compose.host.yaml").read_text(), COMPOSE_BEGIN,
                                                    COMPOSE_END, compose_host_services(services)),
     }
