@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
-from microshop_operator import secrets, values
-from microshop_operator.render import Renderer
 
 from devtools import generate
-from devtools.generate import ROOT, BusDeclaration, app_bus
+from devtools.generate import ROOT, BusDeclaration, Route, app_bus, app_routes
+from microshop_operator import secrets, values
+from microshop_operator.render import Renderer
 from shopkit.broker import rabbitmq_permissions
 from shopkit.registry import MONGODB, RABBITMQ, SERVICES, Service
 from tests.charts.conftest import Render, by_kind
@@ -39,6 +39,14 @@ def bus_of(name: str) -> BusDeclaration:
     return app_bus(name)
 
 
+def routes_of(name: str) -> list[Route]:
+    if name == WISHLIST.name:  # what its app's handlers would declare
+        return [Route(("GET",), "/wishlist", "signed-in", None),
+                Route(("POST",), "/wishlist/{id}/share", "public", ("shopkit.contracts.wishlist", "ShareRequest")),
+                Route(("DELETE",), "/wishlist/admin/purge", "admin", None)]
+    return app_routes(name)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the chart, the CRD and the compose files, regenerated with the throw-away service."""
@@ -47,7 +55,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "charts" / "microshop-operator", root / "charts" / "microshop-operator")
     for name in ("compose.yaml", "compose.host.yaml"):
         shutil.copy(ROOT / name, root / name)
-    for path, text in generate.outputs(WITH_WISHLIST, bus_of, root=root).items():
+    for path, text in generate.outputs(WITH_WISHLIST, bus_of, root=root, routes_of=routes_of).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
 
@@ -86,6 +95,16 @@ def test_the_rendered_chart_runs_it(render: Render, root: Path) -> None:
     assert {"user": "wishlist", "db": "wishlist"}.items() <= next(u for u in users if u["user"] == "wishlist").items()
     infra = by_kind(objects, "Secret")["shop-infra"]
     assert {"mongodb-password-wishlist", "rabbitmq-password-wishlist"} <= set(infra.get("data") or {})
+
+
+def test_the_gateway_routes_to_it_with_its_own_edge_rules(root: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec((root / "services" / "gateway" / "edge.py").read_text(), namespace)  # noqa: S102 - our generated file
+    assert (("DELETE",), "/wishlist/admin/purge", "admin") in namespace["ACCESS"]
+    assert (("POST",), "/wishlist/{id}/share", "public") in namespace["ACCESS"]
+    assert (("POST",), "/wishlist/{id}/share") in namespace["ANONYMOUS"]
+    assert ("POST", "/wishlist/{id}/share", "shopkit.contracts.wishlist", "ShareRequest") in namespace["CONTRACTS"]
+    assert not any(rule[1] == "/wishlist" for rule in namespace["ACCESS"]), "signed-in is the default"
 
 
 def test_the_crd_accepts_its_settings(root: Path) -> None:
