@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from microshop_operator import crd
+from microshop_operator.crd import HEADER as CRD_HEADER
+from microshop_operator.crd import build_crd
 from shopkit.registry import SERVICES, Service, chart_order, upstreams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,8 +358,8 @@ def outputs(services: tuple[Service, ...] = SERVICES, bus_of: BusOf = app_bus, r
 
 def crd_file(schema_text: str, values_text: str) -> str:
     """The operator's CRD from the (generated) schema and values (``microshop_operator.crd``)."""
-    built = json.loads(json.dumps(crd.build_crd(json.loads(schema_text), yaml.safe_load(values_text))))
-    return crd.HEADER + yaml.safe_dump(built, sort_keys=False, width=120)
+    built = json.loads(json.dumps(build_crd(json.loads(schema_text), yaml.safe_load(values_text))))
+    return CRD_HEADER + yaml.safe_dump(built, sort_keys=False, width=120)
 
 
 def stale(files: Mapping[Path, str]) -> list[Path]:
