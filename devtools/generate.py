@@ -8,10 +8,12 @@ tests/unit/test_generated.py fails when one is stale. The files:
   chart's templates read (no regex is computed in Go);
 - the services section of the chart's ``values.yaml`` and of ``values.schema.json``, and from those
   the operator's CRD (``microshop_operator.crd``);
-- the per-service blocks of ``compose.yaml`` and ``compose.host.yaml``.
+- the per-service blocks of ``compose.yaml`` and ``compose.host.yaml``;
+- ``services/gateway/edge.py``: the gateway's access rules and body contracts, from the route handlers
+  (guards, request models) of the services it forwards to.
 
-What each service's bus consumes and publishes comes from its app (built, not started), so this lives in
-devtools and not in the kit: the kit never imports a service.
+What each service's bus consumes and publishes, and what its routes are, come from its app (built, not
+started), so this lives in devtools and not in the kit: the kit never imports a service.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from microshop_operator.crd import build_crd
 from shopkit.registry import SERVICES, Service, chart_order, upstreams
 
 ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "microshop"
 GENERATOR = "python -m devtools.generate (make generate)"
 
 
@@ -165,7 +166,8 @@ COMPOSE_ENV: dict[str, tuple[str, ...]] = {
         'MICROSHOP_TRUST_FORWARDED_FOR: "false"',
     ),
 }
-# Upstreams a service calls besides the gateway's (the gateway calls every upstream).
+# The services whose URL a service is configured with (MICROSHOP_<NAME>_URL), besides the gateway's (every
+# upstream) and the JWKS every service reads from customers (MICROSHOP_JWKS_URL, in the common settings).
 CALLS: dict[str, tuple[str, ...]] = {"orders": ("products",)}
 
 
