@@ -113,8 +113,30 @@ ACCESS_RULES: tuple[AccessRule, ...] = tuple(
     AccessRule.of(methods, template, Access(access)) for methods, template, access in edge.ACCESS)
 
 
+def _first_segment(path: str) -> str:
+    return path.lstrip("/").split("/", 1)[0]
+
+
+Rules = tuple[AccessRule, ...]
+
+
+def _by_first_segment(rules: Rules) -> tuple[dict[str, Rules], Rules]:
+    """The rules that can match a path with a given first segment, in their order (a template whose first
+    segment is a parameter can match any); and those for a first segment no template names."""
+    wild = tuple(r for r in rules if _first_segment(r.template).startswith("{"))
+    named = {_first_segment(r.template) for r in rules} - {_first_segment(r.template) for r in wild}
+    return {segment: tuple(r for r in rules if _first_segment(r.template) == segment or r in wild)
+            for segment in named}, wild
+
+
+_ACCESS_INDEX = _by_first_segment(ACCESS_RULES)
+
+
 def access_for(method: str, path: str, rules: Iterable[AccessRule] = ACCESS_RULES) -> Access:
     method = method.upper()
+    if rules is ACCESS_RULES:  # only the rules of the path's first segment can match
+        by_segment, wild = _ACCESS_INDEX
+        rules = by_segment.get(_first_segment(path), wild)
     for rule in rules:
         if rule.matches(method, path):
             return rule.access
