@@ -12,7 +12,7 @@ ifneq ($(PICKED_PYTHON),)
 export UV_PYTHON := $(PICKED_PYTHON)
 endif
 
-.PHONY: help setup infra dev test lint typecheck check bench clean asyncapi
+.PHONY: help setup infra dev test lint typecheck check bench clean asyncapi generate
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -69,3 +69,6 @@ clean: ## remove the virtualenv, dev data and caches
 
 asyncapi: setup ## regenerate docs/asyncapi.json from the event catalogue (a test checks it is current)
 	$(UV) run --frozen python -m devtools.asyncapi > docs/asyncapi.json
+
+generate: setup ## rewrite what the service registry (services/shopkit/registry.py) drives: chart topology, values, schema, CRD, compose
+	$(UV) run --frozen python -m devtools.generate

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devtools.procs import Proc, ProcGroup, free_port
 from devtools.secantus import mongo_url, port_of, secantus_proc, wait_secantus
+from shopkit import registry
 
 DEV_ADMIN_EMAIL = "admin@example.com"
 DEV_ADMIN_PASSWORD = "microshop-dev-admin"  # noqa: S105 - documented dev-only default
@@ -39,14 +40,10 @@ class ServiceSpec:
         return find(self.module) is not None and find(f"{self.module}.__main__") is not None
 
 
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("customers", "customers", 8001, wave=0),
-    ServiceSpec("products", "products", 8002, wave=1),
-    ServiceSpec("orders", "orders", 8003, wave=1),
-    ServiceSpec("alerts", "alerts", 8004, wave=0),
-    ServiceSpec("analytics", "analytics", 8005, wave=0),
-    ServiceSpec("gateway", "gateway", 8000, wave=1),
-)
+# The registry's services (shopkit.registry), in its order: customers, products, orders, alerts, analytics,
+# then the gateway.
+SERVICES: tuple[ServiceSpec, ...] = tuple(
+    ServiceSpec(s.name, s.package, s.port, wave=s.wave) for s in registry.SERVICES)
 
 
 def ensure_private_key(path: Path) -> Path:

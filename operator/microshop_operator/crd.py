@@ -46,7 +46,7 @@ _STORAGE_RULE = {"rule": "self == oldSelf",
 _GATEWAY_RULE = {"rule": "self.enabled", "message": "the gateway is the shop's only entry and cannot be disabled"}
 
 _DROPPED_KEYWORDS = {"$schema", "title", "definitions", "additionalProperties", "if", "then", "else",
-                     "propertyNames", "$ref", "const"}
+                     "propertyNames", "$ref", "const", "$comment"}
 
 
 def _resolve(node: Any, root: Mapping[str, Any]) -> Any:

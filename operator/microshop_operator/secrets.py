@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from microshop_operator.kube import Kind, Kube, KubeError
+from microshop_operator.values import TOPOLOGY, Topology, users_of
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,22 @@ ADMIN_EMAIL_KEY = "email"
 # Passwords are alphanumeric: they go into the services' connection URLs unescaped. The MongoDB keyfile
 # must be 6-1024 characters of the base64 alphabet; alphanumeric is a subset.
 # Besides the admin passwords, each service has its own MongoDB / RabbitMQ user and password
-# (``<kind>-password-<service>``; the services of microshop.topology that use the component).
-DATABASE_USERS = ("alerts", "analytics", "customers", "orders", "products")
-BROKER_USERS = ("alerts", "analytics", "orders", "products")
-# What each managed component's pods reference.
-INFRA_KEYS_BY_COMPONENT = {
-    "mongodb": ("mongodb-password", "mongodb-keyfile", *(f"mongodb-password-{s}" for s in DATABASE_USERS)),
-    "redis": ("redis-password",),
-    "rabbitmq": ("rabbitmq-password", *(f"rabbitmq-password-{s}" for s in BROKER_USERS)),
-}
+# (``<kind>-password-<service>``; the services of the chart's topology that use the component).
+
+
+def infra_keys_by_component(topology: Topology = TOPOLOGY) -> dict[str, tuple[str, ...]]:
+    """What each managed component's pods reference."""
+    return {
+        "mongodb": ("mongodb-password", "mongodb-keyfile",
+                    *(f"mongodb-password-{s}" for s in users_of("mongodb", topology))),
+        "redis": ("redis-password",),
+        "rabbitmq": ("rabbitmq-password", *(f"rabbitmq-password-{s}" for s in users_of("rabbitmq", topology))),
+    }
+
+
+DATABASE_USERS = users_of("mongodb")
+BROKER_USERS = users_of("rabbitmq")
+INFRA_KEYS_BY_COMPONENT = infra_keys_by_component()
 INFRA_KEY_LENGTHS = {key: 756 if key == "mongodb-keyfile" else 32
                      for keys in INFRA_KEYS_BY_COMPONENT.values() for key in keys}
 # What a component's pods reference only when it runs as a cluster (spec.<kind>.replicas > 1): the Erlang

@@ -10,15 +10,39 @@ The chart's values mirror the spec field for field. What differs:
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from microshop_operator.config import default_chart
 
 # Spec fields that steer the operator and mean nothing to the chart.
 OPERATOR_ONLY_FIELDS = ("deletion",)
 
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
 INFRASTRUCTURE = ("mongodb", "redis", "rabbitmq")
+Topology = Mapping[str, Mapping[str, Any]]
+
+
+def chart_topology(chart: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The shop's services as the chart knows them: its ``files/topology.yaml``, generated from the service
+    registry (services/shopkit/registry.py); service name → port, callers, infra, ... in the chart's order.
+    The operator renders that chart, so it reads the services from it too (``MICROSHOP_OPERATOR_CHART``)."""
+    chart = chart or Path(os.environ.get("MICROSHOP_OPERATOR_CHART", "").strip() or default_chart())
+    data: dict[str, dict[str, Any]] = yaml.safe_load((chart / "files" / "topology.yaml").read_text())
+    return data
+
+
+TOPOLOGY = chart_topology()
+SERVICES: tuple[str, ...] = tuple(TOPOLOGY)
+
+
+def users_of(kind: str, topology: Topology = TOPOLOGY) -> tuple[str, ...]:
+    """The services with their own user on managed ``kind`` (those that use it), sorted."""
+    return tuple(sorted(name for name, entry in topology.items() if kind in entry.get("infra", ())))
 DEFAULT_ADMIN_EMAIL = "admin@example.com"
 
 
@@ -75,9 +99,9 @@ def spec_to_values(shop_name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def enabled_services(spec: Mapping[str, Any]) -> list[str]:
+def enabled_services(spec: Mapping[str, Any], known: tuple[str, ...] = SERVICES) -> list[str]:
     services = spec.get("services") or {}
-    return [name for name in SERVICES if (services.get(name) or {}).get("enabled", True)]
+    return [name for name in known if (services.get(name) or {}).get("enabled", True)]
 
 
 def managed_infrastructure(spec: Mapping[str, Any]) -> list[str]:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shopkit import registry
 from shopkit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "alerts"
-    port: int = Field(default=8004, ge=1, le=65535)
+    port: int = Field(default=registry.get("alerts").port, ge=1, le=65535)
 
     # WebSocket push (/alerts/ws).
     # A heartbeat message goes to every idle socket this often (keeps proxies' idle timeouts from closing it).

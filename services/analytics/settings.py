@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shopkit import registry
 from shopkit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "analytics"
-    port: int = Field(default=8005, ge=1, le=65535)
+    port: int = Field(default=registry.get("analytics").port, ge=1, le=65535)
 
     # Upper bound on how old a served dashboard can be. Every committed event invalidates the cached one at
     # once; this TTL bounds staleness even when an invalidation is lost (Redis unreachable for a moment).

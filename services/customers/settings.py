@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from shopkit import registry
 from shopkit.settings import ServiceSettings
 
 DEFAULT_FAMILY_MAX_AGE_SECONDS = 30 * 86400
@@ -11,7 +12,7 @@ DEFAULT_FAMILY_MAX_AGE_SECONDS = 30 * 86400
 
 class Settings(ServiceSettings):
     service_name: str = "customers"
-    port: int = Field(default=8001, ge=1, le=65535)
+    port: int = Field(default=registry.get("customers").port, ge=1, le=65535)
 
     # Ed25519 signing key (PKCS#8 PEM): a file (mounted from a Secret in the cluster) or the PEM itself.
     # Neither set: an ephemeral key is generated (tokens die with the process; fine for a quick try only).

@@ -1,8 +1,8 @@
 """Request-body validation at the edge, with the same pydantic models the services use.
 
 A contract is (HTTP method, path template) → model, the path as the service sees it
-(``/products/{id}``): ``BUILTIN`` below, the models looked up by name (a missing one is logged and
-skipped).
+(``/products/{product_id}``): ``BUILTIN`` below, derived from the services' own handlers (their request
+models), the models looked up by name (a missing one is logged and skipped).
 
 A body that is not JSON gets 400; one that breaks the model gets the kit's 422 problem+json
 (``errors: [{"field", "rule", "source"}]``), exactly as the service itself would answer.
@@ -22,23 +22,15 @@ from litestar.exceptions import ValidationException
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from gateway import edge
 from gateway.routing import compile_template
 from shopkit.errors import ProblemError
 
 log = logging.getLogger("gateway.contracts")
 
-BUILTIN: tuple[tuple[str, str, str, str], ...] = (
-    # method, path template, module, model
-    ("POST", "/auth/register", "shopkit.contracts.customers", "RegisterRequest"),
-    ("POST", "/auth/login", "shopkit.contracts.customers", "LoginRequest"),
-    ("POST", "/auth/refresh", "shopkit.contracts.customers", "RefreshRequest"),
-    ("PATCH", "/customers/me", "shopkit.contracts.customers", "UpdateMeRequest"),
-    ("POST", "/products", "shopkit.contracts.products", "CreateProductRequest"),
-    ("PATCH", "/products/{id}", "shopkit.contracts.products", "UpdateProductRequest"),
-    ("POST", "/products/{id}/stock", "shopkit.contracts.products", "StockAdjustmentRequest"),
-    ("POST", "/orders", "shopkit.contracts.orders", "CreateOrderRequest"),
-    ("POST", "/orders/{id}/status", "shopkit.contracts.orders", "StatusChangeRequest"),
-)
+# method, path template, module, model: every upstream handler whose request body is a shared contract
+# (shopkit.contracts), read from the services' route declarations (gateway/edge.py, generated).
+BUILTIN: tuple[tuple[str, str, str, str], ...] = edge.CONTRACTS
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import TYPE_CHECKING
 
+from pydantic import Field, create_model
+
+from shopkit import registry
 from shopkit.settings import ServiceSettings
 
+# Where each upstream (shopkit.registry.upstreams) answers: ``<name>_url`` (MICROSHOP_<NAME>_URL), its root;
+# the gateway appends the path without ``/api``. Default: its registry port on this host.
+if TYPE_CHECKING:
+    class _Upstreams(ServiceSettings):
+        alerts_url: str = ""  # the one the gateway names itself (/api/ws)
+else:
+    _Upstreams = create_model(
+        "_Upstreams", __base__=ServiceSettings,
+        **{f"{s.name}_url": (str, f"http://127.0.0.1:{s.port}") for s in registry.upstreams()})
 
-class Settings(ServiceSettings):
+
+class Settings(_Upstreams):
     service_name: str = "gateway"
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=registry.get("gateway").port, ge=1, le=65535)
 
-    # Where each service answers (its root; the gateway appends the path without ``/api``).
-    customers_url: str = "http://127.0.0.1:8001"
-    products_url: str = "http://127.0.0.1:8002"
-    orders_url: str = "http://127.0.0.1:8003"
-    alerts_url: str = "http://127.0.0.1:8004"
-    analytics_url: str = "http://127.0.0.1:8005"
     # A shop may run without analytics: its routes then answer 404 and /api/health leaves it out.
     analytics_enabled: bool = True
 
@@ -35,13 +42,7 @@ class Settings(ServiceSettings):
 
     def service_urls(self) -> dict[str, str]:
         """The enabled services and their base URLs (no trailing slash)."""
-        urls = {
-            "customers": self.customers_url,
-            "products": self.products_url,
-            "orders": self.orders_url,
-            "alerts": self.alerts_url,
-            "analytics": self.analytics_url,
-        }
+        urls = {service.name: getattr(self, f"{service.name}_url") for service in registry.upstreams()}
         if not self.analytics_enabled:
             del urls["analytics"]
         return {name: url.rstrip("/") for name, url in urls.items()}

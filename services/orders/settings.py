@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shopkit import registry
 from shopkit.contracts.orders import MAX_LINES, MAX_QUANTITY
 from shopkit.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "orders"
-    port: int = Field(default=8003, ge=1, le=65535)
+    port: int = Field(default=registry.get("orders").port, ge=1, le=65535)
 
     # Where names and prices come from (the same variable the gateway routes /api/products with).
-    products_url: str = "http://127.0.0.1:8002"
+    products_url: str = f"http://127.0.0.1:{registry.get('products').port}"
     catalog_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # How long a product's name and price read from the catalog are reused (0: every order asks).
     catalog_cache_seconds: float = Field(default=1.0, ge=0, le=60)

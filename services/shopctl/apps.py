@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from shopkit import registry
 from shopkit.messaging.bus import EventBus
 from shopkit.settings import ServiceSettings
 
-CONSUMERS = ("products", "orders", "alerts", "analytics")
-"""The services that consume or publish events."""
+CONSUMERS = registry.names(registry.on_bus())
+"""The services that consume or publish events (shopkit.registry)."""
 
 
 def service_bus(name: str) -> EventBus:

@@ -12,6 +12,8 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopkit import registry
+
 S = TypeVar("S", bound="ServiceSettings")
 
 
@@ -37,7 +39,7 @@ class ServiceSettings(BaseSettings):
     # JWT verification (every service verifies tokens itself).
     jwt_issuer: str = "microshop"
     jwt_audience: str = "microshop-api"
-    jwks_url: str = "http://127.0.0.1:8001/auth/jwks"
+    jwks_url: str = f"http://127.0.0.1:{registry.get('customers').port}/auth/jwks"
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=300)
 

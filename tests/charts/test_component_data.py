@@ -30,10 +30,9 @@ def test_generic_templates_name_no_service() -> None:
 
 
 def _topology() -> dict[str, Any]:
-    text = (TEMPLATES / "_components.tpl").read_text()
-    block = re.search(r'define "microshop\.topology" -}}\n(.*?)\n\{\{- end -}}', text, re.DOTALL)
-    assert block is not None, "microshop.topology is not defined in templates/_components.tpl"
-    topology: dict[str, Any] = yaml.safe_load(block.group(1))
+    # templates/_components.tpl's microshop.topology is this generated file (devtools/generate.py).
+    assert 'Files.Get "files/topology.yaml"' in (TEMPLATES / "_components.tpl").read_text()
+    topology: dict[str, Any] = yaml.safe_load((SHOP_CHART / "files" / "topology.yaml").read_text())
     return topology
 
 

@@ -33,8 +33,9 @@ from pydantic_settings import BaseSettings
 from tests.charts.conftest import ROOT, SHOP_CHART, Render, by_kind
 from tests.charts.test_infra_credentials import expand
 from tests.charts.test_render import EXTERNAL_INFRA, FLIPPED, MIXED_INFRA, OBSERVABILITY
+from tests.support.services import CHART_ORDER
 
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+SERVICES = CHART_ORDER
 # Settings whose default works on a laptop but not in a cluster, for reasons other than loopback:
 CLUSTER_REQUIRED = {
     "log_format": "logs are JSON in the cluster",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.charts.conftest import SHOP_CHART, Render, by_kind, run_helm
+from tests.support.services import BROKER_USERS, DATABASE_USERS
 
 CLUSTERS: dict[str, Any] = {"mongodb": {"replicas": 3}, "rabbitmq": {"replicas": 3}}
 MEMBERS = [f"shop-mongodb-{i}.shop-mongodb.shop-ns.svc.cluster.local:27017" for i in range(3)]
@@ -64,7 +65,7 @@ def test_rabbitmq_cluster(render: Render) -> None:
     assert services["shop-rabbitmq"]["spec"]["publishNotReadyAddresses"] is True
     client = services["shop-rabbitmq-amqp"]["spec"]
     assert "clusterIP" not in client and not client.get("publishNotReadyAddresses")
-    for name in ("orders", "products", "alerts", "analytics"):
+    for name in BROKER_USERS:
         url = _env(by_kind(objects, "Deployment")[f"shop-{name}"]["spec"]["template"]["spec"]["containers"][0])
         assert url["MICROSHOP_RABBITMQ_URL"]["value"] == f"amqp://{name}:$(RABBITMQ_PASSWORD)@shop-rabbitmq-amqp:5672/"
 
@@ -77,7 +78,7 @@ def test_mongodb_replica_set(render: Render) -> None:
     assert "podManagementPolicy" not in mongo["spec"]
     data = by_kind(objects, "ConfigMap")["shop-mongodb-users"]["data"]
     assert json.loads(data["members.json"]) == MEMBERS
-    for name in ("orders", "products", "customers", "alerts", "analytics"):
+    for name in DATABASE_USERS:
         env = _env(by_kind(objects, "Deployment")[f"shop-{name}"]["spec"]["template"]["spec"]["containers"][0])
         assert env["MICROSHOP_MONGO_URL"]["value"] == (
             f"mongodb://{name}:$(MONGODB_PASSWORD)@{','.join(MEMBERS)}/{name}"

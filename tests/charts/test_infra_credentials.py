@@ -30,11 +30,10 @@ import yaml
 from tests.charts.conftest import SHOP_CHART, Render, by_kind, run_helm
 from tests.charts.test_network_topology import allowed_components
 from tests.charts.test_render import EXTERNAL_INFRA, MIXED_INFRA, SHOP_VARIANTS
+from tests.support.services import BROKER_USERS, DATABASE_USERS
 
 INFRA = ("mongodb", "redis", "rabbitmq")
 # Each service's own user (its MongoDB database, its RabbitMQ permissions): one password per service.
-DATABASE_USERS = ("alerts", "analytics", "customers", "orders", "products")
-BROKER_USERS = ("alerts", "analytics", "orders", "products")
 INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password",
               *(f"mongodb-password-{service}" for service in DATABASE_USERS),
               *(f"rabbitmq-password-{service}" for service in BROKER_USERS)}

@@ -23,10 +23,11 @@ from shopkit.messaging.bus import CONSUMER_GRACE_SECONDS
 from shopkit.messaging.outbox import STOP_SECONDS
 from shopkit.settings import ServiceSettings
 from tests.charts.conftest import OPERATOR_CHART, SHOP_CHART, Render, by_kind, run_helm
+from tests.support.services import CHART_ORDER
 
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0")
 SCHEMAS = Path(__file__).parent / "schemas"
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+SERVICES = CHART_ORDER
 
 EXTERNAL_INFRA: dict[str, Any] = {
     kind: {"managed": False, "external": {"secretName": "shop-infra", "secretKey": key}}

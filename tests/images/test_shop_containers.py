@@ -26,6 +26,7 @@ from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, SERVICES
 from tests.images.conftest import SHOP_CHART, BuiltImages, run_helm
 from tests.support.api import api_client
 from tests.support.saga import create_product, login, new_customer, place_order, wait_for_status
+from tests.support.services import CHART_ORDER
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -143,7 +144,7 @@ def test_services_listen_on_loopback_only(chart_shop: ContainerShop) -> None:
             if state == "0A":  # LISTEN
                 addr, port = local.rsplit(":", 1)
                 listening.setdefault(int(port, 16), addr)
-    for name in ("gateway", "customers", "products", "orders", "alerts", "analytics"):
+    for name in CHART_ORDER:
         assert listening.get(chart_shop.port(name)) == "0100007F", f"{name} must listen on 127.0.0.1 only"
 
 

@@ -30,8 +30,9 @@ from tests.support.gateway import (
     wait_for,
 )
 from tests.support.tokens import TokenMint
+from tests.support.services import UPSTREAMS
 
-SERVICES = ("customers", "products", "orders", "alerts", "analytics")
+SERVICES = UPSTREAMS
 PROBLEM = "application/problem+json"
 
 

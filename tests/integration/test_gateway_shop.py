@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from devtools.shop import LocalShop
+from tests.support.services import UPSTREAMS
 
-SERVICE_KEYS = {f"{name}-service" for name in ("customers", "products", "orders", "alerts", "analytics")}
+SERVICE_KEYS = {f"{name}-service" for name in UPSTREAMS}
 
 
 async def test_customer_flow_through_the_gateway(api: httpx.AsyncClient, customer: dict[str, str]) -> None:

@@ -43,9 +43,10 @@ from tests.support.saga import (
     stock_of,
     wait_for_status,
 )
+from tests.support.services import ON_DATABASE
 from tests.support.shops import running, shop_factory
 
-DATABASE_SERVICES = ("customers", "products", "orders", "alerts", "analytics")
+DATABASE_SERVICES = ON_DATABASE
 BROKER_SERVICES = CONSUMERS  # every service on the bus
 NO_SUCH_BROKER_USER = "amqp://nobody:nothing@127.0.0.1:5672/"
 

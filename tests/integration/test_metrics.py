@@ -9,8 +9,9 @@ import httpx
 from devtools.shop import LocalShop
 from tests.support.metrics import parse_samples, total
 from tests.support.saga import auth, create_product, eventually, place_order, wait_for_status
+from tests.support.services import CHART_ORDER
 
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+SERVICES = CHART_ORDER
 
 # Series each service must expose (the kit's are everywhere; these are where they mean something).
 EXPECTED: dict[str, tuple[str, ...]] = {

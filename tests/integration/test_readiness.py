@@ -22,8 +22,9 @@ from pymongo import AsyncMongoClient
 from devtools.procs import Proc, free_port
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
 from tests.support.saga import auth, unique_sku
+from tests.support.services import ON_BUS
 
-SERVICES = ("products", "orders", "alerts", "analytics")
+SERVICES = ON_BUS
 
 
 def start(name: str, shop: LocalShop, namespace: str, env: dict[str, str]) -> tuple[str, Proc]:

@@ -43,12 +43,13 @@ from tests.support.api import api_client
 from tests.support.metrics import parse_samples, total
 from tests.support.replicas import REPLICAS, ReplicatedShop
 from tests.support.saga import TERMINAL, auth, create_product, eventually, login, new_customer
+from tests.support.services import ON_BUS
 from tests.support.shops import shop_factory
 
 RATE = 20.0  # orders per second
 DRAIN_SECONDS = 2.0  # well over what haproxy takes to see a replica unready (two checks 0.25 s apart)
 STOCK = 300
-CONSUMING = ("products", "orders", "alerts", "analytics")  # the services with event consumers
+CONSUMING = ON_BUS  # the services with event consumers
 RECEIPT_SLACK = 1.0  # seconds between RabbitMQ returning a delivery and the other replica logging its receipt
 
 

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from tests.operator.api import APPS, CORE, SHOPS, Api, ApiFailure, eventually
+from tests.support.services import BROKER_USERS, CHART_ORDER, DATABASE_USERS
 
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+SERVICES = CHART_ORDER
 INFRA = ("mongodb", "redis", "rabbitmq")
 INFRA_KEYS = {"mongodb-password", "mongodb-keyfile", "redis-password", "rabbitmq-password",
-              *(f"mongodb-password-{s}" for s in ("alerts", "analytics", "customers", "orders", "products")),
-              *(f"rabbitmq-password-{s}" for s in ("alerts", "analytics", "orders", "products"))}
+              *(f"mongodb-password-{s}" for s in DATABASE_USERS),
+              *(f"rabbitmq-password-{s}" for s in BROKER_USERS)}
 MANAGED_BY = "microshop-operator"
 SHOP_LABEL = "microshop.dev/shop"
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from shopkit.events import EXCHANGE_OF
+from tests.support.services import CHART_ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
-SERVICES = ("gateway", "customers", "products", "orders", "alerts", "analytics")
+SERVICES = CHART_ORDER
 METHODS = ("get", "post", "put", "patch", "delete")
 
 

@@ -7,30 +7,25 @@ spec, which users edit; what a service needs to run is not theirs to change).
 */}}
 
 {{/*
-What each service talks to (static: other templates read it often, so it is cheap to parse):
-  port     the HTTP port of each service (docs/architecture.md, "Services")
-  public   the entry point: its NetworkPolicy admits any client (Ingress / Gateway API data planes live
-           outside the release); every other service admits only its callers
-  callers  services that call it over HTTP (the gateway proxies to every service; every service fetches
-           customers' JWKS; orders reads the catalog from products)
-  infra    which managed infrastructure it may reach (NetworkPolicies); tests/charts/test_network_topology.py
-           checks it against what each app connects to. A service listing mongodb gets its own database
-           user (readWrite on the database named after it), one listing rabbitmq its own broker user
-  consumes the topic exchanges it consumes from, and
-  publishes those it publishes to: its broker user's permissions (microshop.rabbitmq.permissions) are
-           derived from them; tests/charts/test_infra_access.py checks both against each app's EventBus
+What each service talks to: files/topology.yaml, generated from the service registry
+(services/shopkit/registry.py) and each app's EventBus by `python -m devtools.generate` (make generate);
+tests/unit/test_generated.py fails when it is stale. Per service:
+  port        the HTTP port of each service (docs/architecture.md, "Services")
+  public      the entry point: its NetworkPolicy admits any client (Ingress / Gateway API data planes live
+              outside the release); every other service admits only its callers
+  callers     services that call it over HTTP (the gateway proxies to every service; every service fetches
+              customers' JWKS; orders reads the catalog from products)
+  infra       which managed infrastructure it may reach (NetworkPolicies); tests/charts/test_network_topology.py
+              checks it against what each app connects to. A service listing mongodb gets its own database
+              user (readWrite on the database named after it), one listing rabbitmq its own broker user
+  consumes    the topic exchanges it consumes from, and
+  publishes   those it publishes to (both from its app's EventBus), and
+  permissions its broker user's {configure, write, read} regexes, computed by the EventBus itself
+              (shopkit.messaging.topology, Topology.permissions); tests/charts/test_infra_access.py checks them
+  upstreams   (the entry point) the services it forwards to, in the order of its settings
 */}}
 {{- define "microshop.topology" -}}
-gateway:   {port: 8000, public: true, callers: [],                                infra: [redis]}
-customers: {port: 8001, callers: [gateway, products, orders, alerts, analytics], infra: [mongodb, redis]}
-products:  {port: 8002, callers: [gateway, orders],                              infra: [mongodb, redis, rabbitmq],
-            consumes: [order_exchange], publishes: [product_exchange]}
-orders:    {port: 8003, callers: [gateway],                                      infra: [mongodb, rabbitmq],
-            consumes: [product_exchange], publishes: [order_exchange]}
-alerts:    {port: 8004, callers: [gateway],                                      infra: [mongodb, redis, rabbitmq],
-            consumes: [order_exchange, product_exchange], publishes: [alert_exchange]}
-analytics: {port: 8005, callers: [gateway],                                      infra: [mongodb, redis, rabbitmq],
-            consumes: [alert_exchange, order_exchange, product_exchange], publishes: []}
+{{- .Files.Get "files/topology.yaml" -}}
 {{- end -}}
 
 {{/* The services that use one kind of managed infrastructure (each gets its own user there), sorted. */}}
@@ -44,32 +39,11 @@ analytics: {port: 8005, callers: [gateway],                                     
 {{- end -}}
 
 {{/*
-One service's RabbitMQ permissions: {configure, write, read} regexes, the same that shopkit.messaging.topology
-(Topology.permissions) computes from the service's EventBus (tests/charts/test_infra_access.py compares
-them): its own names (<service>.…: queues, DLQs, replay exchange), each exchange E it uses (declared with
-alternate exchange E.unroutable feeding the `unroutable` queue), E.dlx of what it consumes, write on
-what it publishes. Never the default exchange.
+One service's RabbitMQ permissions: {configure, write, read} regexes, as its EventBus states them
+(precomputed in files/topology.yaml; never the default exchange).
 */}}
 {{- define "microshop.rabbitmq.permissions" -}}
-{{- $entry := index (include "microshop.topology" .root | fromYaml) .name -}}
-{{- $consumed := $entry.consumes | default list | sortAlpha -}}
-{{- $published := $entry.publishes | default list | sortAlpha -}}
-{{- $used := concat $consumed $published | uniq | sortAlpha -}}
-{{- $own := printf "%s\\..+" .name -}}
-{{- $usedAny := printf "(?:%s)" (join "|" $used) -}}
-{{- $configure := list $own "unroutable" (printf "%s(?:\\.unroutable)?" $usedAny) -}}
-{{- $write := list $own "unroutable" -}}
-{{- if $published }}{{- $write = append $write (printf "(?:%s)" (join "|" $published)) -}}{{- end -}}
-{{- $write = append $write (printf "%s\\.unroutable" $usedAny) -}}
-{{- $read := list $own (printf "%s(?:\\.unroutable)?" $usedAny) -}}
-{{- if $consumed -}}
-{{- $dlx := printf "(?:%s)\\.dlx" (join "|" $consumed) -}}
-{{- $configure = append $configure $dlx -}}
-{{- $write = append $write $dlx -}}
-{{- $read = append $read $dlx -}}
-{{- end -}}
-{{- toJson (dict "configure" (printf "^(?:%s)$" (join "|" $configure)) "write" (printf "^(?:%s)$" (join "|" $write))
-    "read" (printf "^(?:%s)$" (join "|" $read))) -}}
+{{- toJson (index (include "microshop.topology" .root | fromYaml) .name).permissions -}}
 {{- end -}}
 
 {{/*
@@ -95,7 +69,7 @@ chart's root context. Per component, each key optional:
 {{- $v := .Values -}}
 gateway:
   env:
-    {{- range $upstream := list "customers" "products" "orders" "alerts" "analytics" }}
+    {{- range $upstream := (get (include "microshop.topology" $root | fromYaml) "gateway").upstreams }}
     - name: {{ printf "MICROSHOP_%s_URL" (upper $upstream) }}
       value: {{ include "microshop.url" (dict "root" $root "name" $upstream) | quote }}
     {{- end }}
