@@ -228,7 +228,8 @@ def compose_host_services(services: tuple[Service, ...] = SERVICES) -> str:
 
 # ---- the gateway's edge rules, from the services' route declarations ----
 
-READ_METHODS = ("GET", "HEAD")
+READ_METHODS = frozenset({"GET", "HEAD"})
+ALL_METHODS = READ_METHODS | {"POST", "PUT", "PATCH", "DELETE"}
 # The models the gateway validates bodies with: the shared request contracts (the services' own
 # request models, such as the kit's dead-letter selection, are left to the service).
 CONTRACT_PACKAGE = "shopkit.contracts."
@@ -286,8 +287,9 @@ def edge_rules(services: tuple[Service, ...] = SERVICES, routes_of: RoutesOf = a
     - public handlers (no guard): public; a public handler that is no read (``POST /auth/login``) acts for
       no signed-in user: anonymous (limited per client, never per token);
     - handlers guarded by ``requires_admin``: admin; other guards: signed-in (the gateway's default);
-    - a read (GET) rule covers HEAD too; a method no handler of a path serves needs a signed-in caller (the
-      gateway's default) and the service answers it (405);
+    - a read (GET) rule covers HEAD too; a method no handler of a path serves is for admins where the
+      path is (in an ``admin`` area: every method; every write handler admin: the other writes), else it
+      needs a signed-in caller (the gateway's default) and the service answers it (405);
     - the body of a handler whose request model is a shared contract (``shopkit.contracts``) is
       validated at the edge.
     """
@@ -300,6 +302,19 @@ def edge_rules(services: tuple[Service, ...] = SERVICES, routes_of: RoutesOf = a
                 by_template.setdefault(route.template, {})[method] = route.access
             if route.model is not None and route.model[0].startswith(CONTRACT_PACKAGE):
                 contracts += [[method, route.template, *route.model] for method in route.methods]
+    for template, served in by_template.items():
+        # What a service keeps for admins keeps its unserved methods for them too: a non-admin is refused
+        # at the edge (403) instead of reaching the service (405). Every method of an admin area (a path
+        # with an ``admin`` segment, such as the dead letters), the other writes of a path whose writes
+        # are all admin.
+        writes = {a for m, a in served.items() if m not in READ_METHODS}
+        if "admin" in template.strip("/").split("/") and set(served.values()) == {"admin"}:
+            unserved = ALL_METHODS - set(served)
+        elif writes == {"admin"}:
+            unserved = ALL_METHODS - READ_METHODS - set(served)
+        else:
+            unserved = set()
+        served.update(dict.fromkeys(unserved, "admin"))
     anonymous, access = [], []
     for template in sorted(by_template, key=lambda t: (t.count("{"), t)):
         for level in ("public", "admin"):

@@ -29,8 +29,8 @@ from tests.support.gateway import (
     stop_gateways,
     wait_for,
 )
-from tests.support.tokens import TokenMint
 from tests.support.services import UPSTREAMS
+from tests.support.tokens import TokenMint
 
 SERVICES = UPSTREAMS
 PROBLEM = "application/problem+json"

@@ -75,6 +75,11 @@ def test_first_segment_picks_the_owning_service(path: str, service: str | None) 
         ("GET", "/orders/admin/dead-letters/orders.stock_reserved", Access.ADMIN),
         ("POST", "/products/admin/dead-letters/products.order_created/replay", Access.ADMIN),
         ("POST", "/alerts/admin/dead-letters/alerts.stock_low/discard", Access.ADMIN),
+        # Methods no handler serves: an admin area stays admin, as do the other writes of an admin-only write.
+        ("PUT", "/products/p1", Access.ADMIN),
+        ("POST", "/orders/admin/dead-letters", Access.ADMIN),
+        ("GET", "/orders/admin/dead-letters/orders.stock_reserved/replay", Access.ADMIN),
+        ("GET", "/orders/o1/status", Access.SIGNED_IN),
     ],
 )
 def test_access_rules(method: str, path: str, access: Access) -> None:
