@@ -731,7 +731,7 @@ class Bench:
     emails: list[str]
     side: aiohttp.ClientSession  # sockets and /metrics
     tokens: list[str] = field(default_factory=list)
-    signed_in: float = 0.0
+    signed_in: float = -math.inf  # never: time.monotonic() counts from boot, and may be below 300
 
     async def fresh_tokens(self) -> list[str]:
         """The shoppers' tokens, signed in again when older than 5 minutes (access tokens last 15 by default)."""
