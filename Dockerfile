@@ -124,7 +124,7 @@ RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 EXPOSE 27017
 ENTRYPOINT ["secantusd-py", "--storage-path", "/data"]
-CMD ["--host", "127.0.0.1", "--port", "27017"]
+CMD ["--host", "127.0.0.1", "--port", "27017", "--standalone"]
 
 # ---- the services (last stage: the default target) ----
 FROM runtime AS shop

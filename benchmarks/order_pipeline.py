@@ -33,7 +33,10 @@ phases (``--phases``, a comma-separated subset, in this order by default):
    and products' CPU per request.
 
 After each order phase it waits until every accepted order is decided (the drain) and until the
-admin dashboard matches the orders database exactly.
+admin dashboard matches the orders database exactly. The phases share one shop: each runs on the
+history the ones before it left (orders, outbox and handled-event records, processes that have run),
+so each prints how many orders the shop already holds (``orders_before`` in the JSON); to measure a
+phase on a fresh shop, run it alone (``--phases load``).
 
 It measures only through the public HTTP API and WebSocket, the ``order_updated`` events on the
 broker (its own exclusive queue bound to ``<namespace>order_exchange``), the ``orders`` and
@@ -731,7 +734,7 @@ class Bench:
     emails: list[str]
     side: aiohttp.ClientSession  # sockets and /metrics
     tokens: list[str] = field(default_factory=list)
-    signed_in: float = 0.0
+    signed_in: float = -math.inf  # never: time.monotonic() counts from boot, and may be below 300
 
     async def fresh_tokens(self) -> list[str]:
         """The shoppers' tokens, signed in again when older than 5 minutes (access tokens last 15 by default)."""
@@ -1167,7 +1170,11 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int,
                   f"load generator pinned to core {core}; phases {', '.join(phases)}")
 
             for name in phases:
+                # The shop's history so far: a phase after others runs on a database (and processes) with more in it.
+                history = await orders_db["orders"].count_documents({})
+                print(f"\n-- phase {name}: {history:,} orders in the shop before it")
                 results[name] = await PHASE_RUNNERS[name](b)
+                results[name]["orders_before"] = history
 
             # Correctness, from the databases.
             statuses: Counter[str] = Counter()

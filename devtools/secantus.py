@@ -19,6 +19,16 @@ def mongo_url(port: int) -> str:
     return f"mongodb://127.0.0.1:{port}/?retryWrites=false&directConnection=true"
 
 
+# Without an oplog. SecantusDB advertises itself as a one-node replica set by default and then writes
+# every change (the whole document) to its oplog, for change streams, which the shop does not use: the
+# oplog grows to its cap (100,000 entries, ~35 per order: in about 2.5 minutes at 20 orders/s), and from
+# then on every 1,000th write prunes the oldest 1,000 entries inside the write, under the store's lock.
+# That made a long run slower and SecantusDB bigger as it went (docs/saga.md, "Steady over time").
+# ``--standalone`` is SecantusDB's own switch that writes no oplog; its transactions work the same
+# (tests/integration/test_secantus.py). Real MongoDB (the chart, compose.yaml) stays a replica set.
+SERVER_FLAGS = ("--standalone",)
+
+
 def secantus_proc(port: int | None = None, storage: str | Path = ":memory:", *, auth: bool = False) -> Proc:
     """A SecantusDB server; ``auth`` requires SCRAM authentication (users created before, without it)."""
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
@@ -26,7 +36,7 @@ def secantus_proc(port: int | None = None, storage: str | Path = ":memory:", *, 
     return Proc(
         name="mongo",
         argv=[exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-              "--log-level", "WARNING", *(["--auth"] if auth else [])],
+              "--log-level", "WARNING", *SERVER_FLAGS, *(["--auth"] if auth else [])],
         env={},
     )
 

@@ -1,0 +1,66 @@
+"""SecantusDB as devtools/secantus.py starts it (``SERVER_FLAGS``): no oplog, transactions that still hold.
+
+By default SecantusDB writes every change to an oplog for change streams, which the shop never opens; the
+oplog grew to 100,000 entries and was then pruned inside writes, so a long run slowed down as it went
+(docs/saga.md, "Steady over time"). ``--standalone`` writes none. Real MongoDB refuses transactions on a
+standalone server; SecantusDB does not, and the shop's writes rely on them: these tests hold it to that.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from devtools.secantus import SERVER_FLAGS
+from shopkit.mongo import in_transaction
+
+ROOT = Path(__file__).resolve().parents[2]
+Database = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]
+
+
+async def test_writes_leave_no_oplog_behind(database: Database) -> None:
+    client, db = database
+    await db["things"].insert_many([{"n": i} for i in range(300)])
+    await db["things"].update_many({}, {"$inc": {"n": 1}})
+    await db["things"].delete_many({"n": {"$lte": 100}})
+    assert await db["things"].count_documents({}) == 200
+    # With the oplog on, each of those 600 changes is an entry here.
+    assert await client["local"]["oplog.rs"].count_documents({}) == 0
+
+
+async def test_transactions_commit_together_and_roll_back_together(database: Database) -> None:
+    client, db = database
+
+    async def both(session: AsyncClientSession) -> None:
+        await db["orders"].insert_one({"_id": "o1"}, session=session)
+        await db["outbox"].insert_one({"_id": "e1", "order": "o1"}, session=session)
+
+    await in_transaction(client, both)
+
+    async def fails_halfway(session: AsyncClientSession) -> None:
+        await db["orders"].insert_one({"_id": "o2"}, session=session)
+        await db["outbox"].insert_one({"_id": "e2", "order": "o2"}, session=session)
+        raise RuntimeError("the work fails after its writes")
+
+    with pytest.raises(RuntimeError, match="after its writes"):
+        await in_transaction(client, fails_halfway)
+    assert await db["orders"].distinct("_id") == ["o1"]
+    assert await db["outbox"].distinct("_id") == ["e1"]
+
+
+def test_every_secantusdb_the_repository_starts_runs_without_an_oplog() -> None:
+    assert "--standalone" in SERVER_FLAGS
+    host = yaml.safe_load((ROOT / "compose.host.yaml").read_text())
+    assert set(SERVER_FLAGS) <= set(host["services"]["mongodb"]["command"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("FROM runtime AS secantus"):]
+    cmd = re.search(r"^CMD (\[.*\])$", stage, re.M)
+    assert cmd is not None
+    assert set(SERVER_FLAGS) <= set(yaml.safe_load(cmd.group(1)))
