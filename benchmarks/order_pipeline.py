@@ -141,6 +141,7 @@ CONSUMERS = ("products", "orders", "alerts", "analytics")
 PHASES = ("light", "paced", "load", "replicas", "soak", "reads")
 DELIVERIES = "faststream_received_messages_total"
 LOST_CLAIMS = "microshop_outbox_lost_claims_total"
+RETRIES = "microshop_transaction_retries_total"
 
 
 # ---------------------------------------------------------------------------------------- CPU
@@ -517,7 +518,7 @@ class ShopCounters:
             if name == "mongo" or port is None or not proc.running:
                 continue
             metrics = await scrape(self.session, f"http://127.0.0.1:{port}/metrics")
-            for metric, label in ((DELIVERIES, "deliveries"), (LOST_CLAIMS, "lost claims")):
+            for metric, label in ((DELIVERIES, "deliveries"), (LOST_CLAIMS, "lost claims"), (RETRIES, "retries")):
                 if metric in metrics:
                     out[f"{label} {name}"] = metrics[metric]
         return out
@@ -543,6 +544,17 @@ def lost_claims(before: dict[str, float], after: dict[str, float]) -> float:
     """Lost outbox claims between two samples, all processes (NaN when no process exports the counter)."""
     keys = [k for k in after if k.startswith("lost claims ")]
     return sum(after[k] - before.get(k, 0.0) for k in keys) if keys else math.nan
+
+
+def transaction_retries(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Transactions run again between two samples (``microshop_transaction_retries_total``), summed per service
+    (its second process, ``<service>-2``, included)."""
+    out: dict[str, float] = {}
+    for key in after:
+        if key.startswith("retries "):
+            service = key.removeprefix("retries ").removesuffix("-2")
+            out[service] = out.get(service, 0.0) + after[key] - before.get(key, 0.0)
+    return out
 
 
 def rss_targets(shop: LocalShop) -> dict[str, list[psutil.Process]]:
@@ -801,6 +813,7 @@ class Bench:
             "per_confirmed_load_and_drain": per_order(counts0, counts_drained, len(confirmed)),
             "per_confirmed_until_analytics": per_order(counts0, counts_caught_up, len(confirmed)),
             "outbox_lost_claims": lost_claims(counts0, counts_caught_up),
+            "transaction_retries": transaction_retries(counts0, counts_caught_up),
             "window_load_and_drain_s": drained_at - phase.start,
             "window_until_analytics_s": exact_at - phase.start,
             "generator_loop_lag": generator_lag,
@@ -977,8 +990,15 @@ async def phase_replicas(b: Bench) -> dict[str, Any]:
           f"{result['cpu_machine_ratio']:.2f}; attributable {cpu2['attributable']:.1f} / {cpu1['attributable']:.1f} = "
           f"{result['cpu_attributable_ratio']:.2f}\n"
           f"  outbox lost claims      {result['outbox_lost_claims']:.0f}; duplicate order_updated events "
-          f"{result['duplicate_events']}")
+          f"{result['duplicate_events']}\n"
+          f"  transaction retries     {_retries(double)} / {_retries(single)} (per service: 2 / 1 of each)")
     return result
+
+
+def _retries(phase: dict[str, Any]) -> str:
+    """``microshop_transaction_retries_total`` of a phase per service, e.g. ``products 3, orders 0``."""
+    counts = phase.get("transaction_retries") or {}
+    return ", ".join(f"{service} {n:.0f}" for service, n in sorted(counts.items())) or "n/a"
 
 
 async def phase_soak(b: Bench) -> dict[str, Any]:

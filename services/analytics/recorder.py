@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from analytics.orderfacts import delta, merge, product_names
 from shopkit.broker import Delivery
 from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, ProductUpdated, StockLow
-from shopkit.mongo import apply_batch_once
+from shopkit.mongo import apply_batch_once, count_retry
 
 log = logging.getLogger("analytics.recorder")
 
@@ -91,6 +91,7 @@ class Recorder:
             except DuplicateKeyError:  # lost a race to create the same document (another replica)
                 if attempt == DUPLICATE_RETRIES - 1:
                     raise  # redelivered by the broker
+                count_retry(self.client, "duplicate-key")
         if any(applied):
             await self.invalidate()
         return any(applied)

@@ -49,7 +49,13 @@ from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
-from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED, EVENTS_REDELIVERED, broker_metrics
+from shopkit.metrics import (
+    BATCH_SIZE,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_REDELIVERED,
+    TRANSACTION_RETRIES,
+    broker_metrics,
+)
 from shopkit.settings import ServiceSettings
 from shopkit.transient import TransientFailure, is_transient
 
@@ -315,6 +321,7 @@ class EventBus:
                       message: RabbitMessage, dead_lettered: Any) -> None:
         """Hand ``delivery`` to its batcher; retry transient failures here, let deterministic ones nack."""
         attempt = 0
+        retried = TRANSACTION_RETRIES.labels(self.settings.service_name, "consumer")
         while True:
             try:
                 await batcher.submit(delivery)
@@ -324,6 +331,7 @@ class EventBus:
                     # Held, not nacked: a requeue would count toward the delivery limit.
                     delay = min(self.retry_backoff_seconds * 2**attempt, self.transient_backoff_cap_seconds)
                     attempt += 1
+                    retried.inc()
                     log.warning("transient failure handling %s event %s (attempt %d: %s: %s); retrying in %.2fs",
                                 routing_key, delivery.id, attempt, type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
