@@ -1,8 +1,9 @@
 """The orders side of the saga: stock replies settle pending orders as confirmed or rejected.
 
-Replies come in batches (``shopkit.broker``); a batch is one transaction holding the
-handled-event markers, the status changes (one bulk statement, each update guarded by the
-status it was decided from) and their ``order_updated`` events (outbox, one statement). A
+Replies come in batches (``shopkit.broker``); a batch is one transaction holding the status
+changes (one bulk statement, each update guarded by the status it was decided from) and their
+``order_updated`` events (outbox, one statement). No handled-event marker is written: a
+redelivered reply finds its order no longer pending and changes nothing. A
 reply for an order that is no longer pending (cancelled meanwhile) changes nothing: the
 products service releases or never takes the stock when it handles the cancellation,
 whatever the arrival order.
@@ -57,6 +58,7 @@ class OrderSaga:
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             settled.clear()
+            outcome.clear()
             replies: dict[Any, Delivery[Any]] = {}
             for i in fresh:
                 oid = parse_object_id(batch[i].data.order_id)
@@ -95,9 +97,11 @@ class OrderSaga:
                     raise StockChanged("an order changed under the batch")
                 await add_to_outbox(self.book.db, events, session)
 
-        applied, _ = await apply_batch_once(self.book.client, self.book.db, [d.marker for d in batch], effect)
+        # No handled-event marker: each change is the compare-and-set pending → confirmed|rejected, read and
+        # written in this transaction, so a redelivered reply finds the order decided and changes nothing.
+        await apply_batch_once(self.book.client, self.book.db, [None] * len(batch), effect)
         self.book.relay.notify()
-        if any(applied):  # committed: count what the committed attempt changed
+        if settled:  # committed: count what the committed attempt changed
             for order_id, seconds in settled.items():
                 ORDER_STATUS_CHANGES.labels(outcome[order_id]).inc()
                 if seconds is not None and outcome[order_id] == OrderStatus.CONFIRMED.value:

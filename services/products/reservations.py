@@ -1,9 +1,10 @@
 """The products side of the order saga: reserve every line of an order or none, release on cancel.
 
-Events come in batches (``shopkit.broker``); each batch is one transaction holding the
-handled-event markers, the stock changes, the orders' reservation records and the reply
-events (outbox), each written with one bulk statement per collection. A redelivery finds its
-marker and changes nothing; a crash after commit still publishes (the relay drains the outbox).
+Events come in batches (``shopkit.broker``); each batch is one transaction holding the stock
+changes, the orders' reservation records and the reply events (outbox), each written with one
+bulk statement per collection. The reservation record is the handled-event marker: a redelivery
+finds its order's record and changes nothing (no separate marker is written); a crash after
+commit still publishes (the relay drains the outbox).
 
 Reserving decides each order of a batch in arrival order against the running stock of its
 products, read once at the start: an order takes stock only when every line is available,
@@ -116,6 +117,8 @@ class StockReservations:
         outcome = Outcome()
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
+            outcome.results.clear()  # a retried transaction starts over
+            outcome.stock_low = 0
             # One delivery per order (a duplicate order id in a batch is decided once).
             orders: dict[str, Delivery[OrderCreated]] = {}
             for i in fresh:
@@ -175,12 +178,15 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
-        if any(applied) and outcome.stock_low:
+        # No handled-event marker: the reservation record is one. It is keyed by order id, written in the
+        # transaction that decides the order, and read first (``decided``), so a redelivered order_created
+        # is skipped; two transactions deciding the same order cannot both commit (its _id is unique).
+        await apply_batch_once(self.client, self.db, [None] * len(batch), effect)
+        if outcome.stock_low:
             STOCK_LOW.inc(outcome.stock_low)
-        # What this commit changed, and the products of redelivered events: their effect was committed
-        # before, but the cache and relay may not have heard of it (a crash right after that commit).
-        redelivered = {pid for d, done in zip(batch, applied, strict=True) if not done
+        # What this commit changed, and the products of orders decided before (redelivered): their effect was
+        # committed before, but the cache and relay may not have heard of it (a crash right after that commit).
+        redelivered = {pid for d in batch if outcome.results.get(d.data.order_id) == "skipped"
                        for pid, _ in merge_lines(d.data.items)}
         await self.after_commit(outcome.touched | redelivered)
         counts = Counter(outcome.results.values())
@@ -197,6 +203,8 @@ class StockReservations:
             return outcome  # other status changes are nothing to products (no marker needed)
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
+            outcome.results.clear()
+            outcome.touched.clear()
             orders: dict[str, Delivery[OrderUpdated]] = {}
             for i in fresh:
                 orders.setdefault(cancels[i].data.order_id, cancels[i])
@@ -235,7 +243,10 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(ids)
 
-        await apply_batch_once(self.client, self.db, [d.marker for d in cancels], effect)
+        # No marker: the reservation record is read first, and a release is the guarded reserved → released
+        # update of that record, so a redelivered cancellation finds it released (or its tombstone) and
+        # does nothing.
+        await apply_batch_once(self.client, self.db, [None] * len(cancels), effect)
         await self.after_commit(outcome.touched)
         log.info("cancellations: %s", outcome.results or "all duplicates")
         return outcome

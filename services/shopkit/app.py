@@ -274,11 +274,12 @@ class Service(Generic[S, D]):
 
     def consume(self, models: type[EventData] | tuple[type[EventData], ...],
                 pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
-                linger: float | None = None) -> None:
+                linger: float | None = None, hold: float = 0.0) -> None:
         """Subscribe to each model's event type; batches go to ``pick(deps)`` once the service runs.
 
         Several models share their batches: a batch may then hold events of each type (in arrival
-        order), and one transaction serves them all.
+        order), and one transaction serves them all. ``hold`` (seconds): how long a batch's first
+        event always waits for company (``shopkit.batching``), for consumers nobody waits on.
         """
         assert self.bus is not None, "declare uses=Uses(events=True) to consume events"
         group = models if isinstance(models, tuple) else (models,)
@@ -288,7 +289,7 @@ class Service(Generic[S, D]):
 
         name = f"{self.settings.service_name}.{'+'.join(m.TYPE for m in group)}"
         handle.__name__ = name.replace(".", "_").replace("+", "_")
-        batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, name=name)
+        batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, hold=hold, name=name)
         for model in group:
             self.bus.subscribe(model, handle, batcher=batcher)
 

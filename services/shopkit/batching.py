@@ -12,7 +12,10 @@ of PostgreSQL's ``commit_delay`` / ``commit_siblings``:
   own duration is the wait, so under load batches grow by themselves with no timer;
 * **idle and dense** (an exponentially weighted mean of the gaps between arrivals predicts at least
   ``siblings`` more items within ``linger``): the first item waits up to ``linger`` seconds, or
-  until ``max_size`` items are there, for company.
+  until ``max_size`` items are there, for company;
+* **a hold** (``hold`` > 0, for consumers off the latency path such as analytics): when idle, the
+  first item always waits up to ``hold`` seconds (or until ``max_size`` items are there), so the
+  several events of one order, arriving tens of milliseconds apart, share one commit.
 
 When a flush of several items raises, every item is flushed again on its own, so one bad item
 (a poison event, a conflicting write) fails alone and its neighbours still commit. The result
@@ -68,13 +71,16 @@ GAP_WEIGHT = 0.25
 
 class Batcher(Generic[T, R]):
     def __init__(self, flush: Flush[T, R], *, max_size: int = 64, linger: float = 0.005, siblings: float = 2.0,
-                 lock: asyncio.Lock | None = None, name: str = "batch",
+                 hold: float = 0.0, lock: asyncio.Lock | None = None, name: str = "batch",
                  on_batch: Callable[[int], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if siblings <= 0:
             raise ValueError("siblings must be positive")
+        if hold < 0:
+            raise ValueError("hold must not be negative")
+        self.hold = hold
         self._flush = flush
         self.max_size = max_size
         self.linger = linger
@@ -122,8 +128,10 @@ class Batcher(Generic[T, R]):
         # lock. Every later batch gathered while a commit was in flight and goes out as soon as it ends.
         idle = True
         while self._pending:
-            if idle and not self._lock.locked() and len(self._pending) < self.max_size and self.dense():
-                await self._linger()
+            if idle and not self._lock.locked() and len(self._pending) < self.max_size:
+                wait = max(self.hold, self.linger if self.dense() else 0.0)
+                if wait > 0:
+                    await self._linger(wait)
             idle = False
             async with self._lock:
                 # Taken under the lock: what arrived while another batch held it joins this one.
@@ -132,10 +140,10 @@ class Batcher(Generic[T, R]):
                 if batch:
                     await self._write(batch)
 
-    async def _linger(self) -> None:
-        """Wait for company: until ``max_size`` items are pending, at most ``linger`` seconds."""
+    async def _linger(self, seconds: float) -> None:
+        """Wait for company: until ``max_size`` items are pending, at most ``seconds``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.linger
+        deadline = loop.time() + seconds
         while len(self._pending) < self.max_size:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -348,8 +348,12 @@ class EventBus:
                 raise
 
     def batcher(self, handler: BatchHandler[Any], *, max_batch: int | None = None, linger: float | None = None,
-                name: str = "batch") -> Batcher[Any, None]:
-        """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones."""
+                hold: float = 0.0, name: str = "batch") -> Batcher[Any, None]:
+        """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones.
+
+        ``hold``: how long a batch's first item always waits for company (``shopkit.batching``), for
+        consumers nobody waits on.
+        """
 
         group = name.removeprefix(self.settings.namespace)
 
@@ -363,7 +367,7 @@ class EventBus:
 
         return Batcher(flush, max_size=max_batch or self.settings.batch_max_size,
                        linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
-                       lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
+                       hold=hold, lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
 
     def consumed_exchanges(self) -> set[str]:
         return {EXCHANGE_OF[sub.routing_key] for sub in self.subscriptions}
