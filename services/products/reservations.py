@@ -33,6 +33,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
@@ -115,8 +116,13 @@ class StockReservations:
 
     async def reserve(self, batch: Sequence[Delivery[OrderCreated]]) -> Outcome:
         outcome = Outcome()
+        # Optimistic, like the markers (``apply_batch_once``): an order almost never has a record yet, so the
+        # first attempt does not read the records; inserting one that exists (a redelivery, a cancellation that
+        # came first, another replica) aborts it with a duplicate key, and the retry reads them first.
+        look_up = False
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
+            nonlocal look_up
             outcome.results.clear()  # a retried transaction starts over
             outcome.stock_low = 0
             # One delivery per order (a duplicate order id in a batch is decided once).
@@ -124,7 +130,7 @@ class StockReservations:
             for i in fresh:
                 orders.setdefault(batch[i].data.order_id, batch[i])
             decided = {doc["_id"] async for doc in self.reservations.find(
-                {"_id": {"$in": list(orders)}}, {"_id": 1}, session=session)}
+                {"_id": {"$in": list(orders)}}, {"_id": 1}, session=session)} if look_up else set()
             for order_id in decided:
                 outcome.results[order_id] = "skipped"  # cancelled before it arrived, or already decided
             todo = [(oid, merge_lines(d.data.items)) for oid, d in orders.items() if oid not in decided]
@@ -163,7 +169,11 @@ class StockReservations:
                 events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id,
                                         traceparent=delivery.traceparent))
                 outcome.results[order_id] = result_
-            await self.reservations.insert_many(records, ordered=False, session=session)
+            try:
+                await self.reservations.insert_many(records, ordered=False, session=session)
+            except (BulkWriteError, DuplicateKeyError):
+                look_up = True  # apply_batch_once retries a duplicate key once: that attempt reads the records
+                raise
             # Every stock change is a product update (analytics keeps low-stock lists from them): one
             # per product per batch, with the stock after the batch.
             cause = batch[fresh[0]].correlation_id
@@ -178,9 +188,10 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        # No handled-event marker: the reservation record is one. It is keyed by order id, written in the
-        # transaction that decides the order, and read first (``decided``), so a redelivered order_created
-        # is skipped; two transactions deciding the same order cannot both commit (its _id is unique).
+        # No handled-event marker: the reservation record is one. It is keyed by order id (unique) and written
+        # in the transaction that decides the order, so a redelivered order_created aborts the first attempt
+        # and the retry, reading the records (``decided``), skips it; two transactions deciding the same order
+        # cannot both commit.
         await apply_batch_once(self.client, self.db, [None] * len(batch), effect)
         if outcome.stock_low:
             STOCK_LOW.inc(outcome.stock_low)
