@@ -476,8 +476,9 @@ class Sockets:
 # ------------------------------------------------------------------------- counters and memory
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """Sample name -> sum over its labels, of a Prometheus endpoint ({} when it has none)."""
+async def scrape(session: aiohttp.ClientSession, url: str, by: str = "reason") -> dict[str, float]:
+    """Sample name -> sum over its labels, of a Prometheus endpoint ({} when it has none); a sample with the
+    label ``by`` is also summed as ``<name>|<value of by>``."""
     try:
         async with session.get(url) as r:
             if r.status != 200:
@@ -489,6 +490,9 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+            if by in sample.labels:
+                key = f"{sample.name}|{sample.labels[by]}"
+                sums[key] = sums.get(key, 0.0) + sample.value
     return sums
 
 
@@ -521,6 +525,9 @@ class ShopCounters:
             for metric, label in ((DELIVERIES, "deliveries"), (LOST_CLAIMS, "lost claims"), (RETRIES, "retries")):
                 if metric in metrics:
                     out[f"{label} {name}"] = metrics[metric]
+            for key, value in metrics.items():
+                if key.startswith(RETRIES + "|"):
+                    out[f"retries by reason {name}|{key.partition('|')[2]}"] = value
         return out
 
 
@@ -551,9 +558,14 @@ def transaction_retries(before: dict[str, float], after: dict[str, float]) -> di
     (its second process, ``<service>-2``, included)."""
     out: dict[str, float] = {}
     for key in after:
-        if key.startswith("retries "):
-            service = key.removeprefix("retries ").removesuffix("-2")
-            out[service] = out.get(service, 0.0) + after[key] - before.get(key, 0.0)
+        if key.startswith("retries by reason "):
+            process, _, reason = key.removeprefix("retries by reason ").partition("|")
+            label = f"{process.removesuffix('-2')} {reason}"
+        elif key.startswith("retries "):
+            label = key.removeprefix("retries ").removesuffix("-2")
+        else:
+            continue
+        out[label] = out.get(label, 0.0) + after[key] - before.get(key, 0.0)
     return out
 
 
@@ -996,9 +1008,15 @@ async def phase_replicas(b: Bench) -> dict[str, Any]:
 
 
 def _retries(phase: dict[str, Any]) -> str:
-    """``microshop_transaction_retries_total`` of a phase per service, e.g. ``products 3, orders 0``."""
+    """``microshop_transaction_retries_total`` of a phase per service, with its reasons when there were any, e.g.
+    ``products 3 (write-conflict 2, consumer 1), orders 0``."""
     counts = phase.get("transaction_retries") or {}
-    return ", ".join(f"{service} {n:.0f}" for service, n in sorted(counts.items())) or "n/a"
+    parts = []
+    for service, n in sorted((k, v) for k, v in counts.items() if " " not in k):
+        reasons = ", ".join(f"{k.partition(' ')[2]} {v:.0f}" for k, v in sorted(counts.items())
+                            if k.startswith(service + " ") and v)
+        parts.append(f"{service} {n:.0f}" + (f" ({reasons})" if reasons else ""))
+    return ", ".join(parts) or "n/a"
 
 
 async def phase_soak(b: Bench) -> dict[str, Any]:
