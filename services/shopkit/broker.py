@@ -287,7 +287,13 @@ class EventBus:
         redelivered = EVENTS_REDELIVERED.labels(marker_prefix)
         dead_lettered = EVENTS_DEAD_LETTERED.labels(marker_prefix)
 
-        async def consume(body: Any, message: RabbitMessage) -> None:
+        context = self.broker.context
+
+        async def consume(body: Any) -> None:
+            # The message from FastStream's context, not as a ``message: RabbitMessage`` parameter: that is a
+            # custom field, which FastStream's dependency solver resolves in a worker thread (and an anyio task
+            # group) for every delivery.
+            message: RabbitMessage = context.get_local("message")
             if _redelivered(message):
                 redelivered.inc()
                 log.info("redelivered: %s message %s (delivered %d times before)", routing_key,
