@@ -144,6 +144,7 @@ CONSUMERS = ("products", "orders", "alerts", "analytics")
 PHASES = ("light", "paced", "load", "replicas", "soak", "reads")
 DELIVERIES = "faststream_received_messages_total"
 LOST_CLAIMS = "microshop_outbox_lost_claims_total"
+RETRIES = "microshop_transaction_retries_total"
 
 
 # ---------------------------------------------------------------------------------------- CPU
@@ -478,8 +479,9 @@ class Sockets:
 # ------------------------------------------------------------------------- counters and memory
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """Sample name -> sum over its labels, of a Prometheus endpoint ({} when it has none)."""
+async def scrape(session: aiohttp.ClientSession, url: str, by: str = "reason") -> dict[str, float]:
+    """Sample name -> sum over its labels, of a Prometheus endpoint ({} when it has none); a sample with the
+    label ``by`` is also summed as ``<name>|<value of by>``."""
     try:
         async with session.get(url) as r:
             if r.status != 200:
@@ -491,6 +493,9 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+            if by in sample.labels:
+                key = f"{sample.name}|{sample.labels[by]}"
+                sums[key] = sums.get(key, 0.0) + sample.value
     return sums
 
 
@@ -520,9 +525,12 @@ class ShopCounters:
             if name == "mongo" or port is None or not proc.running:
                 continue
             metrics = await scrape(self.session, f"http://127.0.0.1:{port}/metrics")
-            for metric, label in ((DELIVERIES, "deliveries"), (LOST_CLAIMS, "lost claims")):
+            for metric, label in ((DELIVERIES, "deliveries"), (LOST_CLAIMS, "lost claims"), (RETRIES, "retries")):
                 if metric in metrics:
                     out[f"{label} {name}"] = metrics[metric]
+            for key, value in metrics.items():
+                if key.startswith(RETRIES + "|"):
+                    out[f"retries by reason {name}|{key.partition('|')[2]}"] = value
         return out
 
 
@@ -546,6 +554,22 @@ def lost_claims(before: dict[str, float], after: dict[str, float]) -> float:
     """Lost outbox claims between two samples, all processes (NaN when no process exports the counter)."""
     keys = [k for k in after if k.startswith("lost claims ")]
     return sum(after[k] - before.get(k, 0.0) for k in keys) if keys else math.nan
+
+
+def transaction_retries(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Transactions run again between two samples (``microshop_transaction_retries_total``), summed per service
+    (its second process, ``<service>-2``, included)."""
+    out: dict[str, float] = {}
+    for key in after:
+        if key.startswith("retries by reason "):
+            process, _, reason = key.removeprefix("retries by reason ").partition("|")
+            label = f"{process.removesuffix('-2')} {reason}"
+        elif key.startswith("retries "):
+            label = key.removeprefix("retries ").removesuffix("-2")
+        else:
+            continue
+        out[label] = out.get(label, 0.0) + after[key] - before.get(key, 0.0)
+    return out
 
 
 def rss_targets(shop: LocalShop) -> dict[str, list[psutil.Process]]:
@@ -804,6 +828,7 @@ class Bench:
             "per_confirmed_load_and_drain": per_order(counts0, counts_drained, len(confirmed)),
             "per_confirmed_until_analytics": per_order(counts0, counts_caught_up, len(confirmed)),
             "outbox_lost_claims": lost_claims(counts0, counts_caught_up),
+            "transaction_retries": transaction_retries(counts0, counts_caught_up),
             "window_load_and_drain_s": drained_at - phase.start,
             "window_until_analytics_s": exact_at - phase.start,
             "generator_loop_lag": generator_lag,
@@ -980,8 +1005,21 @@ async def phase_replicas(b: Bench) -> dict[str, Any]:
           f"{result['cpu_machine_ratio']:.2f}; attributable {cpu2['attributable']:.1f} / {cpu1['attributable']:.1f} = "
           f"{result['cpu_attributable_ratio']:.2f}\n"
           f"  outbox lost claims      {result['outbox_lost_claims']:.0f}; duplicate order_updated events "
-          f"{result['duplicate_events']}")
+          f"{result['duplicate_events']}\n"
+          f"  transaction retries     {_retries(double)} / {_retries(single)} (per service: 2 / 1 of each)")
     return result
+
+
+def _retries(phase: dict[str, Any]) -> str:
+    """``microshop_transaction_retries_total`` of a phase per service, with its reasons when there were any, e.g.
+    ``products 3 (write-conflict 2, consumer 1), orders 0``."""
+    counts = phase.get("transaction_retries") or {}
+    parts = []
+    for service, n in sorted((k, v) for k, v in counts.items() if " " not in k):
+        reasons = ", ".join(f"{k.partition(' ')[2]} {v:.0f}" for k, v in sorted(counts.items())
+                            if k.startswith(service + " ") and v)
+        parts.append(f"{service} {n:.0f}" + (f" ({reasons})" if reasons else ""))
+    return ", ".join(parts) or "n/a"
 
 
 async def phase_soak(b: Bench) -> dict[str, Any]:

@@ -307,13 +307,13 @@ def edge_rules(services: tuple[Service, ...] = SERVICES, routes_of: RoutesOf = a
         # at the edge (403) instead of reaching the service (405). Every method of an admin area (a path
         # with an ``admin`` segment, such as the dead letters), the other writes of a path whose writes
         # are all admin.
-        writes = {a for m, a in served.items() if m not in READ_METHODS}
+        write_access = {a for m, a in served.items() if m not in READ_METHODS}
         if "admin" in template.strip("/").split("/") and set(served.values()) == {"admin"}:
             unserved = ALL_METHODS - set(served)
-        elif writes == {"admin"}:
+        elif write_access == {"admin"}:
             unserved = ALL_METHODS - READ_METHODS - set(served)
         else:
-            unserved = set()
+            unserved = frozenset()
         served.update(dict.fromkeys(unserved, "admin"))
     anonymous, access = [], []
     for template in sorted(by_template, key=lambda t: (t.count("{"), t)):

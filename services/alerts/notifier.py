@@ -1,9 +1,11 @@
 """Turning order and stock events into alerts, ``alert_sent`` events and live pushes.
 
-Each batch of events (``shopkit.messaging.bus``) is one transaction holding the handled-event markers
-(``apply_batch_once``), the alerts, the orders' last known statuses and the ``alert_sent``
-events (outbox), one bulk statement per collection. Only after it commits are frames pushed:
-a redelivered event changes nothing and pushes nothing.
+Each batch of events (``shopkit.messaging.bus``) is one transaction holding the alerts, the orders' last
+known statuses, the ``alert_sent`` events (outbox) and the handled-event markers of its
+``stock_low`` events (``apply_batch_once``), one bulk statement per collection. Only after it
+commits are frames pushed (one Redis round trip for the batch): a redelivered event changes
+nothing and pushes nothing (an order event by its order's stored status, a ``stock_low`` by its
+marker).
 
 Order events come on two queues and may be handled out of order; an event whose status is
 not further along than the one already seen for that order (``orderstatus.rank``) is stale:
@@ -113,7 +115,11 @@ class Notifier:
             made.extend((doc, order_frame) for _, doc, order_frame in alerts)
 
         if batch:
-            await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+            # Order events need no marker: an event whose status is not further along than the one stored for
+            # its order (``order_states``, read and written in this transaction) is stale and makes nothing, so
+            # a redelivered one changes nothing. A stock_low has no such state: it keeps its marker.
+            await apply_batch_once(self.client, self.db,
+                                   [d.marker if isinstance(d.data, StockLow) else None for d in batch], effect)
         if made:
             self.relay.notify()
         pushes: list[Push] = []
@@ -169,5 +175,4 @@ class Notifier:
                                             data.low_stock_threshold), payload)
 
     async def _push(self, pushes: list[Push]) -> None:
-        for push in pushes:
-            await self.hub.publish(push.channel, push.text)
+        await self.hub.publish_many([(push.channel, push.text) for push in pushes])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -88,6 +88,20 @@ class PushHub:
             await self.redis.publish(channel, text)
         except RedisError as exc:
             log.warning("could not publish a push frame to %s: %s", channel, exc)
+
+    async def publish_many(self, frames: Sequence[tuple[str, str]]) -> None:
+        """Each ``(channel, text)`` in order, in one round trip (a pipeline); best effort like :meth:`publish`."""
+        if len(frames) <= 1:
+            for channel, text in frames:
+                await self.publish(channel, text)
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, text in frames:
+                    pipe.publish(channel, text)
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("could not publish %d push frames: %s", len(frames), exc)
 
     # Local sockets ---------------------------------------------------------------------------------
 

@@ -35,12 +35,15 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 async def _send_frames(socket: WebSocket[Any, Any, Any], sub: Subscriber, settings: Settings) -> None:
+    # asyncio.timeout, not wait_for: no task per frame (wait_for wraps the awaitable in one on 3.11).
     while True:
         try:
-            text = await asyncio.wait_for(sub.queue.get(), settings.ws_heartbeat_seconds)
+            async with asyncio.timeout(settings.ws_heartbeat_seconds):
+                text = await sub.queue.get()
         except TimeoutError:
             text = ping_frame()
-        await asyncio.wait_for(socket.send_text(text), settings.ws_send_timeout_seconds)
+        async with asyncio.timeout(settings.ws_send_timeout_seconds):
+            await socket.send_text(text)
 
 
 async def _read_until_closed(socket: WebSocket[Any, Any, Any]) -> None:

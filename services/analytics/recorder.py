@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from analytics.orderfacts import delta, merge, product_names
 from shopkit.contracts.events import AlertSent, OrderCreated, OrderUpdated, ProductUpdated, StockLow
 from shopkit.messaging.bus import Delivery
-from shopkit.mongo import apply_batch_once
+from shopkit.mongo import apply_batch_once, count_retry
 
 log = logging.getLogger("analytics.recorder")
 
@@ -86,11 +86,12 @@ class Recorder:
 
         for attempt in range(DUPLICATE_RETRIES):
             try:
-                applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
+                applied, _ = await apply_batch_once(self.client, self.db, [marker(d) for d in batch], effect)
                 break
             except DuplicateKeyError:  # lost a race to create the same document (another replica)
                 if attempt == DUPLICATE_RETRIES - 1:
                     raise  # redelivered by the broker
+                count_retry(self.client, "duplicate-key")
         if any(applied):
             await self.invalidate()
         return any(applied)
@@ -134,6 +135,16 @@ class Recorder:
             else:
                 ops.append(UpdateOne({"_id": pid}, {"$set": doc}, upsert=True))
         await self.db[PRODUCTS].bulk_write(ops, ordered=False, session=session)
+
+
+def marker(d: Delivery[Any]) -> str | None:
+    """The handled-event marker an event needs: only ``alert_sent``, whose counter ``$inc`` is not idempotent.
+
+    Order events merge into the order's stored facts, and merging an event twice changes nothing (so the
+    counters get a zero delta); product events are last-writer-wins by event time, guarded by ``as_of``.
+    Either, redelivered, changes nothing without a marker.
+    """
+    return d.marker if isinstance(d.data, AlertSent) else None
 
 
 def product_fields(data: StockLow | ProductUpdated) -> dict[str, Any]:

@@ -77,13 +77,18 @@ async def _client_to_upstream(socket: WebSocket[Any, Any, Any], upstream: aiohtt
 
 async def _upstream_to_client(socket: WebSocket[Any, Any, Any], upstream: aiohttp.ClientWebSocketResponse,
                               send_timeout: float) -> str:
-    """Pump frames until the alerts service closes; its close reason (empty when it gave none)."""
+    """Pump frames until the alerts service closes; its close reason (empty when it gave none).
+
+    Each send is bounded with ``asyncio.timeout`` (no task per frame, as ``wait_for`` makes on 3.11).
+    """
     while True:
         message = await upstream.receive()
         if message.type == aiohttp.WSMsgType.TEXT:
-            await asyncio.wait_for(socket.send_text(message.data), send_timeout)
+            async with asyncio.timeout(send_timeout):
+                await socket.send_text(message.data)
         elif message.type == aiohttp.WSMsgType.BINARY:
-            await asyncio.wait_for(socket.send_bytes(message.data), send_timeout)
+            async with asyncio.timeout(send_timeout):
+                await socket.send_bytes(message.data)
         elif message.type == aiohttp.WSMsgType.CLOSE:
             return str(message.extra or "")
         elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):

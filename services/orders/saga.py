@@ -1,8 +1,9 @@
 """The orders side of the saga: stock replies settle pending orders as confirmed or rejected.
 
-Replies come in batches (``shopkit.messaging.bus``); a batch is one transaction holding the
-handled-event markers, the status changes (one bulk statement, each update guarded by the
-status it was decided from) and their ``order_updated`` events (outbox, one statement). A
+Replies come in batches (``shopkit.messaging.bus``); a batch is one transaction holding the status
+changes (one bulk statement, each update guarded by the status it was decided from) and their
+``order_updated`` events (outbox, one statement). No handled-event marker is written: a
+redelivered reply finds its order no longer pending and changes nothing. A
 reply for an order that is no longer pending (cancelled meanwhile) changes nothing: the
 products service releases or never takes the stock when it handles the cancellation,
 whatever the arrival order.
@@ -57,6 +58,7 @@ class OrderSaga:
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
             settled.clear()
+            outcome.clear()
             replies: dict[Any, Delivery[Any]] = {}
             for i in fresh:
                 oid = parse_object_id(batch[i].data.order_id)
@@ -66,9 +68,12 @@ class OrderSaga:
                     outcome[batch[i].data.order_id] = "ignored"
                     continue
                 replies.setdefault(oid, batch[i])
+            now = utcnow()
+            if len(replies) == 1:  # a light load's batch: read and change the order with one statement
+                await settle_one(session, *next(iter(replies.items())), now)
+                return
             docs = {doc["_id"]: doc async for doc in self.book.orders.find({"_id": {"$in": list(replies)}},
                                                                             session=session)}
-            now = utcnow()
             updates, events = [], []
             for oid, delivery in replies.items():
                 doc = docs.get(oid)
@@ -95,9 +100,33 @@ class OrderSaga:
                     raise StockChanged("an order changed under the batch")
                 await add_to_outbox(self.book.db, events, session)
 
-        applied, _ = await apply_batch_once(self.book.client, self.book.db, [d.marker for d in batch], effect)
+        async def settle_one(session: AsyncClientSession, oid: Any, delivery: Delivery[Any], now: datetime) -> None:
+            """One reply: ``findAndModify`` guarded by the statuses the saga may move from, returning the order
+            as it was (a reply for an order no longer pending, or unknown, changes nothing: one more read says
+            which, for the log)."""
+            target = target_of(delivery.data)
+            sources = [s.value for s in OrderStatus if can_transition(s.value, target, Actor.SAGA)]
+            doc = await self.book.orders.find_one_and_update(
+                {"_id": oid, "status": {"$in": sources}}, {"$set": {"status": target.value, "updated_at": now}},
+                session=session)
+            if doc is None:
+                current = await self.book.orders.find_one({"_id": oid}, {"status": 1}, session=session)
+                outcome[str(oid)] = "unknown order" if current is None else f"left {current['status']}"
+                return
+            old = doc["status"]
+            doc.update(status=target.value, updated_at=now)
+            reason = getattr(delivery.data, "reason", None)
+            await add_to_outbox(self.book.db, [order_updated_event(doc, old, target.value, reason,
+                                                                   correlation_id=delivery.correlation_id,
+                                                                   traceparent=delivery.traceparent)], session)
+            outcome[str(oid)] = target.value
+            settled[str(oid)] = _seconds_since(doc.get("created_at"), now)
+
+        # No handled-event marker: each change is the compare-and-set pending → confirmed|rejected, read and
+        # written in this transaction, so a redelivered reply finds the order decided and changes nothing.
+        await apply_batch_once(self.book.client, self.book.db, [None] * len(batch), effect)
         self.book.relay.notify()
-        if any(applied):  # committed: count what the committed attempt changed
+        if settled:  # committed: count what the committed attempt changed
             for order_id, seconds in settled.items():
                 ORDER_STATUS_CHANGES.labels(outcome[order_id]).inc()
                 if seconds is not None and outcome[order_id] == OrderStatus.CONFIRMED.value:

@@ -1,10 +1,11 @@
 """The products side of the order saga: reserve every line of an order or none, release on cancel.
 
-Each batch of events is one transaction holding the handled-event markers, the stock changes, the
-reservation records and the replies (outbox). Orders are decided in arrival order against the running
-stock, as if handled one by one, and stock is written with guarded ``$inc`` (never below zero). The
-reservation record makes the outcome independent of whether ``order_created`` or the cancel (or the
-orders service's own ``rejected``) arrives first: a late ``order_created`` takes nothing.
+Each batch of events is one transaction holding the stock changes, the reservation records and the
+replies (outbox). Orders are decided in arrival order against the running stock, as if handled one by
+one, and stock is written with guarded ``$inc`` (never below zero). The reservation record (keyed by
+order id) is the handled-event marker (a redelivery finds it and changes nothing), and it makes the
+outcome independent of whether ``order_created`` or the cancel (or the orders service's own
+``rejected``) arrives first: a late ``order_created`` takes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from products.catalog import PRODUCTS, SOURCE, crossed_low_threshold, product_event, stock_low_event
 from products.models import Reservation, ReservedLine
@@ -100,14 +102,21 @@ class StockReservations:
 
     async def reserve(self, batch: Sequence[Delivery[OrderCreated]]) -> Outcome:
         outcome = Outcome()
+        # Optimistic, like the markers (``apply_batch_once``): an order almost never has a record yet, so the
+        # first attempt does not read the records; inserting one that exists (a redelivery, a cancellation that
+        # came first, another replica) aborts it with a duplicate key, and the retry reads them first.
+        look_up = False
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
+            nonlocal look_up
+            outcome.results.clear()  # a retried transaction starts over
+            outcome.stock_low = 0
             # One delivery per order (a duplicate order id in a batch is decided once).
             orders: dict[str, Delivery[OrderCreated]] = {}
             for i in fresh:
                 orders.setdefault(batch[i].data.order_id, batch[i])
             decided = {doc["_id"] async for doc in self.reservations.find(
-                {"_id": {"$in": list(orders)}}, {"_id": 1}, session=session)}
+                {"_id": {"$in": list(orders)}}, {"_id": 1}, session=session)} if look_up else set()
             for order_id in decided:
                 outcome.results[order_id] = "skipped"  # cancelled before it arrived, or already decided
             todo = [(oid, merge_lines(d.data.items)) for oid, d in orders.items() if oid not in decided]
@@ -146,7 +155,11 @@ class StockReservations:
                 events.append(new_event(reply, SOURCE, correlation_id=delivery.correlation_id,
                                         traceparent=delivery.traceparent))
                 outcome.results[order_id] = result_
-            await self.reservations.insert_many(records, ordered=False, session=session)
+            try:
+                await self.reservations.insert_many(records, ordered=False, session=session)
+            except (BulkWriteError, DuplicateKeyError):
+                look_up = True  # apply_batch_once retries a duplicate key once: that attempt reads the records
+                raise
             # Every stock change is a product update (analytics keeps low-stock lists from them): one
             # per product per batch, with the stock after the batch.
             cause = batch[fresh[0]].correlation_id
@@ -161,12 +174,16 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(taken)
 
-        applied, _ = await apply_batch_once(self.client, self.db, [d.marker for d in batch], effect)
-        if any(applied) and outcome.stock_low:
+        # No handled-event marker: the reservation record is one. It is keyed by order id (unique) and written
+        # in the transaction that decides the order, so a redelivered order_created aborts the first attempt
+        # and the retry, reading the records (``decided``), skips it; two transactions deciding the same order
+        # cannot both commit.
+        await apply_batch_once(self.client, self.db, [None] * len(batch), effect)
+        if outcome.stock_low:
             STOCK_LOW.inc(outcome.stock_low)
-        # What this commit changed, and the products of redelivered events: their effect was committed
-        # before, but the cache and relay may not have heard of it (a crash right after that commit).
-        redelivered = {pid for d, done in zip(batch, applied, strict=True) if not done
+        # What this commit changed, and the products of orders decided before (redelivered): their effect was
+        # committed before, but the cache and relay may not have heard of it (a crash right after that commit).
+        redelivered = {pid for d in batch if outcome.results.get(d.data.order_id) == "skipped"
                        for pid, _ in merge_lines(d.data.items)}
         await self.after_commit(outcome.touched | redelivered)
         counts = Counter(outcome.results.values())
@@ -183,6 +200,8 @@ class StockReservations:
             return outcome  # other status changes are nothing to products (no marker needed)
 
         async def effect(session: AsyncClientSession, fresh: list[int]) -> None:
+            outcome.results.clear()
+            outcome.touched.clear()
             orders: dict[str, Delivery[OrderUpdated]] = {}
             for i in fresh:
                 orders.setdefault(cancels[i].data.order_id, cancels[i])
@@ -221,7 +240,10 @@ class StockReservations:
             await add_to_outbox(self.db, events, session)
             outcome.touched.update(ids)
 
-        await apply_batch_once(self.client, self.db, [d.marker for d in cancels], effect)
+        # No marker: the reservation record is read first, and a release is the guarded reserved → released
+        # update of that record, so a redelivered cancellation finds it released (or its tombstone) and
+        # does nothing.
+        await apply_batch_once(self.client, self.db, [None] * len(cancels), effect)
         await self.after_commit(outcome.touched)
         log.info("cancellations: %s", outcome.results or "all duplicates")
         return outcome

@@ -105,8 +105,17 @@ class Resources(Generic[S]):
 Build = Callable[[Resources[S]], AsyncIterator[D]]
 """An async generator: set up what the service needs, yield its dependencies object, tear down after."""
 
-Consumers = Mapping[Any, Callable[[D], BatchHandler[Any]]]
-"""Event model → the handler of a batch of such events, picked from the dependencies object."""
+@dataclass(frozen=True)
+class Consume(Generic[D]):
+    """A consumer with options: ``hold`` seconds a batch's first event always waits for company
+    (``shopkit.batching``), for consumers nobody waits on."""
+
+    pick: Callable[[D], BatchHandler[Any]]
+    hold: float = 0.0
+
+
+Consumers = Mapping[Any, Callable[[D], BatchHandler[Any]] | Consume[D]]
+"""Event model(s) → the handler of a batch of such events, picked from the dependencies object."""
 
 
 @dataclass(frozen=True)
@@ -215,8 +224,11 @@ class Service(Generic[S, D]):
         self._deps: D | None = None
         self._checks: dict[str, ReadinessCheck] = {}
         self._optional_checks: set[str] = set()
-        for model, pick in (consumes or {}).items():
-            self._consume(model, pick)
+        for model, how in (consumes or {}).items():
+            if isinstance(how, Consume):
+                self._consume(model, how.pick, hold=how.hold)
+            else:
+                self._consume(model, how)
 
     @property
     def deps(self) -> D:
@@ -226,11 +238,12 @@ class Service(Generic[S, D]):
 
     def _consume(self, models: type[EventData] | tuple[type[EventData], ...],
                 pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
-                linger: float | None = None) -> None:
+                linger: float | None = None, hold: float = 0.0) -> None:
         """Subscribe to each model's event type; batches go to ``pick(deps)`` once the service runs.
 
         Several models share their batches: a batch may then hold events of each type (in arrival
-        order), and one transaction serves them all.
+        order), and one transaction serves them all. ``hold`` (seconds): how long a batch's first
+        event always waits for company (``shopkit.batching``), for consumers nobody waits on.
         """
         assert self.bus is not None, "declare uses=Uses(events=True) to consume events"
         group = models if isinstance(models, tuple) else (models,)
@@ -240,7 +253,7 @@ class Service(Generic[S, D]):
 
         name = f"{self.settings.service_name}.{'+'.join(m.TYPE for m in group)}"
         handle.__name__ = name.replace(".", "_").replace("+", "_")
-        batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, name=name)
+        batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, hold=hold, name=name)
         for model in group:
             self.bus.subscribe(model, handle, batcher=batcher)
 

@@ -3,8 +3,9 @@
 Callers ``submit`` an item and wait for its result; a :class:`Batcher` hands up to ``max_size`` items,
 in arrival order, to one ``flush`` at a time. When to write is adaptive, like PostgreSQL's
 ``commit_delay``: alone at once when idle and sparse, together right after a commit in flight, and
-after at most ``linger`` when arrivals are dense. A failing batch is flushed again item by item, so
-one bad item fails alone. Used by the event consumers and by orders' placement.
+after at most ``linger`` when arrivals are dense. A consumer off the latency path may ``hold`` its
+first item so the several events of one order share a commit. A failing batch is flushed again item
+by item, so one bad item fails alone. Used by the event consumers and by orders' placement.
 """
 
 from __future__ import annotations
@@ -53,13 +54,16 @@ GAP_WEIGHT = 0.25
 
 class Batcher(Generic[T, R]):
     def __init__(self, flush: Flush[T, R], *, max_size: int = 64, linger: float = 0.005, siblings: float = 2.0,
-                 lock: asyncio.Lock | None = None, name: str = "batch",
+                 hold: float = 0.0, lock: asyncio.Lock | None = None, name: str = "batch",
                  on_batch: Callable[[int], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if siblings <= 0:
             raise ValueError("siblings must be positive")
+        if hold < 0:
+            raise ValueError("hold must not be negative")
+        self.hold = hold
         self._flush = flush
         self.max_size = max_size
         self.linger = linger
@@ -107,8 +111,10 @@ class Batcher(Generic[T, R]):
         # lock. Every later batch gathered while a commit was in flight and goes out as soon as it ends.
         idle = True
         while self._pending:
-            if idle and not self._lock.locked() and len(self._pending) < self.max_size and self.dense():
-                await self._linger()
+            if idle and not self._lock.locked() and len(self._pending) < self.max_size:
+                wait = max(self.hold, self.linger if self.dense() else 0.0)
+                if wait > 0:
+                    await self._linger(wait)
             idle = False
             async with self._lock:
                 # Taken under the lock: what arrived while another batch held it joins this one.
@@ -117,10 +123,10 @@ class Batcher(Generic[T, R]):
                 if batch:
                     await self._write(batch)
 
-    async def _linger(self) -> None:
-        """Wait for company: until ``max_size`` items are pending, at most ``linger`` seconds."""
+    async def _linger(self, seconds: float) -> None:
+        """Wait for company: until ``max_size`` items are pending, at most ``seconds``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.linger
+        deadline = loop.time() + seconds
         while len(self._pending) < self.max_size:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -46,6 +46,13 @@ OUTBOX_LOST_CLAIMS = Counter(
     "microshop_outbox_lost_claims",
     "Outbox records a relay published after its lease expired and another relay had claimed them (published twice,"
     " unless that relay failed first)")
+TRANSACTION_RETRIES = Counter(
+    "microshop_transaction_retries",
+    "Transactions run again, by service and reason: ``write-conflict`` (and other transient errors: the driver's"
+    " with_transaction reran the work), ``commit`` (the commit failed transiently), ``duplicate-marker`` (a"
+    " redelivery in the batch: markers read first), ``duplicate-key`` (lost a race to create a document),"
+    " ``consumer`` (the consumer held a delivery and retried its batch after a transient failure)",
+    ["service", "reason"])
 BATCH_SIZE = Histogram("microshop_consumer_batch_size", "Deliveries per committed batch, per consumer group",
                        ["group"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 

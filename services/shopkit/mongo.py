@@ -28,8 +28,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
+from shopkit.metrics import TRANSACTION_RETRIES
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.mongo")
@@ -38,6 +39,7 @@ M = TypeVar("M", bound=Model)
 
 HANDLED_EVENTS = "handled_events"
 DUPLICATE_KEY = 11000
+WRITE_CONFLICT = 112
 
 
 def create_client(settings: ServiceSettings) -> AsyncMongoClient[Any]:
@@ -116,35 +118,78 @@ async def ping(client: AsyncMongoClient[Any]) -> None:
     await client.admin.command("ping")
 
 
+def service_of(client: AsyncMongoClient[Any]) -> str:
+    """The service a client belongs to (its ``appname``, :func:`create_client`); ``""`` for a bare client."""
+    return str((client.options.pool_options.metadata.get("application") or {}).get("name", ""))
+
+
+def count_retry(client: AsyncMongoClient[Any], reason: str) -> None:
+    """One more transaction run again (``microshop_transaction_retries_total{service, reason}``)."""
+    TRANSACTION_RETRIES.labels(service_of(client), reason).inc()
+
+
+def _retry_reason(exc: BaseException) -> str:
+    if isinstance(exc, OperationFailure) and exc.code == WRITE_CONFLICT:
+        return "write-conflict"
+    return "transient"
+
+
 async def in_transaction(
     client: AsyncMongoClient[Any], work: Callable[[AsyncClientSession], Awaitable[T]]
 ) -> T:
-    """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver."""
+    """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver.
+
+    Each rerun counts in ``microshop_transaction_retries_total``: ``write-conflict`` or ``transient``
+    when ``work`` raised a transient error, ``commit`` when the commit did (the driver reruns ``work``).
+    """
+    failed: list[BaseException] = []
+    runs = 0
+
+    async def run(session: AsyncClientSession) -> T:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            count_retry(client, _retry_reason(failed[-1]) if failed else "commit")
+            failed.clear()
+        try:
+            return await work(session)
+        except PyMongoError as exc:
+            if exc.has_error_label("TransientTransactionError"):
+                failed.append(exc)
+            raise
+
     async with client.start_session() as session:
-        return await session.with_transaction(work)
+        return await session.with_transaction(run)
 
 
 async def apply_batch_once(
     client: AsyncMongoClient[Any],
     db: AsyncDatabase[Any],
-    markers: Sequence[str],
+    markers: Sequence[str | None],
     effect: Callable[[AsyncClientSession, list[int]], Awaitable[T]],
 ) -> tuple[list[bool], T | None]:
     """Apply ``effect`` to the events of a batch not handled before, and record them, in one transaction.
 
-    ``markers`` are the events' handled-event ids (``Delivery.marker``: ``<consumer>:<event id>``).
-    ``effect`` gets the positions of the events to apply: those without a marker, each marker
-    once (a redelivery within the same batch counts as a duplicate). Returns per event whether it
-    was applied now, and what ``effect`` returned (``None`` when every event was a duplicate).
+    ``markers`` are the events' handled-event ids (``Delivery.marker``: ``<consumer>:<event id>``), or
+    ``None`` for an event whose effect is idempotent by itself (a guarded transition, a record keyed by
+    the event's subject that the effect reads first, a merge that changes nothing the second time):
+    such an event gets no marker and is always handed to ``effect``, which must then make its
+    redelivery change nothing. ``effect`` gets the positions of the events to apply: those without a
+    marker written before, each marker once (a redelivery within the same batch counts as a
+    duplicate). Returns per event whether it was handed to ``effect`` now, and what ``effect``
+    returned (``None`` when every event was a duplicate).
 
     Markers are written with one statement, optimistically: redeliveries are rare, so the first
     attempt does not look markers up; a duplicate key aborts it, and a second attempt reads the
-    existing markers first (one more statement) and applies the rest.
+    existing markers first (one more statement) and applies the rest. A batch with no marker to
+    write costs no marker statement at all.
     """
     unique: list[int] = []
     firsts: set[str] = set()
     for i, key in enumerate(markers):
-        if key not in firsts:
+        if key is None:
+            unique.append(i)
+        elif key not in firsts:
             firsts.add(key)
             unique.append(i)
 
@@ -152,14 +197,16 @@ async def apply_batch_once(
         async def work(session: AsyncClientSession) -> tuple[list[bool], T | None]:
             fresh = unique
             if look_up:
+                keys = [markers[i] for i in unique if markers[i] is not None]
                 seen = {doc["_id"] async for doc in db[HANDLED_EVENTS].find(
-                    {"_id": {"$in": [markers[i] for i in unique]}}, {"_id": 1}, session=session)}
-                fresh = [i for i in unique if markers[i] not in seen]
+                    {"_id": {"$in": keys}}, {"_id": 1}, session=session)} if keys else set()
+                fresh = [i for i in unique if markers[i] is None or markers[i] not in seen]
             if not fresh:
                 return [False] * len(markers), None
             now = utcnow()
-            await db[HANDLED_EVENTS].insert_many([{"_id": markers[i], "at": now} for i in fresh], ordered=True,
-                                                 session=session)
+            written = [{"_id": markers[i], "at": now} for i in fresh if markers[i] is not None]
+            if written:
+                await db[HANDLED_EVENTS].insert_many(written, ordered=True, session=session)
             result = await effect(session, fresh)
             applied = [False] * len(markers)
             for i in fresh:
@@ -174,6 +221,7 @@ async def apply_batch_once(
         if isinstance(exc, BulkWriteError) and not all(
                 e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
+        count_retry(client, "duplicate-marker")
         return await in_transaction(client, attempt(look_up=True))
 
 

@@ -141,8 +141,30 @@ async def test_no_linger_configured_means_never_dense() -> None:
     assert not batcher.dense()
 
 
+async def test_a_hold_gathers_sparse_arrivals_into_one_batch() -> None:
+    # Arrivals 1000 s apart by the batcher's clock (sparse: no linger), but a hold makes the first one wait.
+    flush = Recorder()
+    batcher: Batcher[int, int] = Batcher(flush, linger=LONG, hold=LONG, max_size=3, clock=Clock(step=1000.0))
+    first = asyncio.create_task(batcher.submit(1))
+    await turns()
+    assert flush.batches == [], "held, though arrivals are sparse"
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]
+    await turns()
+    assert flush.batches == [[1, 2, 3]]  # written once the batch is full, not after the hold
+    assert await asyncio.wait_for(asyncio.gather(first, *rest), 5) == [10, 20, 30]
+
+
+async def test_a_hold_ends_after_its_time_with_what_came() -> None:
+    flush = Recorder()
+    batcher: Batcher[int, int] = Batcher(flush, linger=0, hold=0.05, clock=Clock(step=1000.0))
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit(1), batcher.submit(2)), 5) == [10, 20]
+    assert flush.batches == [[1, 2]]
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="max_size"):
         Batcher(Recorder(), max_size=0)
     with pytest.raises(ValueError, match="siblings"):
         Batcher(Recorder(), siblings=0)
+    with pytest.raises(ValueError, match="hold"):
+        Batcher(Recorder(), hold=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -40,6 +41,26 @@ async def test_handler_gets_typed_payloads_and_each_delivery_its_correlation_id(
     assert [(d.id, d.data, d.correlation_id) for d in seen] == [(event.id, StockLow(product_id="p1", stock=1),
                                                                   "corr-1")]
     assert current_correlation_id() is None
+
+
+async def test_a_delivery_is_handled_on_the_event_loop_without_a_worker_thread() -> None:
+    # FastStream resolves a handler's context parameters (``message: RabbitMessage``) in a worker thread per
+    # delivery; the kit's consumer takes the message from the context instead, so no thread is ever started.
+    bus = _bus()
+    seen: list[Delivery[StockLow]] = []
+    threads: set[str] = set()
+    before = {t.ident for t in threading.enumerate()}  # (an earlier test's idle pool thread is not this one's)
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        seen.extend(batch)
+        threads.update(t.name for t in threading.enumerate() if t.ident not in before)
+
+    bus.subscribe(StockLow, handle)
+    async with TestRabbitBroker(bus.broker):
+        for i in range(5):
+            await bus.publish(low(f"p{i}"))
+    assert len(seen) == 5
+    assert not [name for name in threads if "AnyIO" in name], threads
 
 
 async def test_concurrent_deliveries_share_a_batch() -> None:

@@ -41,7 +41,13 @@ from shopkit.messaging.topology import (
     exchange,
     queue_name,
 )
-from shopkit.metrics import BATCH_SIZE, EVENTS_DEAD_LETTERED, EVENTS_REDELIVERED, broker_metrics
+from shopkit.metrics import (
+    BATCH_SIZE,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_REDELIVERED,
+    TRANSACTION_RETRIES,
+    broker_metrics,
+)
 from shopkit.settings import ServiceSettings
 from shopkit.transient import TransientFailure, is_transient
 
@@ -200,7 +206,13 @@ class EventBus:
         redelivered = EVENTS_REDELIVERED.labels(marker_prefix)
         dead_lettered = EVENTS_DEAD_LETTERED.labels(marker_prefix)
 
-        async def consume(body: Any, message: RabbitMessage) -> None:
+        context = self.broker.context
+
+        async def consume(body: Any) -> None:
+            # The message from FastStream's context, not as a ``message: RabbitMessage`` parameter: that is a
+            # custom field, which FastStream's dependency solver resolves in a worker thread (and an anyio task
+            # group) for every delivery.
+            message: RabbitMessage = context.get_local("message")
             if _redelivered(message):
                 redelivered.inc()
                 log.info("redelivered: %s message %s (delivered %d times before)", routing_key,
@@ -234,6 +246,7 @@ class EventBus:
                       message: RabbitMessage, dead_lettered: Any) -> None:
         """Hand ``delivery`` to its batcher; retry transient failures here, let deterministic ones nack."""
         attempt = 0
+        retried = TRANSACTION_RETRIES.labels(self.settings.service_name, "consumer")
         while True:
             try:
                 await batcher.submit(delivery)
@@ -243,6 +256,7 @@ class EventBus:
                     # Held, not nacked: a requeue would count toward the delivery limit.
                     delay = min(self.retry_backoff_seconds * 2**attempt, self.transient_backoff_cap_seconds)
                     attempt += 1
+                    retried.inc()
                     log.warning("transient failure handling %s event %s (attempt %d: %s: %s); retrying in %.2fs",
                                 routing_key, delivery.id, attempt, type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
@@ -259,8 +273,12 @@ class EventBus:
                 raise
 
     def batcher(self, handler: BatchHandler[Any], *, max_batch: int | None = None, linger: float | None = None,
-                name: str = "batch") -> Batcher[Any, None]:
-        """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones."""
+                hold: float = 0.0, name: str = "batch") -> Batcher[Any, None]:
+        """A batcher that hands batches to ``handler``, committing one at a time with this service's other ones.
+
+        ``hold``: how long a batch's first item always waits for company (``shopkit.batching``), for
+        consumers nobody waits on.
+        """
 
         group = name.removeprefix(self.settings.namespace)
 
@@ -274,7 +292,7 @@ class EventBus:
 
         return Batcher(flush, max_size=max_batch or self.settings.batch_max_size,
                        linger=self.settings.batch_linger_ms / 1000 if linger is None else linger,
-                       lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
+                       hold=hold, lock=self._commit_lock, name=name, on_batch=BATCH_SIZE.labels(group).observe)
 
     def consumed_exchanges(self) -> set[str]:
         return {EXCHANGE_OF[sub.routing_key] for sub in self.subscriptions}
