@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -116,12 +117,46 @@ async def ping(client: AsyncMongoClient[Any]) -> None:
     await client.admin.command("ping")
 
 
+# The session of the transaction ``in_transaction`` runs in this task, and what to do once it commits.
+_after_commit: ContextVar[tuple[AsyncClientSession, list[Callable[[], None]]] | None] = ContextVar(
+    "after_commit", default=None)
+
+
+def after_commit(session: AsyncClientSession, callback: Callable[[], None]) -> bool:
+    """Have ``callback`` run once the transaction ``session`` is in has committed, if ``in_transaction`` runs it.
+
+    Only the attempt that commits counts: what an aborted attempt registered is dropped with it. Returns
+    False (and registers nothing) for a session that ``in_transaction`` does not run here.
+    """
+    current = _after_commit.get()
+    if current is None or current[0] is not session:
+        return False
+    current[1].append(callback)
+    return True
+
+
 async def in_transaction(
     client: AsyncMongoClient[Any], work: Callable[[AsyncClientSession], Awaitable[T]]
 ) -> T:
-    """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver."""
+    """Run ``work`` in a transaction; transient errors (e.g. WriteConflict) are retried by the driver.
+
+    Callbacks registered with :func:`after_commit` during the attempt that committed run afterwards.
+    """
+    callbacks: list[Callable[[], None]] = []
+
+    async def attempt(session: AsyncClientSession) -> T:
+        callbacks.clear()  # a retried attempt starts afresh: the aborted one's callbacks never run
+        return await work(session)
+
     async with client.start_session() as session:
-        return await session.with_transaction(work)
+        token = _after_commit.set((session, callbacks))
+        try:
+            result = await session.with_transaction(attempt)
+        finally:
+            _after_commit.reset(token)
+    for callback in callbacks:
+        callback()
+    return result
 
 
 async def apply_batch_once(
