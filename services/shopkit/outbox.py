@@ -279,13 +279,18 @@ class OutboxRelay:
         """
         published = 0
         while self._committed:
-            records = [self._committed.popleft() for _ in range(min(self.batch, len(self._committed)))]
             now = self._clock()
-            late = [r for r in records if now >= r.expires]
+            late = 0
+            while self._committed and now >= self._committed[0].expires:  # the oldest first (a long outage)
+                self._committed.popleft()
+                late += 1
+            records = [self._committed.popleft() for _ in range(min(self.batch, len(self._committed)))]
+            late += len(records)
+            records = [r for r in records if now < r.expires]
+            late -= len(records)
             if late:
                 log.warning("outbox relay's lease on %d committed records expired before it published them: "
-                            "left to a takeover", len(late))
-                records = [r for r in records if now < r.expires]
+                            "left to a takeover", late)
             results = await asyncio.gather(*(self._publish(r.event) for r in records), return_exceptions=True)
             sent = [r.id for r, result in zip(records, results, strict=True) if result is None]
             if sent:

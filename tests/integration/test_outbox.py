@@ -404,3 +404,26 @@ async def test_a_dying_writers_records_are_taken_over_after_its_lease(
     assert OUTBOX_TAKEOVERS._value.get() - takeovers == 4
     assert OUTBOX_LOST_CLAIMS._value.get() == lost
     assert await _everything(tap) == []
+
+
+async def test_committed_records_whose_lease_ran_out_in_memory_are_left_to_a_takeover(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    skew = timedelta(0)
+    stalled = OutboxRelay(db, bus, poll_seconds=3600, clock=lambda: datetime.now(UTC) + skew)
+    stalled.start()
+    await asyncio.sleep(0.2)
+    await cancel(stalled._task)  # its loop stalls: what its writers commit waits in memory
+    events = _stock_low(5)
+    for i in range(0, 5, 2):
+        await _commit(client, db, events[i:i + 2])
+    skew = timedelta(seconds=11)  # past the (10 s) lease by its own clock
+    assert await stalled.publish_committed() == 0  # too late: none published, and none kept in memory
+    assert not stalled._committed
+    assert await _everything(tap) == []
+    takeovers = OUTBOX_TAKEOVERS._value.get()
+    survivor = OutboxRelay(db, bus, clock=lambda: datetime.now(UTC) + timedelta(seconds=11))
+    assert await survivor.drain_once() == 5
+    assert await _take(tap, 5) == [e.id for e in events]
+    assert OUTBOX_TAKEOVERS._value.get() - takeovers == 5
+    await stalled.stop()
