@@ -261,7 +261,7 @@ class OutboxRelay:
         sent = [doc["_id"] for doc, result in zip(docs, results, strict=True) if result is None]
         await self._observe_backlog(docs, results)
         if sent:
-            await self._settle([claim.token], sent)
+            await self._settle(claim.token, sent)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
             await self._release(claim.token, [doc["_id"] for doc, result in zip(docs, results, strict=True)
@@ -316,7 +316,7 @@ class OutboxRelay:
             return
         ids, self._unsettled = self._unsettled, []
         try:
-            await self._settle([self.writer_token], ids, counted=True)
+            await self._settle(self.writer_token, ids, counted=True)
         except BaseException:
             self._unsettled[:0] = ids  # kept for the next round (a lease that runs out meanwhile re-publishes)
             raise
@@ -329,16 +329,16 @@ class OutboxRelay:
         except Exception as exc:  # the database is away too: the lease frees them
             log.warning("outbox relay could not release %d unpublished records (%s)", len(ids), exc)
 
-    async def _settle(self, tokens: list[str], sent: list[Any], *, counted: bool = False) -> None:
-        """Delete (or, with a retention, mark sent) the confirmed records, with one write while the claims hold.
+    async def _settle(self, token: str, sent: list[Any], *, counted: bool = False) -> None:
+        """Delete (or, with a retention, mark sent) the confirmed records, with one write while the claim holds.
 
         A crash before this write re-publishes them, which consumers dedupe by event id. Without a
         retention the records are deleted (the broker has them): a delete is the cheapest write.
-        The write matches only records still carrying one of ``tokens``: one that does not was taken
-        over by another relay after this relay's lease ran out, so it is published twice (counted).
+        The write matches only records still carrying ``token``: one that does not was taken over by
+        another relay after this relay's lease ran out, so it is published twice (counted).
         ``counted``: ``published`` already counts them.
         """
-        ours = {"_id": {"$in": sent}, "claim": tokens[0] if len(tokens) == 1 else {"$in": tokens}}
+        ours = {"_id": {"$in": sent}, "claim": token}
         if self.retention:
             mark = {"$set": {"sent": True, "sent_at": datetime.now(UTC)}}
             settled = (await self.db[OUTBOX].update_many(ours, mark)).modified_count
