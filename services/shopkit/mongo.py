@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -134,6 +135,24 @@ def _retry_reason(exc: BaseException) -> str:
     return "transient"
 
 
+# The session of the transaction ``in_transaction`` runs in this task, and what to do once it commits.
+_after_commit: ContextVar[tuple[AsyncClientSession, list[Callable[[], None]]] | None] = ContextVar(
+    "after_commit", default=None)
+
+
+def after_commit(session: AsyncClientSession, callback: Callable[[], None]) -> bool:
+    """Have ``callback`` run once the transaction ``session`` is in has committed, if ``in_transaction`` runs it.
+
+    Only the attempt that commits counts: what an aborted attempt registered is dropped with it. Returns
+    False (and registers nothing) for a session that ``in_transaction`` does not run here.
+    """
+    current = _after_commit.get()
+    if current is None or current[0] is not session:
+        return False
+    current[1].append(callback)
+    return True
+
+
 async def in_transaction(
     client: AsyncMongoClient[Any], work: Callable[[AsyncClientSession], Awaitable[T]]
 ) -> T:
@@ -141,13 +160,16 @@ async def in_transaction(
 
     Each rerun counts in ``microshop_transaction_retries_total``: ``write-conflict`` or ``transient``
     when ``work`` raised a transient error, ``commit`` when the commit did (the driver reruns ``work``).
+    Callbacks registered with :func:`after_commit` during the attempt that committed run afterwards.
     """
     failed: list[BaseException] = []
+    callbacks: list[Callable[[], None]] = []
     runs = 0
 
     async def run(session: AsyncClientSession) -> T:
         nonlocal runs
         runs += 1
+        callbacks.clear()  # a retried attempt starts afresh: the aborted one's callbacks never run
         if runs > 1:
             count_retry(client, _retry_reason(failed[-1]) if failed else "commit")
             failed.clear()
@@ -159,7 +181,14 @@ async def in_transaction(
             raise
 
     async with client.start_session() as session:
-        return await session.with_transaction(run)
+        token = _after_commit.set((session, callbacks))
+        try:
+            result = await session.with_transaction(run)
+        finally:
+            _after_commit.reset(token)
+    for callback in callbacks:
+        callback()
+    return result
 
 
 async def apply_batch_once(

@@ -50,7 +50,7 @@ class ServiceSettings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1, le=1000)
     batch_linger_ms: float = Field(default=20.0, ge=0, le=1000)
     # How long the outbox keeps a record after its publish was confirmed (for inspection); 0 deletes
-    # it at once, which is also the cheapest for the database.
+    # it (within a second, several together), which is also the cheapest for the database.
     outbox_retention_seconds: float = Field(default=0, ge=0, le=7 * 86400)
     # How long an outbox relay holds the records it claimed for publishing; a replica that dies holding
     # a claim delays those records this long (then another relay takes them over). Replicas' clocks must

@@ -1,4 +1,5 @@
-"""The transactional outbox against SecantusDB and the real broker: order, marking, failure, purge, claims."""
+"""The transactional outbox against SecantusDB and the real broker: order, marking, failure, purge, claims,
+and the writer's relay publishing committed records from memory."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import aio_pika
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from shopkit.contracts.events import StockLow
 from shopkit.events import PRODUCT_EXCHANGE, STOCK_LOW, CloudEvent, new_event
@@ -19,6 +20,7 @@ from shopkit.messaging.outbox import OUTBOX, Claim, OutboxRelay, add_to_outbox, 
 from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_TAKEOVERS
 from shopkit.mongo import in_transaction
 from shopkit.settings import ServiceSettings
+from shopkit.tasks import cancel
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -220,3 +222,208 @@ async def test_a_stopping_relay_publishes_what_is_pending_in_a_last_round(
     assert relay.published == 3
     assert await db[OUTBOX].count_documents({}) == 0
     assert await _take(tap, 3) == [e.id for e in events]
+
+
+# ---------------------------------------------------------------- publishing from memory (the writer's relay)
+
+
+class OutboxCommands(monitoring.CommandListener):
+    """The commands a client sends about the outbox collection, by name (insert, find, update, delete...)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get(event.command_name) == OUTBOX:
+            self.seen.append((event.command_name, event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.seen]
+
+
+@pytest.fixture
+async def listened(mongo_url: str, setup: tuple[Any, Any, EventBus, Any]
+                   ) -> AsyncIterator[tuple[Any, Any, OutboxCommands]]:
+    """A second client on the test's database whose outbox commands are recorded (the test reads through the first)."""
+    commands = OutboxCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, event_listeners=[commands])
+    try:
+        yield client, client[setup[1].name], commands
+    finally:
+        await client.close()
+
+
+async def _commit(client: Any, db: Any, events: list[CloudEvent]) -> None:
+    async def write(session: Any) -> None:
+        await add_to_outbox(db, events, session)
+
+    await in_transaction(client, write)
+
+
+async def _until_empty(db: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await db[OUTBOX].count_documents({}):
+            await asyncio.sleep(0.05)
+
+
+async def test_a_writer_publishes_its_committed_records_from_memory_without_a_claim_or_a_read(
+        setup: tuple[Any, Any, EventBus, Any], listened: tuple[Any, Any, OutboxCommands]) -> None:
+    _, db, bus, tap = setup
+    client, writer_db, commands = listened
+    relay = OutboxRelay(writer_db, bus, poll_seconds=3600)  # no poll after the first round: memory only
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)  # its first round polled (and found nothing)
+        assert commands.names() == ["find"]
+        commands.seen.clear()
+        events = _stock_low(5)
+        await _commit(client, writer_db, events)
+        assert await _take(tap, 5) == [e.id for e in events]  # one transaction's records, in their order
+        stored = await db[OUTBOX].find().to_list(None)  # published, not deleted yet: claimed by the writer's relay
+        assert {d["claim"] for d in stored} == {relay.writer_token}
+        await _until_empty(db)
+        # The insert (in the transaction) and one delete: no claim (update), no read (find) of the outbox.
+        assert commands.names() == ["insert", "delete"]
+    finally:
+        await relay.stop()  # (its last round polls once more)
+    assert relay.published == 5
+
+
+async def test_deletes_of_several_rounds_are_coalesced_into_one_statement(
+        setup: tuple[Any, Any, EventBus, Any], listened: tuple[Any, Any, OutboxCommands]) -> None:
+    _, db, bus, tap = setup
+    client, writer_db, commands = listened
+    relay = OutboxRelay(writer_db, bus, poll_seconds=3600, settle_seconds=2.0)
+    relay.start()
+    try:
+        await asyncio.sleep(0.3)
+        commands.seen.clear()
+        events = _stock_low(4)
+        started = asyncio.get_running_loop().time()
+        for event in events:  # four transactions, one after the other: each its own round
+            await _commit(client, writer_db, [event])
+            await _take(tap, 1)
+        assert relay.published == 4
+        assert await db[OUTBOX].count_documents({}) == 4  # confirmed, their delete deferred
+        await _until_empty(db)
+        waited = asyncio.get_running_loop().time() - started
+        assert commands.names() == ["insert"] * 4 + ["delete"]  # one delete for the four rounds
+        assert sorted(commands.seen[-1][1]["deletes"][0]["q"]["_id"]["$in"]) == sorted(e.id for e in events)
+    finally:
+        await relay.stop()
+    assert 1.9 <= waited < 10  # bounded: settle_seconds after the first was published
+
+
+async def test_records_of_successive_transactions_go_out_in_commit_order(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    relay = OutboxRelay(db, bus, poll_seconds=3600)
+    relay.start()
+    try:
+        events = _stock_low(12)
+        for i in range(0, 12, 3):  # committed back to back: later ones are handed over while a round runs
+            await _commit(client, db, events[i:i + 3])
+        assert await _take(tap, 12) == [e.id for e in events]
+    finally:
+        await relay.stop()
+
+
+async def test_an_aborted_transactions_records_are_neither_stored_nor_published(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    relay = OutboxRelay(db, bus, poll_seconds=3600)
+    relay.start()
+
+    async def write_then_fail(session: Any) -> None:
+        await add_to_outbox(db, _stock_low(2), session)
+        raise ValueError("the change is refused after its events were queued")
+
+    try:
+        with pytest.raises(ValueError, match="refused"):
+            await in_transaction(client, write_then_fail)
+        await _commit(client, db, kept := _stock_low(1))
+        assert await _take(tap, 1) == [kept[0].id]
+        await asyncio.sleep(0.2)
+    finally:
+        await relay.stop()
+    assert await _everything(tap) == []
+    assert relay.published == 1
+
+
+async def test_a_record_whose_publish_from_memory_failed_is_published_by_a_poll(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    poller = OutboxRelay(db, bus, poll_seconds=0.2)
+    poller.start()
+    down = EventBus(bus.settings, create_broker(bus.settings))  # never connected: publishing fails
+    writer = OutboxRelay(db, down, poll_seconds=3600)
+    writer.start()  # started last: the relay of what this process writes
+    takeovers = OUTBOX_TAKEOVERS._value.get()
+    try:
+        events = _stock_low(3)
+        await _commit(client, db, events)
+        assert await _take(tap, 3, timeout=30) == [e.id for e in events]  # released, then polled in order
+        await _until_empty(db)
+    finally:
+        await writer.stop()
+        await poller.stop()
+    assert (writer.published, poller.published) == (0, 3)
+    assert OUTBOX_TAKEOVERS._value.get() == takeovers  # released at once: nothing waited for a lease
+
+
+async def test_a_dying_writers_records_are_taken_over_after_its_lease(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    dying = OutboxRelay(db, bus, poll_seconds=3600, lease_seconds=1)
+    dying.start()
+    await asyncio.sleep(0.2)
+    await cancel(dying._task)  # the process dies: whatever its writers commit now stays claimed by it
+    events = _stock_low(4)
+    takeovers, lost = OUTBOX_TAKEOVERS._value.get(), OUTBOX_LOST_CLAIMS._value.get()
+    loop = asyncio.get_running_loop()
+    committed_at = loop.time()
+    await _commit(client, db, events)
+    stored = await db[OUTBOX].find().sort("seq").to_list(None)
+    assert [(d["_id"], d["claim"]) for d in stored] == [(e.id, dying.writer_token) for e in events]
+    survivor = OutboxRelay(db, bus, poll_seconds=0.2)
+    survivor.start()
+    try:
+        assert await _take(tap, 4, timeout=30) == [e.id for e in events]  # in order, once
+        assert loop.time() - committed_at >= 0.9  # not before the dead writer's lease ran out
+        await _until_empty(db)
+    finally:
+        await survivor.stop()
+        await dying.stop()
+    assert survivor.published == 4
+    assert OUTBOX_TAKEOVERS._value.get() - takeovers == 4
+    assert OUTBOX_LOST_CLAIMS._value.get() == lost
+    assert await _everything(tap) == []
+
+
+async def test_committed_records_whose_lease_ran_out_in_memory_are_left_to_a_takeover(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    skew = timedelta(0)
+    stalled = OutboxRelay(db, bus, poll_seconds=3600, clock=lambda: datetime.now(UTC) + skew)
+    stalled.start()
+    await asyncio.sleep(0.2)
+    await cancel(stalled._task)  # its loop stalls: what its writers commit waits in memory
+    events = _stock_low(5)
+    for i in range(0, 5, 2):
+        await _commit(client, db, events[i:i + 2])
+    skew = timedelta(seconds=11)  # past the (10 s) lease by its own clock
+    assert await stalled.publish_committed() == 0  # too late: none published, and none kept in memory
+    assert not stalled._committed
+    assert await _everything(tap) == []
+    takeovers = OUTBOX_TAKEOVERS._value.get()
+    survivor = OutboxRelay(db, bus, clock=lambda: datetime.now(UTC) + timedelta(seconds=11))
+    assert await survivor.drain_once() == 5
+    assert await _take(tap, 5) == [e.id for e in events]
+    assert OUTBOX_TAKEOVERS._value.get() - takeovers == 5
+    await stalled.stop()
