@@ -27,6 +27,12 @@ def mongo_url(port: int) -> str:
 # ``--standalone`` is SecantusDB's own switch that writes no oplog; its transactions work the same
 # (tests/integration/test_secantus.py). Real MongoDB (the chart, compose.yaml) stays a replica set.
 SERVER_FLAGS = ("--standalone",)
+# What the services need to be told when their database is SecantusDB. Its TTL sweeper (every 60 s, not
+# settable from its command line) keeps its WiredTiger session, and with it a snapshot, from one sweep to
+# the next once any TTL index exists: WiredTiger can discard no old version and no deleted row meanwhile
+# (docs/saga.md, "Steady over time"). With ``sweep`` the services delete their expired documents
+# themselves and make no TTL index (shopkit.mongo.Retention). Real MongoDB keeps ``ttl-index``.
+SERVICE_ENV = {"MICROSHOP_MONGO_EXPIRY": "sweep"}
 
 
 def secantus_proc(port: int | None = None, storage: str | Path = ":memory:", *, auth: bool = False) -> Proc:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devtools.procs import Proc, ProcGroup, free_port
+from devtools.secantus import SERVICE_ENV as SECANTUS_SERVICE_ENV
 from devtools.secantus import mongo_url, port_of, secantus_proc, wait_secantus
 from shopkit import registry
 
@@ -99,6 +100,7 @@ class LocalShop:
             "MICROSHOP_JWT_PRIVATE_KEY_FILE": str(self.key_file),
             "MICROSHOP_ADMIN_EMAIL": DEV_ADMIN_EMAIL,
             "MICROSHOP_ADMIN_PASSWORD": DEV_ADMIN_PASSWORD,
+            **SECANTUS_SERVICE_ENV,  # the shop's database is SecantusDB (an external real MongoDB: override it)
         }
         for spec in SERVICES:
             env[f"MICROSHOP_{spec.name.upper()}_URL"] = self.url(spec.name)

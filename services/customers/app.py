@@ -34,7 +34,7 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
 
     async def build(res: Resources[Settings]) -> AsyncIterator[Deps]:
         await res.documents.configure_database([Customer, RefreshFamily, RefreshToken])
-        await ensure_refresh_retention(res.db, config.refresh_family_max_age_seconds)
+        await ensure_refresh_retention(res.retention, config.refresh_family_max_age_seconds)
         throttle = LoginThrottle(res.redis, config.namespace, threshold=config.login_failures_before_lockout,
                                  lockout_seconds=config.login_lockout_seconds,
                                  max_lockout_seconds=config.login_lockout_max_seconds,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from shopkit.mongo import Field, Index, Model, ensure_ttl_index, utcnow
+from shopkit.mongo import Field, Index, Model, Retention, utcnow
 
 REFRESH_FAMILIES_TTL_INDEX = "refresh_families_ttl"
 REFRESH_TOKENS_TTL_INDEX = "refresh_tokens_ttl"
@@ -37,8 +34,8 @@ class RefreshFamily(Model):
     raced a revocation is dead on arrival, whatever order the writes landed in.
 
     ``expires_at`` is the login's absolute end (``created_at`` + ``refresh_family_max_age_seconds``):
-    no refresh is accepted after it and no token of the family expires later. MongoDB deletes the
-    family then (TTL index). ``None`` only in a family stored before it existed (read as ``created_at``
+    no refresh is accepted after it and no token of the family expires later. It is deleted
+    then (``ensure_refresh_retention``). ``None`` only in a family stored before it existed (read as ``created_at``
     + the max age; ``ensure_refresh_retention`` fills it in at start-up).
     """
 
@@ -57,8 +54,8 @@ class RefreshToken(Model):
     """A refresh token, stored by its SHA-256 only. Tokens of one login form a family (``RefreshFamily``).
 
     Presenting a token that was already rotated means it leaked: the whole family is revoked. A rotated
-    or revoked token is kept until its ``expires_at`` for that detection only; MongoDB then deletes it
-    (TTL index).
+    or revoked token is kept until its ``expires_at`` for that detection only; it is then deleted
+    (``ensure_refresh_retention``).
     """
 
     token_hash: str = Field(unique=True)
@@ -76,14 +73,16 @@ class RefreshToken(Model):
     }
 
 
-async def ensure_refresh_retention(db: AsyncDatabase[Any], family_max_age_seconds: float) -> None:
-    """Refresh tokens and families are deleted by MongoDB once past their ``expires_at`` (TTL indexes).
+async def ensure_refresh_retention(retention: Retention, family_max_age_seconds: float) -> None:
+    """Refresh tokens and families are deleted once past their ``expires_at`` (a TTL index, or the sweep:
+    ``MICROSHOP_MONGO_EXPIRY``).
 
     A family stored before families had an ``expires_at`` gets ``created_at`` + the max age (one
-    statement; afterwards it finds nothing to do), so the TTL index covers it too.
+    statement; afterwards it finds nothing to do), so the expiry covers it too.
     """
-    await ensure_ttl_index(db, RefreshToken.__collection__, "expires_at", 0, REFRESH_TOKENS_TTL_INDEX)
-    await ensure_ttl_index(db, RefreshFamily.__collection__, "expires_at", 0, REFRESH_FAMILIES_TTL_INDEX)
+    db = retention.db
+    await retention.expire(RefreshToken.__collection__, "expires_at", 0, REFRESH_TOKENS_TTL_INDEX)
+    await retention.expire(RefreshFamily.__collection__, "expires_at", 0, REFRESH_FAMILIES_TTL_INDEX)
     max_age_ms = int(family_max_age_seconds * 1000)
     await db[RefreshFamily.__collection__].update_many(
         {"expires_at": None}, [{"$set": {"expires_at": {"$add": ["$created_at", max_age_ms]}}}]

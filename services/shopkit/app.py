@@ -76,6 +76,7 @@ class Resources(Generic[S]):
     _documents: mongo.Documents | None = None
     _redis: Redis | None = None
     _outbox: OutboxRelay | None = None
+    _retention: mongo.Retention | None = None
 
     @property
     def client(self) -> AsyncMongoClient[Any]:
@@ -90,6 +91,12 @@ class Resources(Generic[S]):
     def documents(self) -> mongo.Documents:
         assert self._documents is not None, "this service does not use MongoDB"
         return self._documents
+
+    @property
+    def retention(self) -> mongo.Retention:
+        """Declares what expires in this service's database (``MICROSHOP_MONGO_EXPIRY`` says who deletes it)."""
+        assert self._retention is not None, "this service does not use MongoDB"
+        return self._retention
 
     @property
     def redis(self) -> Redis:
@@ -151,12 +158,15 @@ async def connect(settings: S, uses: Uses, bus: EventBus | None) -> AsyncIterato
             stack.push_async_callback(client.close)
             res._documents = mongo.create_documents(client, settings)
             res.checks["mongo"] = lambda: mongo.ping(client)
+            retention = res._retention = mongo.Retention(res.db, settings.mongo_expiry,
+                                                         settings.mongo_expiry_sweep_seconds)
+            stack.push_async_callback(retention.stop)
         if uses.redis:
             redis = res._redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             res.checks["redis"] = redis.ping
         if uses.mongo and bus is not None and bus.subscriptions:
-            await mongo.ensure_marker_retention(res.db, settings.handled_event_retention_seconds)
+            await mongo.ensure_marker_retention(res.retention, settings.handled_event_retention_seconds)
         if bus is not None:
             if "broker" in uses.ready_without:
                 res.broker_connected = await try_connect(bus)  # else the lifespan keeps trying in the background

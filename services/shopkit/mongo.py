@@ -9,10 +9,13 @@ rest from here (the ``shopkit`` package's ``__init__`` makes odmantic importable
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -32,7 +35,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from shopkit.metrics import TRANSACTION_RETRIES
-from shopkit.settings import ServiceSettings
+from shopkit.settings import ExpiryMode, ServiceSettings
+from shopkit.tasks import cancel
 
 log = logging.getLogger("shopkit.mongo")
 T = TypeVar("T")
@@ -266,33 +270,99 @@ def database_user(service: str, database: str | None = None) -> dict[str, Any]:
 
 MARKERS_TTL_INDEX = "handled_events_ttl"
 INDEX_OPTIONS_CONFLICT = (85, 86)
+SWEEP_JITTER = 0.2  # each wait between sweeps is the interval ± 20 %, so replicas and services spread out
 
 
-async def ensure_ttl_index(db: AsyncDatabase[Any], collection: str, field: str, seconds: float,
-                           name: str) -> None:
-    """A TTL index on ``field``: MongoDB deletes a document ``seconds`` after that time.
+async def ensure_expiry_index(db: AsyncDatabase[Any], collection: str, field: str, name: str,
+                              expire_after: int | None) -> None:
+    """The index ``name`` on ``field``: a TTL index deleting ``expire_after`` seconds past it, or a plain one.
 
-    A changed ``seconds`` replaces the index (drop, then create) rather than ``collMod``: a service's
-    database user has ``readWrite`` on its own database only, which may drop and create indexes but
-    not run ``collMod``. Between the two nothing expires, which only delays a purge.
+    Changed options (another ``expire_after``, a switch between TTL and plain) replace the index (drop,
+    then create) rather than ``collMod``: a service's database user has ``readWrite`` on its own database
+    only, which may drop and create indexes but not run ``collMod``. Between the two nothing expires,
+    which only delays a purge.
     """
-    expire = max(int(seconds), 0)
+    options: dict[str, Any] = {} if expire_after is None else {"expireAfterSeconds": max(expire_after, 0)}
     try:
-        await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
+        await db[collection].create_index(field, name=name, **options)
     except OperationFailure as exc:
         if exc.code not in INDEX_OPTIONS_CONFLICT:
             raise
         await db[collection].drop_index(name)
-        await db[collection].create_index(field, name=name, expireAfterSeconds=expire)
+        await db[collection].create_index(field, name=name, **options)
 
 
-async def ensure_marker_retention(db: AsyncDatabase[Any], seconds: float) -> None:
+@dataclass(frozen=True)
+class Expiring:
+    """Documents of ``collection`` expire ``seconds`` after the time in their ``field``."""
+
+    collection: str
+    field: str
+    seconds: float
+    index: str
+
+    def cutoff(self, now: datetime) -> dict[str, Any]:
+        return {self.field: {"$lt": now - timedelta(seconds=self.seconds)}}
+
+
+class Retention:
+    """Deletes a service's documents once past their retention, as ``MICROSHOP_MONGO_EXPIRY`` says.
+
+    ``expire`` declares a collection's expiry at start-up. With ``ttl-index`` the database deletes (a TTL
+    index); with ``sweep`` a task of this process does, every ``sweep_seconds`` (jittered): one
+    ``delete_many`` of the documents past their time per collection, by the same index (not a TTL one).
+    Switching either way replaces the index. Several replicas sweeping the same collection delete the
+    same documents; the second finds nothing left.
+    """
+
+    def __init__(self, db: AsyncDatabase[Any], mode: ExpiryMode = "ttl-index", sweep_seconds: float = 60.0) -> None:
+        self.db = db
+        self.mode: ExpiryMode = mode
+        self.sweep_seconds = sweep_seconds
+        self.expiring: list[Expiring] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def expire(self, collection: str, field: str, seconds: float, index: str) -> None:
+        """Documents of ``collection`` are deleted ``seconds`` after the time in ``field`` (a datetime)."""
+        ttl = self.mode == "ttl-index"
+        await ensure_expiry_index(self.db, collection, field, index, int(seconds) if ttl else None)
+        if ttl:
+            return
+        self.expiring = [e for e in self.expiring if e.index != index or e.collection != collection]
+        self.expiring.append(Expiring(collection, field, max(int(seconds), 0), index))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mongo-expiry-sweep")
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Delete what is past its retention now; the number of documents deleted."""
+        now = now or utcnow()
+        deleted = 0
+        for expiring in self.expiring:
+            result = await self.db[expiring.collection].delete_many(expiring.cutoff(now))
+            deleted += result.deleted_count
+        return deleted
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds * random.uniform(1 - SWEEP_JITTER, 1 + SWEEP_JITTER))  # noqa: S311 (jitter)
+            try:
+                if deleted := await self.sweep():
+                    log.debug("expiry sweep deleted %d documents", deleted)
+            except PyMongoError as exc:  # the next round tries again; nothing is lost by waiting
+                log.warning("expiry sweep failed: %s", exc)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel(task)
+
+
+async def ensure_marker_retention(retention: Retention, seconds: float) -> None:
     """Handled-event markers expire ``seconds`` after they were written (``MICROSHOP_HANDLED_EVENT_RETENTION_SECONDS``).
 
     A redelivery older than that would be applied again, so the retention must be far longer than any
     event stays in flight (RabbitMQ redelivers within seconds; a dead letter is replayed within days).
     """
-    await ensure_ttl_index(db, HANDLED_EVENTS, "at", seconds, MARKERS_TTL_INDEX)
+    await retention.expire(HANDLED_EVENTS, "at", seconds, MARKERS_TTL_INDEX)
 
 
 def utcnow() -> datetime:

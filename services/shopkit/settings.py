@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shopkit import registry
 
 S = TypeVar("S", bound="ServiceSettings")
+# How documents past their retention are deleted (shopkit.mongo.Retention): by MongoDB's TTL index, or by
+# the service's own sweep (for SecantusDB, whose TTL sweeper holds back WiredTiger's cleanup).
+ExpiryMode = Literal["ttl-index", "sweep"]
 
 
 class ServiceSettings(BaseSettings):
@@ -59,6 +62,13 @@ class ServiceSettings(BaseSettings):
     # How long a consumer remembers that it handled an event (its handled-event marker, a TTL index): a
     # redelivery within that time is recognised as a duplicate. Far longer than anything stays in flight.
     handled_event_retention_seconds: float = Field(default=7 * 86400, ge=60, le=365 * 86400)
+    # Who deletes expired documents (markers, customers' refresh tokens and families): ``ttl-index``,
+    # MongoDB through a TTL index (the chart's default); ``sweep``, the service itself every
+    # ``mongo_expiry_sweep_seconds`` (jittered) through a plain index on the same field. Everything that
+    # starts SecantusDB for the shop sets ``sweep``: SecantusDB's TTL sweeper keeps WiredTiger from
+    # discarding old versions between its sweeps (docs/saga.md, "Steady over time").
+    mongo_expiry: ExpiryMode = "ttl-index"
+    mongo_expiry_sweep_seconds: float = Field(default=60.0, ge=1, le=86400)
 
     # Shutdown (docs/kubernetes.md, "Shutdown and rolling restarts"): on SIGTERM readiness fails at once and
     # the listener stays open ``shutdown_drain_seconds`` more, while load balancers notice (0 under Kubernetes:

@@ -128,6 +128,9 @@ def test_chart_env_matches_settings(render: Render, service: str, variant: str,
     assert settings.model_dump()["port"] == cls.model_fields["port"].default
     assert settings.model_dump()["log_format"] == "json"
     assert settings.model_dump()["host"] == "0.0.0.0"
+    # MongoDB (the chart's, or an external one) deletes expired documents through TTL indexes; the
+    # services' own sweep (``sweep``) is for SecantusDB, whose TTL sweeper holds back WiredTiger's cleanup.
+    assert settings.model_dump()["mongo_expiry"] == "ttl-index"
 
 
 def test_gateway_reaches_every_service_by_its_chart_url(render: Render) -> None:

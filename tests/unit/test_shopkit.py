@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from litestar.testing import AsyncTestClient
 from pydantic import BaseModel, Field
 
 from customers.keys import SigningKey
+from shopkit import registry
 from shopkit.app import Resources, Service, Uses
 from shopkit.auth import InvalidToken, JwksCache, TokenVerifier
 from shopkit.contracts.events import StockLow
@@ -335,3 +337,29 @@ async def test_readiness_fails_once_the_service_is_shutting_down() -> None:
         r = await client.get("/health/ready")
         assert (r.status_code, r.json()["status"]) == (503, "shutting_down")
         assert (await client.get("/health/live")).status_code == 200, "still alive: it finishes what it has"
+
+
+def test_services_on_secantusdb_are_told_to_sweep_and_the_default_is_the_ttl_index(tmp_path: Path) -> None:
+    """``make dev``, the benchmarks and the tests start SecantusDB: its TTL sweeper holds back WiredTiger's
+    cleanup, so the services sweep themselves there; real MongoDB (the chart) keeps the TTL index."""
+    import yaml
+
+    from devtools.secantus import SERVICE_ENV
+    from devtools.shop import LocalShop
+
+    assert ServiceSettings().mongo_expiry == "ttl-index"
+    shop = LocalShop(key_file=tmp_path / "key.pem", mongo="mongodb://127.0.0.1:1", out=None)
+    shop.ports = {name: 1 for name in registry.names()}
+    env = shop.proc_for("customers").env
+    assert env["MICROSHOP_MONGO_EXPIRY"] == "sweep"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert ServiceSettings().mongo_expiry == "sweep"
+    # A real MongoDB given to make dev (MICROSHOP_* from the environment land in ``env``) can take it back.
+    shop.env = {"MICROSHOP_MONGO_EXPIRY": "ttl-index"}
+    assert shop.proc_for("customers").env["MICROSHOP_MONGO_EXPIRY"] == "ttl-index"
+    host = yaml.safe_load((Path(__file__).resolve().parents[2] / "compose.host.yaml").read_text())
+    for service in registry.names():
+        if service in host["services"]:
+            assert SERVICE_ENV.items() <= host["services"][service]["environment"].items(), service
