@@ -21,7 +21,9 @@ phases (``--phases``, a comma-separated subset, in this order by default):
    the new processes' first-use costs stay out); the ratios of confirmed/s and of CPU per
    confirmed order, and the outbox's lost claims (``microshop_outbox_lost_claims_total``, summed
    over every process's ``/metrics``: a relay published a batch another relay had taken over, i.e.
-   a duplicate publish) and duplicate ``order_updated`` events on the broker;
+   a duplicate publish) and duplicate ``order_updated`` events on the broker. The queues are shared
+   as ``MICROSHOP_CONSUMERS`` says (from the environment; default ``single-active``: the second
+   processes stand by on them; ``shared``: they compete for the deliveries);
 5. soak: ``--soak-rate`` (20) orders/s and ``--soak-reads`` (40) ``GET /api/products/{id}``/s for
    ``--soak-seconds`` (default 300; ``make bench`` runs 60, ``BENCH_SOAK_SECONDS=300 make bench``
    the full one), open loop: POST p99 of the last third against the first, and the resident memory
@@ -998,7 +1000,8 @@ async def phase_replicas(b: Bench) -> dict[str, Any]:
         "outbox_lost_claims": single["outbox_lost_claims"] + double["outbox_lost_claims"],
         "duplicate_events": b.decisions.duplicates - duplicates0,
     }
-    print(f"\n== replicas: 2 / 1 of each consumer service\n"
+    result["consumers"] = os.environ.get("MICROSHOP_CONSUMERS", "single-active (default)")
+    print(f"\n== replicas: 2 / 1 of each consumer service (MICROSHOP_CONSUMERS={result['consumers']})\n"
           f"  confirmed/s during      {double['confirmed_per_s_during']:.1f} / {single['confirmed_per_s_during']:.1f}"
           f" = {result['confirmed_per_s_ratio']:.2f}\n"
           f"  CPU ms per confirmed    machine {cpu2['machine']:.1f} / {cpu1['machine']:.1f} = "

@@ -69,6 +69,13 @@ class ServiceSettings(BaseSettings):
     # discarding old versions between its sweeps (docs/saga.md, "Steady over time").
     mongo_expiry: ExpiryMode = "ttl-index"
     mongo_expiry_sweep_seconds: float = Field(default=60.0, ge=1, le=86400)
+    # How the processes of one service share each of its consumer queues (docs/saga.md, "Replicas"):
+    # ``single-active``: one process consumes a queue at a time (RabbitMQ's single active consumer), the
+    # others are hot standbys that take over when it goes away, so batches stay full and replicas never
+    # write the same documents concurrently; ``shared``: every process consumes (competing consumers,
+    # RabbitMQ round-robins the deliveries). A queue keeps the mode it was created with (the bus logs how
+    # to migrate it).
+    consumers: Literal["single-active", "shared"] = "single-active"
 
     # Shutdown (docs/kubernetes.md, "Shutdown and rolling restarts"): on SIGTERM readiness fails at once and
     # the listener stays open ``shutdown_drain_seconds`` more, while load balancers notice (0 under Kubernetes:

@@ -17,7 +17,9 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from devtools.procs import Proc, free_port
 from devtools.shop import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, LocalShop
+from tests.support.metrics import parse_samples, total
 from tests.support.saga import (
     WireTap,
     close_broker_connections,
@@ -75,37 +77,14 @@ async def test_products_killed_mid_flight_loses_nothing_and_counts_nothing_twice
     # API is frozen too while the consumer is, so orders could not price new orders meanwhile.
     order_ids = [uuid.uuid4().hex[:24] for _ in range(80)]
     try:
-        proc.signal(signal.SIGSTOP)  # the backlog piles up in the queue and the consumer's prefetch window
-        for order_id in order_ids:
-            await publish_event(own_shop.namespace, cloud_event("order_created", {
-                "order_id": order_id, "customer_id": "crash", "items": [{"product_id": product["id"],
-                                                                         "quantity": 1}]}))
-        proc.signal(signal.SIGCONT)
-
-        async def reserving() -> bool:
-            doc = await products.find_one({"_id": oid}, {"stock": 1})
-            return doc is not None and doc["stock"] < 60
-
-        await eventually(reserving, timeout=30, interval=0.002, what="first reservation")
+        await _burst(own_shop, proc, products, oid, order_ids)
         # Mid-flight: some reservations committed, others received and not yet acked.
         own_shop.kill_service("products")
         stock_at_kill = (await products.find_one({"_id": oid}, {"stock": 1}) or {})["stock"]
         assert stock_at_kill > 0, "the consumer finished before it was killed; the test proved nothing"
         own_shop.start_service("products")
-
-        def settled() -> set[str]:
-            return {m["data"]["order_id"] for m in tap.messages if m["type"] in ("stock_reserved", "stock_rejected")}
-
-        await eventually(lambda: _async(len(settled() & set(order_ids)) == 80), timeout=60,
-                         what="a stock reply for every order")
-        reserved = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_reserved"}
-        rejected = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_rejected"}
-        assert len(reserved & set(order_ids)) == 60
-        assert len(rejected & set(order_ids)) == 20
-        assert not reserved & rejected
+        await _settled_exactly(tap, mongo, order_ids)
         assert await stock_of(client, product["id"]) == 0
-        assert await mongo["products"]["reservations"].count_documents(
-            {"_id": {"$in": order_ids}, "status": "reserved"}) == 60
     finally:
         proc.signal(signal.SIGCONT)
         if not own_shop.procs["products"].running:
@@ -119,6 +98,81 @@ async def test_products_killed_mid_flight_loses_nothing_and_counts_nothing_twice
     assert refill.status_code == 200, refill.text
     order = await place_order(client, buyer, [(product["id"], 1)])
     assert (await wait_for_status(client, buyer, order["id"]))["status"] == "confirmed"
+
+
+async def _burst(shop: LocalShop, proc: Proc, products: Any, oid: ObjectId, order_ids: list[str]) -> None:
+    """One ``order_created`` per order id (1 of the product each), published while ``proc`` is frozen, so
+    the backlog piles up in the queue and the consumer's prefetch window; returns once reserving began."""
+    proc.signal(signal.SIGSTOP)
+    for order_id in order_ids:
+        await publish_event(shop.namespace, cloud_event("order_created", {
+            "order_id": order_id, "customer_id": "crash", "items": [{"product_id": str(oid), "quantity": 1}]}))
+    proc.signal(signal.SIGCONT)
+
+    async def reserving() -> bool:
+        doc = await products.find_one({"_id": oid}, {"stock": 1})
+        return doc is not None and doc["stock"] < len(order_ids) * 3 // 4
+
+    await eventually(reserving, timeout=30, interval=0.002, what="first reservation")
+
+
+async def _settled_exactly(tap: WireTap, mongo: AsyncMongoClient[Any], order_ids: list[str]) -> None:
+    """Every order got one stock reply: 3/4 of them reserved (the stock), the rest rejected, none both."""
+    def settled() -> set[str]:
+        return {m["data"]["order_id"] for m in tap.messages if m["type"] in ("stock_reserved", "stock_rejected")}
+
+    await eventually(lambda: _async(len(settled() & set(order_ids)) == len(order_ids)), timeout=60,
+                     what="a stock reply for every order")
+    reserved = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_reserved"}
+    rejected = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_rejected"}
+    assert len(reserved & set(order_ids)) == len(order_ids) * 3 // 4
+    assert len(rejected & set(order_ids)) == len(order_ids) // 4
+    assert not reserved & rejected
+    assert await mongo["products"]["reservations"].count_documents(
+        {"_id": {"$in": order_ids}, "status": "reserved"}) == len(order_ids) * 3 // 4
+
+
+async def _consumed(port: int) -> float:
+    """How many deliveries the process on ``port`` committed in consumer batches (its /metrics)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"http://127.0.0.1:{port}/metrics")
+    assert r.status_code == 200, r.text
+    return total(parse_samples(r.text), "microshop_consumer_batch_size_sum")
+
+
+async def test_a_standby_takes_over_when_the_active_consumer_is_killed_mid_burst(
+        own_shop: LocalShop, client: httpx.AsyncClient, mongo: AsyncMongoClient[Any]) -> None:
+    """``MICROSHOP_CONSUMERS=single-active`` (the default): of two products processes only the first consumes;
+    SIGKILLed mid-burst, the second takes its queues over at once, and every order still settles exactly."""
+    admin = await login(client, DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
+    product = await create_product(client, admin, stock=60, low_stock_threshold=0)
+    products = mongo["products"]["products"]
+    oid = ObjectId(product["id"])
+    standby_port = free_port()
+    standby = own_shop.group.add(own_shop.proc_for("products", port=standby_port, label="products-standby")).start()
+    tap = await WireTap(own_shop.namespace).start()
+    active = own_shop.procs["products"]
+    order_ids = [uuid.uuid4().hex[:24] for _ in range(80)]
+    try:
+        standby.wait_ready(60)
+        await _burst(own_shop, active, products, oid, order_ids)
+        consumed_by_standby = await _consumed(standby_port)
+        own_shop.kill_service("products")  # the active consumer, mid-burst
+        stock_at_kill = (await products.find_one({"_id": oid}, {"stock": 1}) or {})["stock"]
+        assert stock_at_kill > 0, "the consumer finished before it was killed; the test proved nothing"
+        assert consumed_by_standby == 0, "the standby consumed while the active consumer lived"
+
+        # Nothing restarts the killed process: the standby alone answers the rest.
+        await _settled_exactly(tap, mongo, order_ids)
+        assert await _consumed(standby_port) > 0
+        assert (await products.find_one({"_id": oid}, {"stock": 1}) or {})["stock"] == 0
+    finally:
+        active.signal(signal.SIGCONT)
+        if not own_shop.procs["products"].running:
+            own_shop.start_service("products")
+        standby.stop()
+        own_shop.group.procs.remove(standby)
+        await tap.close()
 
 
 async def _async(value: bool) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from faststream.rabbit import TestRabbitBroker
@@ -17,8 +18,8 @@ from shopkit.messaging.bus import Delivery, EventBus, create_broker
 from shopkit.settings import ServiceSettings
 
 
-def _bus() -> EventBus:
-    settings = ServiceSettings(service_name="unit", namespace="unit.")
+def _bus(**settings_values: Any) -> EventBus:
+    settings = ServiceSettings(service_name="unit", namespace="unit.", **settings_values)
     return EventBus(settings, create_broker(settings), retry_backoff_seconds=0)
 
 
@@ -135,9 +136,22 @@ def test_each_consumer_has_its_own_quorum_queue_with_a_dead_letter_route() -> No
         "x-dead-letter-exchange": "unit.product_exchange.dlx",
         "x-dead-letter-routing-key": "unit.alerts.stock_low",
         "x-delivery-limit": 5,
+        "x-single-active-consumer": True,
     }
     assert sub.dlq.name == "unit.alerts.stock_low.dlq"
     assert sub.exchange.name == "unit.product_exchange"
+
+
+def test_shared_consumers_declare_queues_without_a_single_active_consumer() -> None:
+    bus = _bus(consumers="shared")
+
+    async def handle(batch: Sequence[Delivery[StockLow]]) -> None:
+        return None
+
+    sub = bus.subscribe(StockLow, handle, consumer="alerts")
+    assert sub.queue.arguments is not None
+    assert "x-single-active-consumer" not in sub.queue.arguments
+    assert bus.broker.subscribers[0].queue is sub.queue  # settle_consumer_modes switches it in place
 
 
 def test_transient_failures_are_told_from_deterministic_ones() -> None:

@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import aio_pika
 from faststream import AckPolicy
@@ -23,7 +23,7 @@ from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
-from faststream.rabbit.schemas.queue import QueueType
+from faststream.rabbit.schemas.queue import QueueType, QuorumQueueArgs
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 from pydantic import ValidationError
 
@@ -87,6 +87,10 @@ class Delivery(Generic[P]):
 BatchHandler = Callable[[Sequence[Delivery[P]]], Awaitable[object]]
 """Handles a batch of deliveries, in arrival order, in one commit (or raises for the whole batch)."""
 
+
+
+SINGLE_ACTIVE_CONSUMER: Final = "x-single-active-consumer"
+"""The queue argument of ``MICROSHOP_CONSUMERS=single-active`` (``ServiceSettings.consumers``)."""
 
 
 CONSUMER_GRACE_SECONDS = 10.0
@@ -180,17 +184,15 @@ class EventBus:
         consumer = consumer or self.settings.service_name
         exchange_name = EXCHANGE_OF[routing_key]
         name = queue_name(self.settings, consumer, routing_key)
-        queue = RabbitQueue(
-            name,
-            queue_type=QueueType.QUORUM,
-            durable=True,
-            routing_key=routing_key,
-            arguments={
-                "x-dead-letter-exchange": self.settings.namespace + exchange_name + ".dlx",
-                "x-dead-letter-routing-key": name,
-                "x-delivery-limit": self.max_deliveries,
-            },
-        )
+        arguments: QuorumQueueArgs = {
+            "x-dead-letter-exchange": self.settings.namespace + exchange_name + ".dlx",
+            "x-dead-letter-routing-key": name,
+            "x-delivery-limit": self.max_deliveries,
+        }
+        if self.settings.consumers == "single-active":
+            arguments[SINGLE_ACTIVE_CONSUMER] = True
+        queue = RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True, routing_key=routing_key,
+                            arguments=arguments)
         if batcher is None:
             batcher = self.batcher(handler, max_batch=max_batch, linger=linger, name=name)
         sub = Subscription(
@@ -332,6 +334,7 @@ class EventBus:
         for name in sorted(self.consumed_exchanges()):
             await self.broker.declare_exchange(self.topology.dead_letter_exchange(name))
         await self.declare_dead_letter_queues()
+        await self.settle_consumer_modes()
         replay: dict[str, Any] = {}
         for sub in self.subscriptions:
             if sub.consumer not in replay:
@@ -340,6 +343,39 @@ class EventBus:
                     durable=True))
             queue = await self.broker.declare_queue(sub.queue)  # as its subscriber declares it on start
             await queue.bind(replay[sub.consumer], routing_key=sub.consumer_queue)
+
+    async def settle_consumer_modes(self) -> None:
+        """Declare each consumer queue in this bus's consumer mode, or keep it in the mode it was created in.
+
+        RabbitMQ refuses to re-declare a queue with other arguments (``PRECONDITION_FAILED``), and
+        ``x-single-active-consumer`` can only be given when a queue is created (no policy sets it). A
+        queue created in the other mode (``MICROSHOP_CONSUMERS``, or by a version before the setting) is
+        used as it is: its subscription's arguments are switched to the queue's (so the subscriber's own
+        declaration and every reconnect's agree with it), and an error in the log says how to migrate.
+        Over a connection of its own: a refused declaration closes its channel.
+        """
+        url = self.settings.rabbitmq_url.get_secret_value()
+        connection = await aio_pika.connect(url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for sub in self.subscriptions:
+                arguments = sub.queue.arguments if sub.queue.arguments is not None else {}
+                try:
+                    await channel.declare_queue(sub.queue.name, durable=True, arguments=arguments)
+                    continue
+                except aio_pika.exceptions.ChannelPreconditionFailed:
+                    channel = await connection.channel()
+                wanted = SINGLE_ACTIVE_CONSUMER in arguments
+                other = {k: v for k, v in arguments.items() if k != SINGLE_ACTIVE_CONSUMER}
+                if not wanted:
+                    other[SINGLE_ACTIVE_CONSUMER] = True
+                await channel.declare_queue(sub.queue.name, durable=True, arguments=other)  # else: a real mismatch
+                arguments.clear()
+                arguments.update(other)  # in place: the subscriber holds this queue object
+                log.error("queue %s was created with %s consumers; it is used so. Migrate: stop every process of "
+                          "%s, let nothing publish to it (or accept losing what it holds), delete the queue "
+                          "(rabbitmqctl delete_queue or the management UI), start the service.",
+                          sub.queue.name, "shared" if wanted else "single-active", sub.consumer)
 
     async def declare_dead_letter_queues(self) -> None:
         """Each consumer queue's DLQ, bound to its dead-letter exchange, over a connection of its own.
