@@ -53,7 +53,7 @@ def test_order_updated_is_routed_by_its_new_status_and_products_binds_only_to_wh
     assert event.routing_key == "order_updated.cancelled"
     assert OrderUpdated.binding_keys() == ("order_updated.#",)
     assert OrderCreated.binding_keys() == ("order_created",)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="routed by its type only"):
         OrderCreated.binding_keys({"pending"})
     bindings = {(service, sub.routing_key): sub.bindings for service in asyncapi.CONSUMERS
                 for sub in asyncapi.service_bus(service).subscriptions}

@@ -179,7 +179,8 @@ class EventBus:
         Subscriptions given the same ``batcher`` (see :meth:`batcher`) share their batches: one
         transaction then serves the deliveries of several queues. ``only``: for a type routed by a
         payload field (``EventData.ROUTED_BY``), the values the queue is bound to (the others are
-        never sent to it); all of them by default.
+        never sent to it); all of them by default. (FastStream's in-memory ``TestRabbitBroker`` knows
+        only the first binding key: tests of such a queue there subscribe without ``only``.)
         """
         routing_key = model.TYPE
         bindings = model.binding_keys(only)
