@@ -1181,7 +1181,7 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int,
         channel = await connection.channel()
         exchange = await channel.get_exchange(f"{shop.namespace}order_exchange", ensure=True)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key="order_updated")
+        await queue.bind(exchange, routing_key="order_updated.#")
         await queue.consume(decisions.on_message, no_ack=True)
 
         timeout = aiohttp.ClientTimeout(total=60)

@@ -29,6 +29,19 @@ def envelope(model: type[EventData]) -> type[BaseModel]:
         f"{model.__name__}Event", __base__=CloudEvent, __doc__=model.__doc__, data=(model, ...))
 
 
+def _doc(model: type[EventData]) -> str:
+    return " ".join((model.__doc__ or "").split())
+
+
+def _bound(bindings: tuple[str, ...]) -> str:
+    """`` (bound to `a`, `b`)`` where a queue is bound to other keys than its event type."""
+    return f" (bound to {', '.join(f'`{key}`' for key in bindings)})" if any("." in key for key in bindings) else ""
+
+
+def _routing_key(model: type[EventData]) -> str:
+    return model.TYPE if model.ROUTED_BY is None else f"{model.TYPE}.<{model.ROUTED_BY}>"
+
+
 def producers() -> dict[str, str]:
     """Event type → the service that publishes it, from the services' own ``publishes`` declarations."""
     found: dict[str, str] = {}
@@ -52,16 +65,20 @@ def document() -> dict[str, Any]:
 
             consume.__name__ = sub.consumer_queue.replace(".", "_")
             broker.subscriber(sub.queue, sub.exchange, title=f"{sub.queue.name}:consume",
-                              description=f"{sub.consumer} consumes `{sub.routing_key}`. {model.__doc__}")(consume)
+                              description=f"{sub.consumer} consumes `{sub.routing_key}`{_bound(sub.bindings)}. "
+                                          f"{_doc(model)}")(consume)
     for type_, model in CATALOGUE.items():
         broker.publisher(
-            exchange=RabbitExchange(model.EXCHANGE, type=ExchangeType.TOPIC, durable=True), routing_key=type_,
+            exchange=RabbitExchange(model.EXCHANGE, type=ExchangeType.TOPIC, durable=True),
+            routing_key=_routing_key(model),
             title=f"{model.EXCHANGE}.{type_}:publish", schema=envelope(model),
-            description=f"{producer[type_]} publishes `{type_}` (through its transactional outbox). {model.__doc__}",
+            description=f"{producer[type_]} publishes `{type_}` (through its transactional outbox). {_doc(model)}",
         )
     spec = AsyncAPI(broker, title="microshop events", version="0.1.0", schema_version="3.0.0",
                     description="Every event of the shop: CloudEvents 1.0 envelopes on durable topic exchanges; "
-                                "the routing key is the event type. Payloads: shopkit/contracts/events.py.")
+                                "the routing key is the event type, or `<type>.<field value>` for a type routed "
+                                "by a payload field (`order_updated.<new_status>`). "
+                                "Payloads: shopkit/contracts/events.py.")
     result: dict[str, Any] = spec.to_specification().to_jsonable()
     return result
 

@@ -11,10 +11,10 @@ from products.cache import ProductCache
 from products.catalog import Catalog
 from products.controllers import ProductController
 from products.models import Product, Reservation
-from products.reservations import StockReservations
+from products.reservations import RELEASING_STATUSES, StockReservations
 from products.seed import seed_demo_catalog
 from products.settings import Settings
-from shopkit.app import Resources, Service, Uses
+from shopkit.app import Consume, Resources, Service, Uses
 from shopkit.contracts.events import OrderCreated, OrderUpdated, ProductUpdated, StockLow, StockRejected, StockReserved
 from shopkit.settings import ServiceSettings
 
@@ -39,7 +39,8 @@ def create_app(settings: ServiceSettings | None = None) -> Litestar:
     return Service(
         Settings, config, build=build, routes=[ProductController],
         consumes={OrderCreated: lambda deps: deps.reservations.reserve,
-                  OrderUpdated: lambda deps: deps.reservations.release},
+                  # Bound to the statuses it acts on only: the other order_updated events never reach it.
+                  OrderUpdated: Consume(lambda deps: deps.reservations.release, only=RELEASING_STATUSES)},
         publishes=(StockReserved, StockRejected, ProductUpdated, StockLow),
         # Serves without Redis (the cache falls back to MongoDB) and without RabbitMQ (the outbox holds events).
         uses=Uses(redis=True, events=True, outbox=True, ready_without=frozenset({"redis", "broker"})),

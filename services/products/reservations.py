@@ -39,6 +39,8 @@ RESERVED = "reserved"
 REJECTED = "rejected"
 RELEASED = "released"
 CANCELLED = "cancelled"
+RELEASING_STATUSES = frozenset({CANCELLED, REJECTED})
+"""The ``order_updated`` statuses products acts on (its queue is bound to these only)."""
 
 
 class StockChanged(TransientFailure):
@@ -194,7 +196,7 @@ class StockReservations:
 
     async def release(self, batch: Sequence[Delivery[OrderUpdated]]) -> Outcome:
         """On ``cancelled`` or ``rejected``: give the stock back exactly once (or forbid a later reservation)."""
-        cancels = [d for d in batch if d.data.new_status in (CANCELLED, REJECTED)]
+        cancels = [d for d in batch if d.data.new_status in RELEASING_STATUSES]  # an event routed by its type only
         outcome = Outcome()
         if not cancels:
             return outcome  # other status changes are nothing to products (no marker needed)

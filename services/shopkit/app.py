@@ -115,10 +115,12 @@ Build = Callable[[Resources[S]], AsyncIterator[D]]
 @dataclass(frozen=True)
 class Consume(Generic[D]):
     """A consumer with options: ``hold`` seconds a batch's first event always waits for company
-    (``shopkit.batching``), for consumers nobody waits on."""
+    (``shopkit.batching``), for consumers nobody waits on; ``only`` the values of a type routed by a
+    payload field (``EventData.ROUTED_BY``) its queue is bound to (``EventBus.subscribe``)."""
 
     pick: Callable[[D], BatchHandler[Any]]
     hold: float = 0.0
+    only: frozenset[str] | None = None
 
 
 Consumers = Mapping[Any, Callable[[D], BatchHandler[Any]] | Consume[D]]
@@ -236,7 +238,7 @@ class Service(Generic[S, D]):
         self._optional_checks: set[str] = set()
         for model, how in (consumes or {}).items():
             if isinstance(how, Consume):
-                self._consume(model, how.pick, hold=how.hold)
+                self._consume(model, how.pick, hold=how.hold, only=how.only)
             else:
                 self._consume(model, how)
 
@@ -248,7 +250,7 @@ class Service(Generic[S, D]):
 
     def _consume(self, models: type[EventData] | tuple[type[EventData], ...],
                 pick: Callable[[D], BatchHandler[Any]], *, max_batch: int | None = None,
-                linger: float | None = None, hold: float = 0.0) -> None:
+                linger: float | None = None, hold: float = 0.0, only: frozenset[str] | None = None) -> None:
         """Subscribe to each model's event type; batches go to ``pick(deps)`` once the service runs.
 
         Several models share their batches: a batch may then hold events of each type (in arrival
@@ -265,7 +267,7 @@ class Service(Generic[S, D]):
         handle.__name__ = name.replace(".", "_").replace("+", "_")
         batcher = self.bus.batcher(handle, max_batch=max_batch, linger=linger, hold=hold, name=name)
         for model in group:
-            self.bus.subscribe(model, handle, batcher=batcher)
+            self.bus.subscribe(model, handle, batcher=batcher, only=only)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:

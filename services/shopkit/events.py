@@ -31,7 +31,7 @@ __all__ = [
     "new_event",
 ]
 
-# The routing key of an event is its type.
+# The event types (an event's routing key is its type, or ``<type>.<value>``: ``CloudEvent.routing_key``).
 ORDER_CREATED = OrderCreated.TYPE
 ORDER_UPDATED = OrderUpdated.TYPE
 STOCK_RESERVED = StockReserved.TYPE
@@ -63,6 +63,12 @@ class CloudEvent(BaseModel):
     correlationid: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     traceparent: str | None = Field(default=None, max_length=128)
+
+    @property
+    def routing_key(self) -> str:
+        """Its type, or ``<type>.<value>`` for a type routed by a payload field (``EventData.ROUTED_BY``)."""
+        model = CATALOGUE.get(self.type)
+        return self.type if model is None else model.routing_key(self.data)
 
     @model_serializer(mode="wrap")
     def _without_empty_traceparent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def http_metrics(service: str, route_label: RouteLabel | None = None) -> DefineM
 
 
 def broker_metrics(service: str) -> Any:
-    """FastStream's RabbitMQ middleware: consumed/published by destination (exchange.event type) and status."""
+    """FastStream's RabbitMQ middleware: consumed/published by destination (exchange.routing key) and status."""
     from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 
     return RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service, metrics_prefix=EVENTS_PREFIX)

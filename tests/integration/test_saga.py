@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 from pymongo.asynchronous.database import AsyncDatabase
 
 from devtools.shop import LocalShop
+from tests.support.metrics import parse_samples, total
 from tests.support.saga import (
     WireTap,
     auth,
@@ -127,6 +129,38 @@ async def test_cancel_of_confirmed_order_restores_stock_once(
     # One cancellation was ever published by orders (the tap also saw our re-delivered copy: same id).
     assert len({m["id"] for m in wire.of_order(order["id"]) if m["type"] == "order_updated"
                 and m["data"]["new_status"] == "cancelled"}) == 1
+
+
+async def test_products_is_sent_only_the_order_updated_statuses_it_acts_on(
+        shop: LocalShop, shop_api: httpx.AsyncClient, admin: str, buyer: str, namespace: str) -> None:
+    """order_updated is routed by its new status: products gets cancellations (and rejections), never a confirmation."""
+    async def received(service: str, status: str) -> float:
+        r = await metrics.get(f"{shop.url(service)}/metrics")
+        assert r.status_code == 200, r.text
+        return total(parse_samples(r.text), "faststream_received_messages_total",
+                     handler=f"{namespace}order_exchange.order_updated.{status}")
+
+    async with httpx.AsyncClient(timeout=10) as metrics:
+        before = {(s, st): await received(s, st) for s in ("products", "alerts") for st in ("confirmed", "cancelled")}
+        product = await create_product(shop_api, admin, stock=5)
+        order = await place_order(shop_api, buyer, [(product["id"], 1)])
+        assert (await wait_for_status(shop_api, buyer, order["id"]))["status"] == "confirmed"
+        r = await shop_api.post(f"/orders/{order['id']}/cancel", headers=auth(buyer))
+        assert r.status_code == 200, r.text
+        await eventually(lambda: _stock_is(shop_api, product["id"], 5), what="stock released")
+
+        async def alerts_got_both() -> bool:
+            return all([await received("alerts", st) > before["alerts", st] for st in ("confirmed", "cancelled")])
+
+        await eventually(alerts_got_both, what="alerts to receive the confirmation and the cancellation")
+        await _drained(f"{namespace}products.order_updated")
+        assert await received("products", "cancelled") > before["products", "cancelled"]
+        assert await received("products", "confirmed") == before["products", "confirmed"] == 0
+    bindings = subprocess.run(["rabbitmqctl", "-q", "list_bindings", "source_name", "destination_name", "routing_key"],
+                              capture_output=True, text=True, check=True).stdout
+    keys = {line.split("\t")[2] for line in bindings.splitlines()
+            if line.startswith(f"{namespace}order_exchange\t{namespace}products.order_updated\t")}
+    assert keys == {"order_updated.cancelled", "order_updated.rejected"}
 
 
 async def _stock_is(client: httpx.AsyncClient, product_id: str, expected: int) -> bool:

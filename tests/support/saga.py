@@ -24,7 +24,7 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
 from devtools.shop import LocalShop
-from shopkit.contracts.events import OrderCreated, OrderLine
+from shopkit.contracts.events import CATALOGUE, OrderCreated, OrderLine
 from shopkit.events import CloudEvent, new_event
 from tests.support.api import api_client
 
@@ -204,8 +204,10 @@ def cloud_event(type_: str, data: dict[str, Any], event_id: str | None = None) -
 
 
 async def publish_event(namespace: str, event: dict[str, Any]) -> None:
-    exchange = "order_exchange" if event["type"].startswith("order_") else "product_exchange"
-    await publish_raw(namespace, exchange, event["type"], json.dumps(event).encode(), event["id"])
+    """Publish ``event`` (a CloudEvent as JSON) as the shop would: its exchange, its routing key."""
+    model = CATALOGUE[event["type"]]
+    await publish_raw(namespace, model.EXCHANGE, model.routing_key(event["data"]), json.dumps(event).encode(),
+                      event["id"])
 
 
 def queue_depth(name: str) -> tuple[int, int]:

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from devtools import asyncapi
-from shopkit.contracts.events import CATALOGUE, OrderCreated
-from shopkit.events import EXCHANGE_OF
+from shopkit.contracts.events import CATALOGUE, OrderCreated, OrderUpdated
+from shopkit.events import EXCHANGE_OF, new_event
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 
@@ -44,3 +44,23 @@ def test_payloads_are_tolerant_readers_but_strict_on_what_they_name() -> None:
     assert OrderCreated.model_validate(good).total == 5
     with pytest.raises(ValidationError):
         OrderCreated.model_validate({**good, "total": -1})
+
+
+def test_order_updated_is_routed_by_its_new_status_and_products_binds_only_to_what_it_releases() -> None:
+    assert OrderUpdated.routing_key({"new_status": "confirmed"}) == "order_updated.confirmed"
+    assert OrderCreated.routing_key({"status": "pending"}) == "order_created"
+    event = new_event(OrderUpdated(order_id="o", customer_id="c", new_status="cancelled"), "test")
+    assert event.routing_key == "order_updated.cancelled"
+    assert OrderUpdated.binding_keys() == ("order_updated.#",)
+    assert OrderCreated.binding_keys() == ("order_created",)
+    with pytest.raises(ValueError, match="routed by its type only"):
+        OrderCreated.binding_keys({"pending"})
+    bindings = {(service, sub.routing_key): sub.bindings for service in asyncapi.CONSUMERS
+                for sub in asyncapi.service_bus(service).subscriptions}
+    assert bindings["products", "order_updated"] == ("order_updated.cancelled", "order_updated.rejected")
+    assert bindings["alerts", "order_updated"] == bindings["analytics", "order_updated"] == ("order_updated.#",)
+    # Each queue's own binding (its subscriber binds it on start) is the first.
+    for service in asyncapi.CONSUMERS:
+        for sub in asyncapi.service_bus(service).subscriptions:
+            assert sub.queue.routing_key == sub.bindings[0]
+            assert sub.queue.name.endswith(f"{service}.{sub.routing_key}")  # queue names unchanged

@@ -8,12 +8,14 @@ consumer; removing or retyping one is a breaking change. Amounts are integer min
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Exchanges (topic, durable); the routing key of an event is its type.
+# Exchanges (topic, durable); the routing key of an event is its type, or its type and one field of its
+# payload (``EventData.ROUTED_BY``: ``order_updated.cancelled``).
 ORDER_EXCHANGE = "order_exchange"
 PRODUCT_EXCHANGE = "product_exchange"
 ALERT_EXCHANGE = "alert_exchange"
@@ -28,6 +30,33 @@ class EventData(BaseModel):
 
     TYPE: ClassVar[str]
     EXCHANGE: ClassVar[str]
+    ROUTED_BY: ClassVar[str | None] = None
+    """A payload field whose value the routing key carries after the type (``order_updated.cancelled``), so a
+    consumer that handles only some values binds to just those and is not sent the others. None: the type."""
+
+    @classmethod
+    def routing_key(cls, data: Mapping[str, Any]) -> str:
+        """The routing key of an event of this type whose payload (as JSON) is ``data``."""
+        if cls.ROUTED_BY is None:
+            return cls.TYPE
+        return f"{cls.TYPE}.{data[cls.ROUTED_BY]}"
+
+    @classmethod
+    def binding_keys(cls, only: Collection[str] | None = None) -> tuple[str, ...]:
+        """A queue's binding keys for this type: all its events, or those whose ``ROUTED_BY`` is in ``only``.
+
+        ``<type>.#`` matches ``<type>`` too (``#`` is zero or more words): an event published by a
+        version that routed by the type alone still arrives.
+        """
+        if cls.ROUTED_BY is None:
+            if only is not None:
+                raise ValueError(f"{cls.TYPE} is routed by its type only: no subset to bind to")
+            return (cls.TYPE,)
+        if only is None:
+            return (f"{cls.TYPE}.#",)
+        if not only:
+            raise ValueError("bind to at least one value")
+        return tuple(f"{cls.TYPE}.{value}" for value in sorted(only))
 
 
 # ---- orders -------------------------------------------------------------------------------------
@@ -59,10 +88,11 @@ class OrderCreated(EventData):
 
 
 class OrderUpdated(EventData):
-    """orders → products (release on ``cancelled``), alerts, analytics. ``status`` equals ``new_status``."""
+    """orders → products (release on ``cancelled``, ``rejected``), alerts, analytics. ``status`` = ``new_status``."""
 
     TYPE = "order_updated"
     EXCHANGE = ORDER_EXCHANGE
+    ROUTED_BY = "new_status"  # order_updated.<new_status>: products binds to the statuses it handles only
 
     order_id: str = Field(min_length=1)
     customer_id: str = Field(min_length=1)
