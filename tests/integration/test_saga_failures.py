@@ -121,7 +121,9 @@ async def _settled_exactly(tap: WireTap, mongo: AsyncMongoClient[Any], order_ids
     def settled() -> set[str]:
         return {m["data"]["order_id"] for m in tap.messages if m["type"] in ("stock_reserved", "stock_rejected")}
 
-    await eventually(lambda: _async(len(settled() & set(order_ids)) == len(order_ids)), timeout=60,
+    # Up to 2 minutes: a process SIGKILLed inside a transaction leaves it open on the database until its
+    # lifetime limit (60 s) aborts it, and the survivor's writes to the same product wait for that.
+    await eventually(lambda: _async(len(settled() & set(order_ids)) == len(order_ids)), timeout=120,
                      what="a stock reply for every order")
     reserved = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_reserved"}
     rejected = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_rejected"}
@@ -156,9 +158,11 @@ async def test_a_standby_takes_over_when_the_active_consumer_is_killed_mid_burst
     try:
         standby.wait_ready(60)
         await _burst(own_shop, active, products, oid, order_ids)
+        # Frozen at once (alive, still holding its queues), so the check of the standby can't let it finish.
+        active.signal(signal.SIGSTOP)
         consumed_by_standby = await _consumed(standby_port)
-        own_shop.kill_service("products")  # the active consumer, mid-burst
         stock_at_kill = (await products.find_one({"_id": oid}, {"stock": 1}) or {})["stock"]
+        own_shop.kill_service("products")  # the active consumer, mid-burst
         assert stock_at_kill > 0, "the consumer finished before it was killed; the test proved nothing"
         assert consumed_by_standby == 0, "the standby consumed while the active consumer lived"
 
