@@ -69,9 +69,9 @@ class OrderSaga:
                     continue
                 replies.setdefault(oid, batch[i])
             now = utcnow()
-            if len(replies) == 1:  # a light load's batch: read and change the order with one statement
-                await settle_one(session, *next(iter(replies.items())), now)
-                return
+            # A read and a guarded update, not one ``findAndModify``: SecantusDB (the stand-in database) runs
+            # ``findAndModify`` as a scan of the whole collection whatever its filter, a cost that grew with
+            # every order stored (docs/saga.md, "Statements that scan").
             docs = {doc["_id"]: doc async for doc in self.book.orders.find({"_id": {"$in": list(replies)}},
                                                                             session=session)}
             updates, events = [], []
@@ -99,28 +99,6 @@ class OrderSaga:
                 if result.modified_count != len(updates):
                     raise StockChanged("an order changed under the batch")
                 await add_to_outbox(self.book.db, events, session)
-
-        async def settle_one(session: AsyncClientSession, oid: Any, delivery: Delivery[Any], now: datetime) -> None:
-            """One reply: ``findAndModify`` guarded by the statuses the saga may move from, returning the order
-            as it was (a reply for an order no longer pending, or unknown, changes nothing: one more read says
-            which, for the log)."""
-            target = target_of(delivery.data)
-            sources = [s.value for s in OrderStatus if can_transition(s.value, target, Actor.SAGA)]
-            doc = await self.book.orders.find_one_and_update(
-                {"_id": oid, "status": {"$in": sources}}, {"$set": {"status": target.value, "updated_at": now}},
-                session=session)
-            if doc is None:
-                current = await self.book.orders.find_one({"_id": oid}, {"status": 1}, session=session)
-                outcome[str(oid)] = "unknown order" if current is None else f"left {current['status']}"
-                return
-            old = doc["status"]
-            doc.update(status=target.value, updated_at=now)
-            reason = getattr(delivery.data, "reason", None)
-            await add_to_outbox(self.book.db, [order_updated_event(doc, old, target.value, reason,
-                                                                   correlation_id=delivery.correlation_id,
-                                                                   traceparent=delivery.traceparent)], session)
-            outcome[str(oid)] = target.value
-            settled[str(oid)] = _seconds_since(doc.get("created_at"), now)
 
         # No handled-event marker: each change is the compare-and-set pending → confirmed|rejected, read and
         # written in this transaction, so a redelivered reply finds the order decided and changes nothing.

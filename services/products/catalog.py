@@ -207,8 +207,10 @@ class Catalog:
             raise not_found(product_id)
 
         async def work(session: AsyncClientSession) -> None:
-            doc = await self.products.find_one_and_delete({"_id": oid}, session=session)
-            if doc is None:
+            # A read and a delete by _id, not ``findAndModify`` (a scan of the whole collection in SecantusDB,
+            # the stand-in database: docs/saga.md, "Statements that scan"); the transaction keeps them one.
+            doc = await self.products.find_one({"_id": oid}, session=session)
+            if doc is None or (await self.products.delete_one({"_id": oid}, session=session)).deleted_count != 1:
                 raise not_found(product_id)
             await add_to_outbox(self.db, [product_event(doc, deleted=True)], session)
 
