@@ -16,7 +16,9 @@ phases (``--phases``, a comma-separated subset, in this order by default):
 3. load: ``--shoppers`` customers each ``POST /api/orders`` one unit of one popular product in a
    closed loop for ``--seconds`` (no sockets);
 4. replicas: the load of 3 for ``--replica-seconds`` with one process of each consumer service,
-   then again with a second process of each (products, orders, alerts, analytics: same settings,
+   and as long with a second process of each, in quarters ordered 1, 2, 2, 1 so that both halves
+   run at the same mean time (what grows as the shop runs weighs on both alike; products, orders,
+   alerts, analytics: same settings,
    their own ports; the gateway still reaches the first; two unmeasured orders per shopper first, so
    the new processes' first-use costs stay out); the ratios of confirmed/s and of CPU per
    confirmed order, and the outbox's lost claims (``microshop_outbox_lost_claims_total``, summed
@@ -972,25 +974,54 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
+def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Measurements of the same kind taken at different times as one: rates over the summed time, CPU per
+    order over the summed orders, counters summed."""
+    seconds = sum(p["seconds"] for p in parts)
+    confirmed = sum(p["confirmed"] for p in parts)
+    key = "cpu_ms_per_confirmed_until_analytics"
+    cpu = {k: sum(p[key][k] * p["confirmed"] for p in parts) / confirmed if confirmed else math.nan
+           for k in parts[0][key]}
+    retries: dict[str, float] = {}
+    for p in parts:
+        for k, v in (p.get("transaction_retries") or {}).items():
+            retries[k] = retries.get(k, 0.0) + v
+    return {
+        "parts": parts, "seconds": seconds, "confirmed": confirmed,
+        "confirmed_during": sum(p["confirmed_during"] for p in parts),
+        "confirmed_per_s_during": sum(p["confirmed_during"] for p in parts) / seconds,
+        key: cpu, "outbox_lost_claims": sum(p["outbox_lost_claims"] for p in parts), "transaction_retries": retries,
+        "undecided": sum(p["undecided"] for p in parts), "dashboard_exact": all(p["dashboard_exact"] for p in parts),
+    }
+
+
 async def phase_replicas(b: Bench) -> dict[str, Any]:
+    """One process of each consumer, two, two, one (a quarter of the phase each): the halves run at the same
+    mean time, so what grows as the shop runs (the data the database holds, the machine's other work) weighs
+    on both alike."""
     a = b.args
-    tokens = (await b.fresh_tokens())[: a.shoppers]
+    quarter = a.replica_seconds / 2
     duplicates0 = b.decisions.duplicates
-    one = Phase("replicas: 1 of each")
-    single = await b.measure("replicas: 1 of each consumer service", one, lambda: run_load(
-        b.api, one, tokens, b.product_id, a.replica_seconds))
+
+    async def load(label: str) -> dict[str, Any]:
+        tokens = (await b.fresh_tokens())[: a.shoppers]
+        phase = Phase(f"replicas: {label}")
+        return await b.measure(f"replicas: {label}", phase, lambda: run_load(
+            b.api, phase, tokens, b.product_id, quarter))
+
+    first = await load("1 of each consumer service (first quarter)")
     names = await asyncio.to_thread(start_replicas, b.shop)
     print(f"\nstarted {', '.join(names)}")
     b.probe = CpuProbe.of(b.shop)
     try:
-        tokens = (await b.fresh_tokens())[: a.shoppers]
-        await warm_up(b, tokens)  # the new processes' first-use costs (connections, caches) stay out too
-        two = Phase("replicas: 2 of each")
-        double = await b.measure("replicas: 2 of each consumer service", two, lambda: run_load(
-            b.api, two, tokens, b.product_id, a.replica_seconds))
+        await warm_up(b, (await b.fresh_tokens())[: a.shoppers])  # the new processes' first-use costs stay out
+        second = await load("2 of each consumer service (second quarter)")
+        third = await load("2 of each consumer service (third quarter)")
     finally:
         await asyncio.to_thread(stop_replicas, b.shop, names)
         b.probe = CpuProbe.of(b.shop)
+    fourth = await load("1 of each consumer service (fourth quarter)")
+    single, double = combined([first, fourth]), combined([second, third])
     cpu1, cpu2 = single["cpu_ms_per_confirmed_until_analytics"], double["cpu_ms_per_confirmed_until_analytics"]
     result = {
         "one": single, "two": double,
@@ -1238,7 +1269,7 @@ async def bench(shop: LocalShop, args: argparse.Namespace, core: int,
         await mongo.close()
 
     order_phases = [results[p] for p in ("light", "paced", "load", "soak") if p in results]
-    order_phases += [results["replicas"][k] for k in ("one", "two") if "replicas" in results]
+    order_phases += [part for k in ("one", "two") if "replicas" in results for part in results["replicas"][k]["parts"]]
     stock_ok = stock == args.stock - confirmed_qty
     published = all(r["undecided"] == 0 for r in order_phases) and events_confirmed == statuses["confirmed"]
     dashboards = all(r["dashboard_exact"] for r in order_phases)
