@@ -853,7 +853,11 @@ class Bench:
               f"   (confirmed in all {len(confirmed)}, rejected {len(rejected)}, undecided {result['undecided']})")
         drain = "not drained" if not all_decided else f"{result['drain_s']:.2f} s"
         print(f"  drain after the sends   {drain}  (pending in the orders db then: {pending})")
-        print(f"  POST                    p50 {fmt_ms(result['post_p50_s'])}  p99 {fmt_ms(result['post_p99_s'])}")
+        slow = sorted(start - phase.start for start, rtt in phase.answers if rtt > 1.0)
+        result["posts_over_1s"] = len(slow)
+        print(f"  POST                    p50 {fmt_ms(result['post_p50_s'])}  p99 {fmt_ms(result['post_p99_s'])}"
+              + (f"  ({len(slow)} over 1 s, sent in seconds {sorted({int(t) for t in slow})} of the phase)"
+                 if slow else ""))
         print(f"  POST -> confirmed       p50 {fmt_ms(result['latency_p50_s'])}  p99 "
               f"{fmt_ms(result['latency_p99_s'])}  max {fmt_ms(result['latency_max_s'])}  (event on the broker)")
         if sockets is not None:
