@@ -1321,6 +1321,8 @@ def main() -> int:
     parser.add_argument("--log-level", default="WARNING", help="MICROSHOP_LOG_LEVEL of the shop (default WARNING)")
     parser.add_argument("--cpu", type=int, default=1, help="the core the load generator is pinned to (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE as JSON")
+    parser.add_argument("--shop-log", type=Path, metavar="FILE",
+                        help="append the shop's processes' output (SecantusDB's included) to FILE (default: dropped)")
     parser.add_argument("--observability", choices=("compare", "on", "off"), default="compare",
                         help="compare (default): a run with metrics and tracing off (its paced and load phases "
                              "only), then one as shipped; on/off: one run")
@@ -1371,8 +1373,9 @@ def run_shop(args: argparse.Namespace, observability: str, phases: list[str]) ->
            "MICROSHOP_LOG_LEVEL": args.log_level,
            "MICROSHOP_SEED_DEMO": "true", "MICROSHOP_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
            "MICROSHOP_METRICS_ENABLED": "true" if observability == "on" else "false"}
-    with tempfile.TemporaryDirectory() as tmp:
-        shop = LocalShop(key_file=ensure_private_key(Path(tmp) / "key.pem"), namespace=namespace, env=env, out=None)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as files:
+        out = files.enter_context(args.shop_log.open("a", buffering=1)) if args.shop_log else None
+        shop = LocalShop(key_file=ensure_private_key(Path(tmp) / "key.pem"), namespace=namespace, env=env, out=out)
         try:
             shop.start(timeout=120)
             print(f"services: {', '.join(shop.services or [])} + SecantusDB; namespace {namespace}; "

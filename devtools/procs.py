@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -167,14 +167,18 @@ class ProcGroup:
         self.procs.append(proc)
         return proc
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in reversed(self.procs):
-            if proc.popen:
-                try:
-                    proc.popen.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.signal(signal.SIGKILL)
-                    proc.popen.wait(5)
+    def stop_all(self, last: Collection[Proc] = ()) -> None:
+        """SIGTERM every process (SIGKILL after 10 s); those in ``last`` once the others have exited, as a
+        cluster stops its services before the database they finish their work with."""
+        later = {id(p) for p in last}
+        for wave in ([p for p in self.procs if id(p) not in later], [p for p in self.procs if id(p) in later]):
+            for proc in reversed(wave):
+                proc.signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for proc in reversed(wave):
+                if proc.popen:
+                    try:
+                        proc.popen.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        proc.signal(signal.SIGKILL)
+                        proc.popen.wait(5)

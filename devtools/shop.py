@@ -157,7 +157,9 @@ class LocalShop:
         self.procs[name].kill()
 
     def stop(self) -> None:
-        self.group.stop_all()
+        """Stop the services first (each finishes its requests and deliveries and its outbox relay's last round,
+        which needs the database), then the SecantusDB this shop started."""
+        self.group.stop_all(last=[self.procs["mongo"]] if "mongo" in self.procs else [])
 
 
 def shop_from_env(environ: Mapping[str, str]) -> dict[str, str]:
