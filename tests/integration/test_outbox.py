@@ -312,7 +312,7 @@ async def test_deletes_of_several_rounds_are_coalesced_into_one_statement(
             await _commit(client, writer_db, [event])
             await _take(tap, 1)
         # The tap may see the fourth before its confirm reaches the relay.
-        await eventually(lambda: _async(relay.published == 4), timeout=5, what="four confirmed")
+        await eventually(lambda: relay.published == 4, timeout=5, what="four confirmed")
         assert await db[OUTBOX].count_documents({}) == 4  # confirmed, their delete deferred
         await _until_empty(db)
         waited = asyncio.get_running_loop().time() - started
@@ -431,6 +431,3 @@ async def test_committed_records_whose_lease_ran_out_in_memory_are_left_to_a_tak
     assert OUTBOX_TAKEOVERS._value.get() - takeovers == 5
     await stalled.stop()
 
-
-async def _async(value: bool) -> bool:
-    return value

@@ -123,7 +123,7 @@ async def _settled_exactly(tap: WireTap, mongo: AsyncMongoClient[Any], order_ids
 
     # Up to 2 minutes: a process SIGKILLed inside a transaction leaves it open on the database until its
     # lifetime limit (60 s) aborts it, and the survivor's writes to the same product wait for that.
-    await eventually(lambda: _async(len(settled() & set(order_ids)) == len(order_ids)), timeout=120,
+    await eventually(lambda: len(settled() & set(order_ids)) == len(order_ids), timeout=120,
                      what="a stock reply for every order")
     reserved = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_reserved"}
     rejected = {m["data"]["order_id"] for m in tap.messages if m["type"] == "stock_rejected"}
@@ -178,9 +178,6 @@ async def test_a_standby_takes_over_when_the_active_consumer_is_killed_mid_burst
         own_shop.group.procs.remove(standby)
         await tap.close()
 
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_broker_connections_dropped_and_restored_publishing_and_consuming_resume(

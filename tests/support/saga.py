@@ -9,6 +9,7 @@ queue to the session's exchanges to watch events on the wire.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 import subprocess
@@ -116,13 +117,16 @@ async def place_order(client: httpx.AsyncClient, token: str, lines: list[tuple[s
     return dict(r.json())
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
+async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 20.0, interval: float = 0.05,
                      what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with the last value after ``timeout``."""
+    """Poll ``check`` (a coroutine function, or a plain one) until it returns something truthy; fail with the last
+    value after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)
