@@ -211,6 +211,28 @@ async def test_a_woken_idle_relay_publishes_at_once(setup: tuple[Any, Any, Event
         await relay.stop()
 
 
+async def test_records_stored_free_by_a_transaction_the_relay_cannot_see_go_out_on_notify(
+        setup: tuple[Any, Any, EventBus, Any]) -> None:
+    client, db, bus, tap = setup
+    relay = OutboxRelay(db, bus, poll_seconds=3600)  # no poll after its first round but the one notify() asks for
+    other = OutboxRelay(client[f"outbox_{uuid.uuid4().hex[:8]}"], bus, poll_seconds=3600)
+    relay.start()
+    other.start()
+    try:
+        await asyncio.sleep(0.2)  # their first rounds found nothing
+        events = _stock_low(2)
+        async with client.start_session() as session:  # not ``in_transaction``: the outbox cannot see it commit
+            await session.with_transaction(lambda s: add_to_outbox(db, events, s))
+        stored = await db[OUTBOX].find().to_list(None)
+        assert [d.get("claim") for d in stored] == [None, None]  # stored free, for a poll
+        assert relay.stores_free and not other.stores_free  # only the relay of that database polls on notify
+        relay.notify()
+        assert await _take(tap, 2, timeout=30) == [e.id for e in events]
+    finally:
+        await relay.stop()
+        await other.stop()
+
+
 async def test_a_stopping_relay_publishes_what_is_pending_in_a_last_round(
         setup: tuple[Any, Any, EventBus, Any]) -> None:
     _, db, bus, tap = setup

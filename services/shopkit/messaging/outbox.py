@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -78,8 +78,8 @@ async def add_to_outbox(
     handed: list[Committed] = []
     if writer is not None and session is not None and not after_commit(session, lambda: writer.committed(handed)):
         relay = None  # a transaction this module cannot see commit
-    if relay is None:
-        OutboxRelay.stored_free = True  # from now on notify() polls for such records
+    if relay is None and writer is not None:
+        writer.stores_free = True  # from now on its notify() polls for such records (a relay started later polls first)
     now = datetime.now(UTC)
     stamp = time.time_ns()
     expires = now if relay is None else relay.lease_from_now()
@@ -126,10 +126,6 @@ class OutboxRelay:
     the relay that claimed it (its writer's, or the one that claimed it by polling).
     """
 
-    # Set once this process has stored records free (no relay of its own running for the database, or a
-    # transaction not run by ``in_transaction``): from then on notify() makes a poll, as it always did.
-    stored_free: ClassVar[bool] = False
-
     def __init__(self, db: AsyncDatabase[Any], bus: EventBus, *, poll_seconds: float = 1.0,
                  batch: int = 256, retention_seconds: float = 0.0, lease_seconds: float = 10.0,
                  settle_seconds: float = 1.0, clock: Callable[[], datetime] | None = None) -> None:
@@ -153,6 +149,9 @@ class OutboxRelay:
         self._unsettled: list[str] = []  # published from memory, to delete (or mark sent) together
         self._settle_at = 0.0  # (monotonic) when the oldest of them must be settled
         self._poll_wanted = False
+        # Set once a writer of this process stored records free for this relay's database (a transaction not run
+        # by ``in_transaction``): from then on notify() makes a poll for them, as it always did.
+        self.stores_free = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
@@ -169,9 +168,9 @@ class OutboxRelay:
         """Call after committing outbox records so they go out now rather than at the next poll.
 
         Records handed over by :func:`add_to_outbox` already woke the relay; a poll is made only once
-        this process has stored records free (``stored_free``).
+        this process has stored records free for it (``stores_free``).
         """
-        if OutboxRelay.stored_free:
+        if self.stores_free:
             self._poll_wanted = True
         self._wake.set()
 
