@@ -149,8 +149,10 @@ class PublishingChannel:
             return cast("aio_pika.RobustExchange", lane.channel.default_exchange)
         found = lane.exchanges.get(exchange.name)
         if found is None:
-            # Not checked with a passive declare (a round trip each publish would wait for, out of order):
-            # EventBus.declare declared it, and a publish to an exchange that is missing closes the channel.
+            # No passive declare (``declare`` is always False here): its round trip, made by each of a
+            # batch's first publishes on a new lane, let the batch go out of order (tests/integration/
+            # test_outbox.py). EventBus.declare declared the exchange; a publish to a missing one closes the
+            # channel, as the passive declare would have.
             found = lane.exchanges[exchange.name] = await lane.channel.get_exchange(exchange.name, ensure=False)
         return cast("aio_pika.RobustExchange", found)
 
