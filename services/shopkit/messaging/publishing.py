@@ -60,8 +60,8 @@ class PublishingChannel:
     """FastStream's producer's declarer, publishing on a channel of this object's (module docstring).
 
     The producer asks it for the exchange of each publish (``declare=False``): the exchange of that name
-    on the current lane. Queues (FastStream's RPC reply queue, unused here) are left to FastStream's
-    declarer.
+    on the current lane (declared passively once per lane). Queues (FastStream's RPC reply queue, unused
+    here) are left to FastStream's declarer.
     """
 
     def __init__(self, broker: RabbitBroker, fallback: RabbitDeclarer) -> None:
@@ -149,11 +149,8 @@ class PublishingChannel:
             return cast("aio_pika.RobustExchange", lane.channel.default_exchange)
         found = lane.exchanges.get(exchange.name)
         if found is None:
-            # No passive declare (``declare`` is always False here): its round trip, made by each of a
-            # batch's first publishes on a new lane, let the batch go out of order (tests/integration/
-            # test_outbox.py). EventBus.declare declared the exchange; a publish to a missing one closes the
-            # channel, as the passive declare would have.
-            found = lane.exchanges[exchange.name] = await lane.channel.get_exchange(exchange.name, ensure=False)
+            # Passively, once per lane, as FastStream's own declarer does for a publish.
+            found = lane.exchanges[exchange.name] = await lane.channel.get_exchange(exchange.name, ensure=True)
         return cast("aio_pika.RobustExchange", found)
 
     async def declare_queue(self, queue: RabbitQueue, declare: bool = False, *,
