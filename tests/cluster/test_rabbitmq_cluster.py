@@ -14,10 +14,11 @@ machine vanished). Then:
 - the stock is exactly what the confirmed orders left;
 - the node comes back, rejoins, and every queue has its three members online again, those that failed
   over with their Raft logs caught up with the leader's (``rabbitmq-queues quorum_status``);
-- the dashboard counts exactly the settled orders (checked after the rejoin: on RabbitMQ 3.10.8 a
-  publish routed to a quorum queue whose leader's node was SIGKILLed can be nacked for as long as that
-  node is down, although a new leader was elected, so the orders' outbox relay may hold some of
-  analytics' events until the node is back; docs/saga.md);
+- the dashboard counts exactly the settled orders (checked after the rejoin; on RabbitMQ 3.10.8 a
+  channel that first publishes to a quorum queue just after its leader's node was SIGKILLed, as a robust
+  connection that was on that node and reconnected at once does, has every publish to it nacked for as
+  long as that node is down, although a new leader was elected: the services publish on a channel of
+  their own that a nack replaces, shopkit.messaging.publishing; docs/saga.md);
 - no consumer dead-lettered anything.
 
 The machine's own RabbitMQ (5672) is not used or touched. Every node, the proxy and their directories are

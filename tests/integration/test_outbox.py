@@ -4,6 +4,7 @@ and the writer's relay publishing committed records from memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,15 @@ from pymongo import AsyncMongoClient, monitoring
 from shopkit.contracts.events import StockLow
 from shopkit.events import PRODUCT_EXCHANGE, STOCK_LOW, CloudEvent, new_event
 from shopkit.messaging.bus import EventBus, create_broker
-from shopkit.messaging.outbox import OUTBOX, Claim, OutboxRelay, add_to_outbox, ensure_outbox_indexes
+from shopkit.messaging.outbox import (
+    NACKED_RETRY_SECONDS,
+    OUTBOX,
+    Claim,
+    OutboxRelay,
+    add_to_outbox,
+    ensure_outbox_indexes,
+)
+from shopkit.messaging.publishing import PublishNacked, publishing_channel
 from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_TAKEOVERS
 from shopkit.mongo import in_transaction
 from shopkit.settings import ServiceSettings
@@ -453,3 +462,61 @@ async def test_committed_records_whose_lease_ran_out_in_memory_are_left_to_a_tak
     assert OUTBOX_TAKEOVERS._value.get() - takeovers == 5
     await stalled.stop()
 
+
+@contextlib.asynccontextmanager
+async def _refusing_queue(namespace: str) -> AsyncIterator[Any]:
+    """A queue bound for StockLow that refuses every message (``x-max-length`` 0, ``reject-publish``): while it
+    exists RabbitMQ nacks every such publish. Yields it; ``await queue.delete()`` ends the nacks."""
+    connection = await aio_pika.connect(RABBIT)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, arguments={"x-max-length": 0,
+                                                                       "x-overflow": "reject-publish"})
+        await queue.bind(namespace + PRODUCT_EXCHANGE, routing_key=STOCK_LOW)
+        yield queue
+
+
+async def test_a_nacked_publish_retires_its_channel_and_the_next_goes_out_on_a_new_one(
+        setup: tuple[Any, Any, EventBus, Any], namespace: str) -> None:
+    """RabbitMQ 3.10 can nack every publish of one channel to a failed-over quorum queue while a new channel's
+    are confirmed (shopkit.messaging.publishing; tests/cluster): a nack makes the bus publish on a new channel."""
+    _, _, bus, tap = setup
+    publishing = publishing_channel(bus.broker)
+    assert publishing is not None
+    first, nacked, after = _stock_low(3)
+    await bus.publish(first)
+    lane = await publishing.current()
+    assert publishing.opened == 1
+    async with _refusing_queue(namespace) as refusing:
+        with pytest.raises(PublishNacked):
+            await bus.publish(nacked)
+        assert lane.retired
+        await refusing.delete()
+    await bus.publish(after)  # confirmed, on a new channel
+    assert publishing.opened == 2
+    assert (await publishing.current()).channel is not lane.channel
+    await eventually(lambda: lane.channel.is_closed, timeout=5, what="the retired channel closed")
+    assert (await _everything(tap))[-1] == after.id
+
+
+async def test_a_relay_retries_a_nacked_round_within_a_second(
+        setup: tuple[Any, Any, EventBus, Any], namespace: str) -> None:
+    """Another failure backs off (here 5 s, doubling up to 10 s); a nacked round is retried after at most
+    NACKED_RETRY_SECONDS, on a new channel, so events flow again within a second or so once RabbitMQ takes them."""
+    client, db, bus, tap = setup
+    publishing = publishing_channel(bus.broker)
+    assert publishing is not None
+    relay = OutboxRelay(db, bus, poll_seconds=5.0)
+    relay.start()
+    try:
+        lane = await publishing.current()
+        event = _stock_low(1)[0]
+        async with _refusing_queue(namespace) as refusing:
+            await _commit(client, db, [event])
+            await eventually(lambda: lane.retired, timeout=5, what="a nacked publish")
+            await refusing.delete()
+        await _until_empty(db, timeout=NACKED_RETRY_SECONDS + 1.5)  # a 5 s backoff would not make it
+        assert event.id in await _everything(tap)
+        assert publishing.opened >= 2
+    finally:
+        await relay.stop()

@@ -32,6 +32,7 @@ from shopkit.batching import Batcher
 from shopkit.context import correlation_id_var
 from shopkit.contracts.events import EventData
 from shopkit.events import EXCHANGE_OF, CloudEvent
+from shopkit.messaging.publishing import PublishNacked, publishing_channel
 from shopkit.messaging.topology import (
     UNROUTABLE_MAX_LENGTH,
     Permissions,
@@ -51,7 +52,7 @@ from shopkit.metrics import (
 from shopkit.settings import ServiceSettings
 from shopkit.transient import TransientFailure, is_transient
 
-__all__ = ["Delivery", "EventBus", "TransientFailure", "create_broker", "is_transient"]
+__all__ = ["Delivery", "EventBus", "PublishNacked", "TransientFailure", "create_broker", "is_transient"]
 
 log = logging.getLogger("shopkit.broker")
 
@@ -450,10 +451,20 @@ class EventBus:
 
         Only events of the declared ``publishes`` models: the service's broker user may write to no
         other exchange, so an undeclared one fails here, clearly, rather than as ACCESS_REFUSED.
+        On this bus's own publishing channel (``shopkit.messaging.publishing``): a nack raises
+        :class:`PublishNacked`, and the next publish goes out on a new channel.
         """
         if EXCHANGE_OF[event.type] not in self._published:
             raise ValueError(f"{self.settings.service_name} does not declare that it publishes {event.type!r} "
                              "(Service(publishes=...))")
+        publishing = publishing_channel(self.broker)
+        if publishing is None:  # FastStream's TestRabbitBroker: no channel
+            await self._publish(event)
+            return
+        async with publishing.publishing():
+            await self._publish(event)
+
+    async def _publish(self, event: CloudEvent) -> None:
         await self.broker.publish(
             event.model_dump(mode="json"),
             exchange=self.topology.exchange(EXCHANGE_OF[event.type]),

@@ -32,7 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shopkit import tracing
 from shopkit.context import correlation_id_var
 from shopkit.events import CloudEvent
-from shopkit.messaging.bus import EventBus
+from shopkit.messaging.bus import EventBus, PublishNacked
 from shopkit.metrics import OUTBOX_LOST_CLAIMS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, OUTBOX_TAKEOVERS
 from shopkit.mongo import after_commit
 from shopkit.tasks import cancel
@@ -40,6 +40,9 @@ from shopkit.tasks import cancel
 log = logging.getLogger("shopkit.outbox")
 OUTBOX = "outbox"
 STOP_SECONDS = 5.0  # the longest a stopping relay spends on its last round
+# A round with a nacked publish is retried after at most this long (other failures back off up to 10 s):
+# the broker answered, and the retry goes out on a new channel (shopkit.messaging.publishing).
+NACKED_RETRY_SECONDS = 1.0
 
 
 async def ensure_outbox_indexes(db: AsyncDatabase[Any]) -> None:
@@ -408,10 +411,12 @@ class OutboxRelay:
                 if final:  # what is left (released, or held until the lease runs out) goes out from another replica
                     log.warning("outbox relay could not publish its last round (%s)", exc)
                     return
-                # Broker or database away: keep the records, try again with backoff.
-                log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, backoff)
+                # Broker or database away: keep the records, try again with backoff. A nack is answered
+                # sooner: the broker is there, and the retry goes out on a new channel (PublishNacked).
+                delay = min(backoff, NACKED_RETRY_SECONDS) if isinstance(exc, PublishNacked) else backoff
+                log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(TimeoutError):  # or at once for the last round, when stopped meanwhile
-                    await asyncio.wait_for(self._stop_requested.wait(), backoff)
+                    await asyncio.wait_for(self._stop_requested.wait(), delay)
                 backoff = min(backoff * 2, 10.0)
                 continue
             if final:
