@@ -28,7 +28,7 @@ from odmantic import Index as Index
 from odmantic import Model as Model
 from odmantic.index import ODMBaseIndex
 from odmantic.query import QueryExpression, and_
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -47,13 +47,43 @@ DUPLICATE_KEY = 11000
 WRITE_CONFLICT = 112
 
 
+class SlowStatements(monitoring.CommandListener):
+    """Logs each database statement slower than ``threshold_ms``: command, collection, milliseconds, and when it
+    was sent (a stall shows as the statements it held up, the first of them sent the earliest)."""
+
+    def __init__(self, threshold_ms: float) -> None:
+        self.threshold_us = threshold_ms * 1000
+        self._collections: dict[int, str] = {}  # request id → the collection its command names
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self._collections[event.request_id] = target if isinstance(target, str) else "-"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._check(event, "")
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._check(event, " (failed)")
+
+    def _check(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, outcome: str) -> None:
+        collection = self._collections.pop(event.request_id, "-")
+        if event.duration_micros < self.threshold_us:
+            return
+        sent = datetime.now(UTC) - timedelta(microseconds=event.duration_micros)
+        log.warning("slow database statement: %s on %s.%s took %.0f ms%s (sent %s)", event.command_name,
+                    event.database_name, collection, event.duration_micros / 1000, outcome,
+                    sent.strftime("%H:%M:%S.%f")[:-3])
+
+
 def create_client(settings: ServiceSettings) -> AsyncMongoClient[Any]:
+    listeners = [SlowStatements(settings.mongo_slow_statement_ms)] if settings.mongo_slow_statement_ms else []
     return AsyncMongoClient(
         settings.mongo_url.get_secret_value(),
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
         tz_aware=True,
         appname=settings.service_name,
+        event_listeners=listeners,
     )
 
 

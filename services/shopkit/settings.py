@@ -69,6 +69,9 @@ class ServiceSettings(BaseSettings):
     # discarding old versions between its sweeps (docs/saga.md, "Steady over time").
     mongo_expiry: ExpiryMode = "ttl-index"
     mongo_expiry_sweep_seconds: float = Field(default=60.0, ge=1, le=86400)
+    # A database statement slower than this is logged (a WARNING naming the command, the collection and the
+    # time; never the statement's documents); 0 logs none.
+    mongo_slow_statement_ms: float = Field(default=1000.0, ge=0, le=600_000)
     # How the processes of one service share each of its consumer queues (docs/saga.md, "Replicas"):
     # ``single-active``: one process consumes a queue at a time (RabbitMQ's single active consumer), the
     # others are hot standbys that take over when it goes away, so batches stay full and replicas never

@@ -8,18 +8,21 @@ standalone server; SecantusDB does not, and the shop's writes rely on them: thes
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from devtools.secantus import SERVER_FLAGS
-from shopkit.mongo import in_transaction
+from shopkit.mongo import create_client, in_transaction
+from shopkit.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 Database = tuple[AsyncMongoClient[Any], AsyncDatabase[Any]]
@@ -64,3 +67,23 @@ def test_every_secantusdb_the_repository_starts_runs_without_an_oplog() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", stage, re.M)
     assert cmd is not None
     assert set(SERVER_FLAGS) <= set(yaml.safe_load(cmd.group(1)))
+
+
+async def test_a_slow_statement_is_logged_with_its_command_and_collection_and_nothing_of_its_documents(
+        mongo_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A threshold every statement passes stands in for a slow one: the log line is what is checked.
+    settings = ServiceSettings(service_name="slowtest", mongo_url=SecretStr(mongo_url), mongo_slow_statement_ms=0.001)
+    client = create_client(settings)
+    quiet = create_client(settings.model_copy(update={"mongo_slow_statement_ms": 0}))  # 0: none logged
+    try:
+        with caplog.at_level(logging.WARNING, logger="shopkit.mongo"):
+            await client["slowdb"]["things"].insert_one({"secret": "s3cr3t-value"})
+            await quiet["slowdb"]["things"].insert_one({"secret": "s3cr3t-value"})
+        lines = [r.getMessage() for r in caplog.records if "slow database statement" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert re.match(r"slow database statement: insert on slowdb\.things took \d+ ms \(sent \d\d:\d\d:\d\d\.\d{3}\)",
+                        lines[0]), lines
+        assert "s3cr3t" not in caplog.text
+    finally:
+        await client.close()
+        await quiet.close()
