@@ -886,10 +886,15 @@ def pin_self(core: int) -> int:
     allowed = os.sched_getaffinity(0)
     if core not in allowed:
         core = max(allowed)
+    set_own_affinity({core})
+    return core
+
+
+def set_own_affinity(cores: set[int]) -> None:
+    """Every thread of this process allowed on ``cores``; a process this one starts inherits them."""
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(tid), {core})
-    return core
+            os.sched_setaffinity(int(tid), cores)
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -1373,6 +1378,7 @@ def run_shop(args: argparse.Namespace, observability: str, phases: list[str]) ->
            "MICROSHOP_LOG_LEVEL": args.log_level,
            "MICROSHOP_SEED_DEMO": "true", "MICROSHOP_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_ENDPOINT": "",
            "MICROSHOP_METRICS_ENABLED": "true" if observability == "on" else "false"}
+    cores = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as files:
         out = files.enter_context(args.shop_log.open("a", buffering=1)) if args.shop_log else None
         shop = LocalShop(key_file=ensure_private_key(Path(tmp) / "key.pem"), namespace=namespace, env=env, out=out)
@@ -1384,6 +1390,9 @@ def run_shop(args: argparse.Namespace, observability: str, phases: list[str]) ->
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 results, checks = runner.run(bench(shop, args, core, phases))
         finally:
+            # Unpinned again, so that the next shop (``--observability compare`` starts two) is not started on the
+            # load generator's core: its processes would inherit the pin and share that one core.
+            set_own_affinity(cores)
             shop.stop()
             delete_namespace(RABBITMQ_URL, namespace)
     results["run"] = {"observability": observability, "namespace": namespace, "generator_core": core,
