@@ -363,3 +363,21 @@ def test_services_on_secantusdb_are_told_to_sweep_and_the_default_is_the_ttl_ind
     for service in registry.names():
         if service in host["services"]:
             assert SERVICE_ENV.items() <= host["services"][service]["environment"].items(), service
+
+
+def test_tune_gc_freezes_what_exists_and_collects_the_young_generation_less_often() -> None:
+    import gc
+
+    from shopkit.serve import OLDER_GENERATIONS_EVERY, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)  # 0: Python's defaults, nothing frozen
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, OLDER_GENERATIONS_EVERY, OLDER_GENERATIONS_EVERY)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
