@@ -886,15 +886,8 @@ def pin_self(core: int) -> int:
     allowed = os.sched_getaffinity(0)
     if core not in allowed:
         core = max(allowed)
-    set_own_affinity({core})
+    set_affinity(os.getpid(), {core})
     return core
-
-
-def set_own_affinity(cores: set[int]) -> None:
-    """Every thread of this process allowed on ``cores``; a process this one starts inherits them."""
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):
-            os.sched_setaffinity(int(tid), cores)
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -934,8 +927,9 @@ async def phase_load(b: Bench) -> dict[str, Any]:
     return await b.measure("load", phase, lambda: run_load(b.api, phase, tokens, b.product_id, b.args.seconds))
 
 
-def unpin(pid: int, cores: set[int]) -> None:
-    """Every thread of a process: allowed on ``cores`` (a child started by this pinned process inherits the pin)."""
+def set_affinity(pid: int, cores: set[int]) -> None:
+    """Every thread of a process allowed on ``cores`` (a process it starts inherits them: a child started by this
+    pinned process inherits the pin)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(int(tid), cores)
@@ -953,12 +947,12 @@ def start_replicas(shop: LocalShop) -> list[str]:
         proc.ready_url = f"http://127.0.0.1:{port}/health/ready"
         shop.group.add(proc).start()
         assert proc.pid is not None
-        unpin(proc.pid, cores)
+        set_affinity(proc.pid, cores)
         shop.procs[proc.name] = proc
         names.append(proc.name)
     for name in names:
         shop.procs[name].wait_ready(120)
-        unpin(shop.procs[name].pid or 0, cores)
+        set_affinity(shop.procs[name].pid or 0, cores)
     return names
 
 
@@ -1396,7 +1390,7 @@ def run_shop(args: argparse.Namespace, observability: str, phases: list[str]) ->
         finally:
             # Unpinned again, so that the next shop (``--observability compare`` starts two) is not started on the
             # load generator's core: its processes would inherit the pin and share that one core.
-            set_own_affinity(cores)
+            set_affinity(os.getpid(), cores)
             shop.stop()
             delete_namespace(RABBITMQ_URL, namespace)
     results["run"] = {"observability": observability, "namespace": namespace, "generator_core": core,
