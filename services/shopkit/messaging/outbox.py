@@ -265,14 +265,14 @@ class OutboxRelay:
         published = 0
         while self._committed:
             now = self._clock()
+            records: list[Committed] = []
             late = 0
-            while self._committed and now >= self._committed[0].expires:  # the oldest first (a long outage)
-                self._committed.popleft()
-                late += 1
-            records = [self._committed.popleft() for _ in range(min(self.batch, len(self._committed)))]
-            late += len(records)
-            records = [r for r in records if now < r.expires]
-            late -= len(records)
+            while self._committed and len(records) < self.batch:  # a batch of those whose lease still holds
+                record = self._committed.popleft()
+                if now < record.expires:
+                    records.append(record)
+                else:
+                    late += 1
             if late:
                 log.warning("outbox relay's lease on %d committed records expired before it published them: "
                             "left to a takeover", late)
