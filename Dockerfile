@@ -120,10 +120,12 @@ ENTRYPOINT ["python", "-m", "microshop_operator"]
 # ---- SecantusDB (`make compose-up-host`): data in /data, a volume ----
 FROM runtime AS secantus
 COPY --from=deps-secantus /opt/venv /opt/venv
+# SecantusDB's command line with a transaction's cursors released between its statements, as make dev runs it.
+COPY devtools/secantus_server.py /opt/secantus_server.py
 RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 EXPOSE 27017
-ENTRYPOINT ["secantusd-py", "--storage-path", "/data"]
+ENTRYPOINT ["python", "/opt/secantus_server.py", "--storage-path", "/data"]
 CMD ["--host", "127.0.0.1", "--port", "27017", "--standalone"]
 
 # ---- the services (last stage: the default target) ----

@@ -6,7 +6,6 @@ and reached over the wire; no shop code imports it.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,16 +32,18 @@ SERVER_FLAGS = ("--standalone",)
 # (docs/saga.md, "Steady over time"). With ``sweep`` the services delete their expired documents
 # themselves and make no TTL index (shopkit.mongo.Retention). Real MongoDB keeps ``ttl-index``.
 SERVICE_ENV = {"MICROSHOP_MONGO_EXPIRY": "sweep"}
+LAUNCHER = "devtools.secantus_server"
 
 
 def secantus_proc(port: int | None = None, storage: str | Path = ":memory:", *, auth: bool = False) -> Proc:
     """A SecantusDB server; ``auth`` requires SCRAM authentication (users created before, without it)."""
-    exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     port = port or free_port()
     return Proc(
         name="mongo",
-        argv=[exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-              "--log-level", "WARNING", *SERVER_FLAGS, *(["--auth"] if auth else [])],
+        # SecantusDB's own command line, with a transaction's cursors released between its statements
+        # (devtools/secantus_server.py: without it the whole server stalls for seconds under load).
+        argv=[sys.executable, "-m", LAUNCHER, "--host", "127.0.0.1", "--port", str(port),
+              "--storage-path", str(storage), "--log-level", "WARNING", *SERVER_FLAGS, *(["--auth"] if auth else [])],
         env={},
     )
 

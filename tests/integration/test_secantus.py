@@ -87,3 +87,66 @@ async def test_a_slow_statement_is_logged_with_its_command_and_collection_and_no
     finally:
         await client.close()
         await quiet.close()
+
+
+def _positioned(cursors: dict[Any, Any]) -> list[Any]:
+    """The cached WiredTiger cursors that still hold a position (and so a hazard pointer on a page)."""
+    def holds(cursor: Any) -> bool:
+        try:
+            cursor.get_key()  # raises on a cursor without a position
+        except Exception:
+            return False
+        return True
+
+    return [key for key, cursor in cursors.items() if holds(cursor)]
+
+
+def test_a_transaction_holds_no_page_between_its_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SecantusDB's own storage engine, in this process (devtools/secantus_server.py says why it matters: a
+    # positioned cursor blocks WiredTiger's split of its page, and the whole server stalls until it moves).
+    from secantus.storage import Storage
+
+    from devtools.secantus_server import install
+
+    # install() patches the class for this process only (the servers are processes of their own): undone after.
+    monkeypatch.setattr(Storage, "use_user_transaction", Storage.use_user_transaction)
+    monkeypatch.setattr(Storage, "_microshop_cursors_released", False, raising=False)
+
+    def statement_in_a_transaction(storage: Storage) -> dict[Any, Any]:
+        handle = storage.begin_user_transaction()
+        with storage.use_user_transaction(handle):
+            storage.insert("txndb", "things", [{"_id": 100, "n": 100}])
+            assert [doc["n"] for doc in storage.find_matching("txndb", "things", {"_id": 7})] == [7]
+        cursors = dict(handle.cursors)
+        held = _positioned(cursors)
+        storage.abort_user_transaction(handle)
+        return {"cached": list(cursors), "held": held}
+
+    before = Storage(":memory:")
+    after = None
+    try:
+        before.insert("txndb", "things", [{"_id": i, "n": i} for i in range(50)])
+        as_shipped = statement_in_a_transaction(before)
+        assert as_shipped["held"], "SecantusDB left no cursor positioned: the launcher's fix may be unneeded now"
+        install()
+        install()  # idempotent: one reset per statement, not two wrappers
+        after = Storage(":memory:")
+        after.insert("txndb", "things", [{"_id": i, "n": i} for i in range(50)])
+        fixed = statement_in_a_transaction(after)
+        assert fixed["cached"], "the statement used cached cursors"
+        assert fixed["held"] == []
+    finally:
+        before.close()
+        if after is not None:
+            after.close()
+
+
+def test_the_repository_starts_secantusdb_through_the_launcher() -> None:
+    from devtools.secantus import LAUNCHER, secantus_proc
+
+    assert secantus_proc(port=1).argv[1:3] == ["-m", LAUNCHER]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("FROM runtime AS secantus"):]
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", stage, re.M)
+    assert entry is not None
+    assert yaml.safe_load(entry.group(1))[:2] == ["python", "/opt/secantus_server.py"]
