@@ -168,12 +168,26 @@ async def test_alerts_order_events_need_no_marker_and_stock_low_keeps_its_own(co
     try:
         hub = PushHub(redis, Channels(f"h{uuid.uuid4().hex[:6]}."))
         notifier = Notifier(client, db, OutboxRelay(db, bus_for("alerts")), hub)
+        # The usual order: order_created inserts its order's state, order_updated moves it (a guarded update):
+        # one statement each on order_states.
+        one = (("update", "order_states"), ("insert", "alerts"), ("insert", "outbox"), COMMIT)
+        assert await statements.of(lambda: notifier.handle([delivery(created("o2", "p"), "alerts")])) == list(one)
+        moved = [delivery(updated("o2", "p", "pending", "confirmed"), "alerts")]
+        assert await statements.of(lambda: notifier.handle(moved)) == list(one)
+        late = [delivery(created("o2", "p"), "alerts")]  # a second order_created of the order, after its confirmation
+        assert await statements.of(lambda: notifier.handle(late)) == [("update", "order_states")] * 2 + [COMMIT]
+        assert await notifier.handle(late) == [], "an order never goes back to pending"
+        # Out of order: the confirmation before the order's creation. The guarded update finds no state; the
+        # state is inserted.
         confirmed = [delivery(updated("o1", "p", "pending", "confirmed"), "alerts")]
         sent = await statements.of(lambda: notifier.handle(confirmed))
-        assert sent == [("find", "order_states"), ("update", "order_states"), ("insert", "alerts"),
+        assert sent == [("update", "order_states"), ("update", "order_states"), ("insert", "alerts"),
                         ("insert", "outbox"), COMMIT]
-        assert await statements.of(lambda: notifier.handle(confirmed)) == [("find", "order_states"), COMMIT]
+        assert await statements.of(lambda: notifier.handle(confirmed)) == [("update", "order_states")] * 2 + [COMMIT]
         assert await notifier.handle(confirmed) == [], "a redelivery pushes nothing"
+        assert await notifier.handle([delivery(created("o1", "p"), "alerts")]) == [], "nor its late creation"
+        assert {doc["_id"]: doc["status"] async for doc in db["order_states"].find()} == {"o1": "confirmed",
+                                                                                         "o2": "confirmed"}
         low = [delivery(new_event(StockLow(product_id="p", name="Mug", stock=1, low_stock_threshold=2), "/t"),
                         "alerts")]
         sent = await statements.of(lambda: notifier.handle(low))
@@ -181,8 +195,8 @@ async def test_alerts_order_events_need_no_marker_and_stock_low_keeps_its_own(co
         await notifier.handle(low)  # redelivered: its marker aborts the first attempt, nothing is added
     finally:
         await redis.aclose()
-    assert await db["alerts"].count_documents({}) == 2
-    assert await db["outbox"].count_documents({}) == 2
+    assert await db["alerts"].count_documents({}) == 4  # o2 pending and confirmed, o1 confirmed, the stock alert
+    assert await db["outbox"].count_documents({}) == 4
 
 
 async def test_analytics_folds_one_orders_five_events_into_one_transaction(counted: Db) -> None:
