@@ -68,6 +68,7 @@ def serve(
 ) -> None:
     """``proxy_headers=False`` keeps the peer address as the client (the gateway decides itself what to trust)."""
     app = create_app(settings)
+    tune_gc(settings.gc_young_threshold)  # once the app is built: it is frozen with everything else
     config = uvicorn.Config(
         app,
         host=settings.host,

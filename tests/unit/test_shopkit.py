@@ -381,3 +381,27 @@ def test_tune_gc_freezes_what_exists_and_collects_the_young_generation_less_ofte
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_serve_tunes_the_collector_once_the_app_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from shopkit import serve as serving
+
+    built: list[bool] = []
+
+    def create_app(settings: ServiceSettings) -> Litestar:
+        assert gc.get_freeze_count() == 0, "the app is built before anything is frozen"
+        built.append(True)
+        return Litestar()
+
+    monkeypatch.setattr(serving.DrainingServer, "run", lambda self: None)  # no socket, no loop
+    before = gc.get_threshold()
+    try:
+        serving.serve(create_app, ServiceSettings(service_name="gctest", gc_young_threshold=23_456))
+        assert built
+        assert gc.get_threshold() == (23_456, serving.OLDER_GENERATIONS_EVERY, serving.OLDER_GENERATIONS_EVERY)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
