@@ -150,3 +150,26 @@ def test_the_repository_starts_secantusdb_through_the_launcher() -> None:
     entry = re.search(r"^ENTRYPOINT (\[.*\])$", stage, re.M)
     assert entry is not None
     assert yaml.safe_load(entry.group(1))[:2] == ["python", "/opt/secantus_server.py"]
+
+
+def test_the_launcher_tunes_the_servers_collector_as_the_services_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from devtools import secantus_server
+    from shopkit.serve import OLDER_GENERATIONS_EVERY
+
+    started: list[tuple[int, int, int]] = []
+    monkeypatch.setattr("sys.argv", ["secantus_server"])  # main() names the program in it
+    monkeypatch.setattr("secantus.cli.main", lambda: started.append(gc.get_threshold()) or 0)
+    before = gc.get_threshold()
+    try:
+        monkeypatch.setenv(secantus_server.GC_ENV, "0")  # 0: Python's defaults, nothing frozen
+        assert secantus_server.main() == 0
+        assert started == [before] and gc.get_freeze_count() == 0
+        monkeypatch.delenv(secantus_server.GC_ENV)
+        assert secantus_server.main() == 0
+        assert started[-1] == (secantus_server.GC_YOUNG_THRESHOLD, OLDER_GENERATIONS_EVERY, OLDER_GENERATIONS_EVERY)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
