@@ -16,8 +16,9 @@ phases (``--phases``, a comma-separated subset, in this order by default):
 3. load: ``--shoppers`` customers each ``POST /api/orders`` one unit of one popular product in a
    closed loop for ``--seconds`` (no sockets);
 4. replicas: the load of 3 for ``--replica-seconds`` with one process of each consumer service,
-   and as long with a second process of each, in quarters ordered 1, 2, 2, 1 so that both halves
-   run at the same mean time (what grows as the shop runs weighs on both alike; products, orders,
+   and as long with a second process of each, in parts ordered 1, 2, 2, 1, ``--replica-cycles`` (2)
+   times over, so that both halves run at the same mean time and in several pieces (what grows as
+   the shop runs, and the machine's changes of speed, weigh on both alike; products, orders,
    alerts, analytics: same settings,
    their own ports; the gateway still reaches the first; two unmeasured orders per shopper first, so
    the new processes' first-use costs stay out); the ratios of confirmed/s and of CPU per
@@ -31,7 +32,9 @@ phases (``--phases``, a comma-separated subset, in this order by default):
    the full one), open loop: POST p99 of the last third against the first, and the resident memory
    (RSS, with children) of every process (shop, SecantusDB, RabbitMQ, Redis) every
    ``--rss-interval`` s; a process whose RSS keeps climbing (last third's mean > 1.2x the first's,
-   the middle third's in between) is flagged, and every series is printed;
+   the middle third's in between) is flagged, and every series is printed; with them the POST p99 of
+   each tenth of the soak and each process's CPU per second by third (the rates are fixed: which
+   process's work per order grows as the shop runs);
 6. reads: ``GET /api/products/{id}`` of one product with ``--reads-connections`` (32) keep-alive
    connections for ``--reads-seconds`` (``gateway_proxy.drive``): requests/s, p50/p99, the gateway's
    and products' CPU per request.
@@ -88,7 +91,7 @@ FAIL. ``--json FILE`` writes every number.
 
     uv run python benchmarks/order_pipeline.py [--phases light,paced,load,replicas,soak,reads]
         [--light-seconds 30] [--seconds 30] [--shoppers 16] [--paced-rate 45] [--paced-seconds 20]
-        [--replica-seconds 20] [--soak-seconds 300] [--reads-seconds 10] [--json FILE]
+        [--replica-seconds 40] [--replica-cycles 2] [--soak-seconds 300] [--reads-seconds 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -999,32 +1003,37 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def phase_replicas(b: Bench) -> dict[str, Any]:
-    """One process of each consumer, two, two, one (a quarter of the phase each): the halves run at the same
+    """One process of each consumer, two, two, one, ``--replica-cycles`` times over: the halves run at the same
     mean time, so what grows as the shop runs (the data the database holds, the machine's other work) weighs
-    on both alike."""
+    on both alike, and each half is measured in several pieces, spread over the phase, so that the machine's
+    changes of speed (a quarter within a minute on a shared host) weigh on both alike too."""
     a = b.args
-    quarter = a.replica_seconds / 2
+    part_seconds = a.replica_seconds / (2 * a.replica_cycles)
     duplicates0 = b.decisions.duplicates
+    ones: list[dict[str, Any]] = []
+    twos: list[dict[str, Any]] = []
 
-    async def load(label: str) -> dict[str, Any]:
+    async def load(processes: int) -> dict[str, Any]:
+        label = f"{processes} of each consumer service (part {len(ones) + len(twos) + 1} of {4 * a.replica_cycles})"
         tokens = (await b.fresh_tokens())[: a.shoppers]
         phase = Phase(f"replicas: {label}")
         return await b.measure(f"replicas: {label}", phase, lambda: run_load(
-            b.api, phase, tokens, b.product_id, quarter))
+            b.api, phase, tokens, b.product_id, part_seconds))
 
-    first = await load("1 of each consumer service (first quarter)")
-    names = await asyncio.to_thread(start_replicas, b.shop)
-    print(f"\nstarted {', '.join(names)}")
-    b.probe = CpuProbe.of(b.shop)
-    try:
-        await warm_up(b, (await b.fresh_tokens())[: a.shoppers])  # the new processes' first-use costs stay out
-        second = await load("2 of each consumer service (second quarter)")
-        third = await load("2 of each consumer service (third quarter)")
-    finally:
-        await asyncio.to_thread(stop_replicas, b.shop, names)
+    for _ in range(a.replica_cycles):
+        ones.append(await load(1))
+        names = await asyncio.to_thread(start_replicas, b.shop)
+        print(f"\nstarted {', '.join(names)}")
         b.probe = CpuProbe.of(b.shop)
-    fourth = await load("1 of each consumer service (fourth quarter)")
-    single, double = combined([first, fourth]), combined([second, third])
+        try:
+            await warm_up(b, (await b.fresh_tokens())[: a.shoppers])  # the new processes' first-use costs stay out
+            twos.append(await load(2))
+            twos.append(await load(2))
+        finally:
+            await asyncio.to_thread(stop_replicas, b.shop, names)
+            b.probe = CpuProbe.of(b.shop)
+        ones.append(await load(1))
+    single, double = combined(ones), combined(twos)
     cpu1, cpu2 = single["cpu_ms_per_confirmed_until_analytics"], double["cpu_ms_per_confirmed_until_analytics"]
     result = {
         "one": single, "two": double,
@@ -1066,11 +1075,13 @@ async def phase_soak(b: Bench) -> dict[str, Any]:
     targets = rss_targets(b.shop)
     series: dict[str, list[float]] = {name: [] for name in targets}
     at: list[float] = []
+    cpu: list[dict[str, float]] = []
     done = asyncio.Event()
 
     async def sample_rss() -> None:
         while True:
             at.append(time.monotonic())
+            cpu.append(b.probe.sample())
             for name, processes in targets.items():
                 series[name].append(rss_mb(processes))
             if done.is_set():
@@ -1093,15 +1104,28 @@ async def phase_soak(b: Bench) -> dict[str, Any]:
     last = percentile(orders.round_trips(since=orders.end - third), 99)
     memory: dict[str, dict[str, Any]] = {name: {"mb": values, "thirds_mb": thirds(values), "climbing": climbing(values)}
               for name, values in series.items()}
+    # What the tail follows: the POST p99 by tenth of the soak, and each process's CPU per second by third (the
+    # rates are fixed, so CPU per second is CPU per order).
+    tenth = (orders.end - orders.start) / 10
+    p99_tenths = [percentile(orders.round_trips(since=orders.start + i * tenth, until=orders.start + (i + 1) * tenth),
+                             99) for i in range(10)]
+    edges = [round(i * (len(cpu) - 1) / 3) for i in range(4)]
+    cpu_thirds = {name: [(cpu[j][name] - cpu[i][name]) * 1000 / (at[j] - at[i]) if at[j] > at[i] else math.nan
+                         for i, j in itertools.pairwise(edges)] for name in (cpu[0] if cpu else {})}
     result.update({
         "post_p99_first_third_s": first, "post_p99_last_third_s": last, "post_p99_ratio": ratio(last, first),
         "reads_http": dict(reads.http), "reads_per_s": len(reads.answers) / (reads.end - reads.start),
         "reads_p50_s": percentile(reads.round_trips(), 50), "reads_p99_s": percentile(reads.round_trips(), 99),
         "reads_late_sends": reads.late_sends,
+        "post_p99_by_tenth_s": p99_tenths, "cpu_ms_per_s_by_third": cpu_thirds,
         "rss_sample_s": [t - at[0] for t in at], "rss": memory,
         "rss_climbing": [name for name, m in memory.items() if m["climbing"]],
     })
     print(f"  POST p99 first third    {fmt_ms(first)}, last third {fmt_ms(last)}: x{result['post_p99_ratio']:.2f}")
+    print(f"  POST p99 by tenth       {', '.join(fmt_ms(v) for v in p99_tenths)}")
+    print("  CPU ms per second by third (first / middle / last; the rates are fixed):")
+    for name, values in cpu_thirds.items():
+        print(f"    {name:<20} {' / '.join(f'{v:.0f}' for v in values)}")
     print(f"  reads                   {dict(reads.http)} = {result['reads_per_s']:.1f}/s, p50 "
           f"{fmt_ms(result['reads_p50_s'])} p99 {fmt_ms(result['reads_p99_s'])}, late sends {reads.late_sends}")
     print(f"  RSS MB at {', '.join(f'{t:.0f}' for t in result['rss_sample_s'])} s"
@@ -1304,7 +1328,8 @@ def main() -> int:
         ("--light-shoppers", int, 10, "shoppers of the light phase"),
         ("--light-rate", float, 1, "orders/s of each light shopper"),
         ("--light-seconds", float, 30, "length of the light phase"),
-        ("--replica-seconds", float, 20, "length of each half of the replicas phase"),
+        ("--replica-seconds", float, 40, "length of each half of the replicas phase"),
+        ("--replica-cycles", int, 2, "times the replicas phase runs its parts 1, 2, 2, 1"),
         ("--soak-seconds", float, 300, "length of the soak (make bench: BENCH_SOAK_SECONDS, 60)"),
         ("--soak-rate", float, 20, "orders/s during the soak"),
         ("--soak-reads", float, 40, "product reads/s during the soak"),
