@@ -23,7 +23,7 @@ statements (query results are materialised into the server's cursor registry, no
 
 **And the collector** is tuned as the services tune theirs (``shopkit.serve.tune_gc``; this file is copied
 alone into the ``secantus`` image, so it cannot import the kit): what is loaded is frozen and the young
-generation collected every 50,000 allocations (``MICROSHOP_SECANTUS_GC_YOUNG_THRESHOLD``; 0 keeps Python's
+generation collected every 200,000 allocations (``MICROSHOP_SECANTUS_GC_YOUNG_THRESHOLD``; 0 keeps Python's
 defaults). docs/saga.md, "Garbage collection", has what it measured.
 """
 
@@ -66,7 +66,7 @@ def install() -> None:
 # frozen and a young collection runs every this many allocations instead of 700, the older generations every 20
 # of the younger. 0 keeps Python's defaults.
 GC_ENV = "MICROSHOP_SECANTUS_GC_YOUNG_THRESHOLD"
-GC_YOUNG_THRESHOLD = 50_000
+GC_YOUNG_THRESHOLD = 200_000
 GC_OLDER_EVERY = 20
 
 

@@ -91,7 +91,7 @@ class ServiceSettings(BaseSettings):
     # scanned again) and a young collection runs every ``gc_young_threshold`` allocations instead of Python's
     # 700, the older generations every 20 of the younger. 0 keeps Python's defaults. docs/saga.md, "Garbage
     # collection", has the measurements.
-    gc_young_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
+    gc_young_threshold: int = Field(default=200_000, ge=0, le=10_000_000)
 
     # Observability (docs/observability.md): ``/metrics`` on the service's own port, traces over OTLP/HTTP.
     metrics_enabled: bool = True
