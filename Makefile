@@ -57,7 +57,7 @@ typecheck: setup ## mypy over services, operator, devtools and the locustfile (s
 check: lint typecheck test ## what CI runs
 
 BENCH_SOAK_SECONDS ?= 60
-bench: infra ## benchmarks, ~10 min (order_pipeline's soak: BENCH_SOAK_SECONDS=300 for the full 5 min)
+bench: infra ## benchmarks, ~12 min (order_pipeline's soak: BENCH_SOAK_SECONDS=300 for the full 5 min)
 	@for b in benchmarks/*.py; do echo "== $$b"; \
 	  case $$b in *order_pipeline.py) extra="--soak-seconds $(BENCH_SOAK_SECONDS)";; *) extra="";; esac; \
 	  $(UV) run --frozen python $$b $$extra || exit 1; done
