@@ -520,3 +520,32 @@ async def test_a_relay_retries_a_nacked_round_within_a_second(
         assert publishing.opened >= 2
     finally:
         await relay.stop()
+
+
+async def test_a_stopping_relay_whose_last_round_hangs_hands_its_records_back_at_once(
+        setup: tuple[Any, Any, EventBus, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopkit.messaging import outbox
+
+    client, db, bus, tap = setup
+    monkeypatch.setattr(outbox, "STOP_SECONDS", 0.5)
+    stuck = OutboxRelay(db, bus, poll_seconds=3600)
+    never = asyncio.Event()
+
+    async def hang(event: CloudEvent) -> None:
+        await never.wait()  # the broker does not confirm: the last round cannot finish
+
+    monkeypatch.setattr(stuck, "_publish", hang)
+    stuck.start()
+    await asyncio.sleep(0.2)
+    events = _stock_low(3)
+    await _commit(client, db, events)
+    stored = await db[OUTBOX].find().to_list(None)
+    assert {d["claim"] for d in stored} == {stuck.writer_token}
+    await stuck.stop()
+    # Handed back: free now, not after the 10 s lease; another relay publishes them without a takeover.
+    assert [d.get("claim") for d in await db[OUTBOX].find().to_list(None)] == [None, None, None]
+    takeovers = OUTBOX_TAKEOVERS._value.get()
+    survivor = OutboxRelay(db, bus)
+    assert await survivor.drain_once() == 3
+    assert await _take(tap, 3) == [e.id for e in events]
+    assert OUTBOX_TAKEOVERS._value.get() == takeovers

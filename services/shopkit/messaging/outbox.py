@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -446,5 +447,27 @@ class OutboxRelay:
         self._wake.set()
         done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
         if not done:
-            log.warning("outbox relay's last round took longer than %.0fs: stopped; its claims expire", STOP_SECONDS)
+            log.warning("outbox relay's last round took longer than %.0fs: stopped; what it holds is handed back",
+                        STOP_SECONDS)
         await cancel(self._task)
+        if not done:
+            await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """After a last round cut short: settle what the broker confirmed, and free every unsent record this relay
+        still claims (its writers' and its polls'), so that another replica's next poll publishes them at once
+        rather than after the lease, as a takeover. A record whose publish was cut off mid-way may go out twice:
+        consumers dedupe by event id. Bounded like the last round; if the database does not answer, the leases
+        free them as before."""
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                if self._unsettled:
+                    ids, self._unsettled = self._unsettled, []
+                    await self._settle(self.writer_token, ids, counted=True)
+                freed = await self.db[OUTBOX].update_many(
+                    {"claim": {"$regex": f"^{re.escape(self.id)}/"}, "sent": False},
+                    {"$unset": {"claim": "", "lease_until": ""}})
+            self._committed.clear()
+            log.warning("outbox relay handed back %d unpublished records for another replica", freed.modified_count)
+        except Exception as exc:
+            log.warning("outbox relay could not hand back its records (%s): their leases free them", exc)
