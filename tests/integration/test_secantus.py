@@ -169,6 +169,8 @@ def test_the_launcher_tunes_the_servers_collector_as_the_services_do(monkeypatch
         monkeypatch.delenv(secantus_server.GC_ENV)
         assert secantus_server.main() == 0
         assert started[-1] == (secantus_server.GC_YOUNG_THRESHOLD, OLDER_GENERATIONS_EVERY, OLDER_GENERATIONS_EVERY)
+        # The same default as the services' (the launcher cannot import it: it is copied alone into its image).
+        assert ServiceSettings.model_fields["gc_young_threshold"].default == secantus_server.GC_YOUNG_THRESHOLD
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

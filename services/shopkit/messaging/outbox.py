@@ -461,9 +461,7 @@ class OutboxRelay:
         free them as before."""
         try:
             async with asyncio.timeout(STOP_SECONDS):
-                if self._unsettled:
-                    ids, self._unsettled = self._unsettled, []
-                    await self._settle(self.writer_token, ids, counted=True)
+                await self.settle_committed(now=True)
                 freed = await self.db[OUTBOX].update_many(
                     {"claim": {"$regex": f"^{re.escape(self.id)}/"}, "sent": False},
                     {"$unset": {"claim": "", "lease_until": ""}})
